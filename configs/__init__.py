@@ -1,0 +1,1 @@
+"""Shipped training configs (TOML), importable as mnist_softmax.configs for importlib.resources."""

@@ -1,0 +1,3 @@
+"""mnist-softmax: softmax classification on MNIST with nothing but NumPy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,96 @@
+"""Self-describing checkpoints: one .npz of plain arrays and strings, loadable with allow_pickle=False.
+
+Keys: format, format_version, front_end, map_shape, n_classes, W (T, N), b (T,), norm_mean (N,),
+norm_scale (N,), fe_<name> for each front-end parameter, config_json, metrics_json.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+from .features import FRONT_ENDS
+from .fileio import atomic_open
+from .train import N_CLASSES, Model
+
+FORMAT = "mnist-softmax"
+FORMAT_VERSION = 1
+_REQUIRED = (
+    "format",
+    "format_version",
+    "front_end",
+    "map_shape",
+    "n_classes",
+    "W",
+    "b",
+    "norm_mean",
+    "norm_scale",
+    "config_json",
+    "metrics_json",
+)
+
+
+def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict) -> None:
+    """Write the checkpoint atomically: readers see the old file or the complete new one."""
+    arrays = {
+        "format": np.array(FORMAT),
+        "format_version": np.array(FORMAT_VERSION),
+        "front_end": np.array(model.front_end),
+        "map_shape": np.array(FRONT_ENDS[model.front_end].map_shape),
+        "n_classes": np.array(N_CLASSES),
+        "W": model.W,
+        "b": model.b,
+        "norm_mean": model.mean,
+        "norm_scale": model.scale,
+        "config_json": np.array(json.dumps(config)),
+        "metrics_json": np.array(json.dumps(metrics)),
+        **{f"fe_{k}": v for k, v in model.fe_params.items()},
+    }
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_checkpoint(path: str | Path) -> tuple[Model, dict, dict]:
+    """(model, config dict, metrics dict) from a checkpoint written by save_checkpoint.
+
+    Raises CheckpointError for a missing, truncated, foreign, pickled, wrong-version or
+    shape-inconsistent file. Never unpickles anything.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _REQUIRED if k not in z.files]
+            if missing:
+                raise CheckpointError(f"{path} is not an mnist-softmax checkpoint (missing {', '.join(missing)})")
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+    if str(arrays["format"]) != FORMAT:
+        raise CheckpointError(f"{path} is not an mnist-softmax checkpoint")
+    version = int(arrays["format_version"])
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {version}; this mnist-softmax reads version {FORMAT_VERSION}")
+    front_end = str(arrays["front_end"])
+    if front_end not in FRONT_ENDS:
+        raise CheckpointError(f"{path} uses front end {front_end!r}, which this version does not have")
+    fe = FRONT_ENDS[front_end]
+    T, N = int(arrays["n_classes"]), fe.n_features
+    shapes = {"W": (T, N), "b": (T,), "norm_mean": (N,), "norm_scale": (N,)}
+    for key, shape in shapes.items():
+        if arrays[key].shape != shape:
+            raise CheckpointError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
+    if tuple(arrays["map_shape"]) != fe.map_shape or T != N_CLASSES:
+        raise CheckpointError(f"{path}: feature map {tuple(arrays['map_shape'])} or class count {T} does not match")
+    try:
+        config, metrics = json.loads(str(arrays["config_json"])), json.loads(str(arrays["metrics_json"]))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: damaged config or metrics ({e})") from None
+    fe_params = {k[3:]: v for k, v in arrays.items() if k.startswith("fe_")}
+    model = Model(front_end, fe_params, arrays["norm_mean"], arrays["norm_scale"], arrays["W"], arrays["b"])
+    return model, config, metrics

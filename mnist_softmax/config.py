@@ -1,0 +1,129 @@
+"""The training recipe: one frozen dataclass, read from configs/*.toml, overridden by CLI flags.
+
+Precedence: dataclass defaults < the config file < flags. Unknown keys, wrong types and
+out-of-range values are rejected with a ConfigError naming the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+FRONT_ENDS = ("pixels",)
+SCHEDULES = ("constant", "step", "cosine")
+STANDARDIZE = ("feature", "global", "none")
+
+
+@dataclass(frozen=True)
+class Config:
+    features: str = "pixels"  # front end: "pixels" (N = 784) or "conv" (N = 64*7*7 = 3136)
+    epochs: int = 10
+    batch_size: int = 200
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # L2 on W (not b)
+    schedule: str = "cosine"  # per-epoch learning rate: constant, step or cosine
+    lr_step_epochs: int = 4  # schedule = "step": multiply by lr_gamma every this many epochs
+    lr_gamma: float = 0.1
+    val_size: int = 5000  # held out from the 60,000 training images, seeded
+    seed: int = 0
+    standardize: str = "feature"  # per-feature mean/std, one global mean/std, or none
+    std_floor: float = 0.1  # added to each std, so near-constant features are not blown up
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {"features": FRONT_ENDS, "schedule": SCHEDULES, "standardize": STANDARDIZE}
+_POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma")
+_NON_NEGATIVE = ("weight_decay", "val_size", "seed", "std_floor", "momentum")
+
+
+def _check_type(key: str, value: Any, want: type) -> Any:
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not want:
+        raise ConfigError(f"config key '{key}' must be {want.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def validate(cfg: Config) -> Config:
+    """Range checks that no type can express; returns cfg unchanged or raises ConfigError."""
+    for key, allowed in _CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+    for key in _POSITIVE:
+        v = getattr(cfg, key)
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"config key '{key}' must be > 0, got {v!r}")
+    for key in _NON_NEGATIVE:
+        v = getattr(cfg, key)
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"config key '{key}' must be >= 0, got {v!r}")
+    if cfg.momentum >= 1:
+        raise ConfigError(f"config key 'momentum' must be < 1, got {cfg.momentum!r}")
+    if cfg.val_size >= 60_000:
+        raise ConfigError(f"config key 'val_size' must be < 60000 (the training set), got {cfg.val_size}")
+    return cfg
+
+
+def make_config(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
+    """A Config from `base` with `values` applied, every key and type checked."""
+    types = {f.name: type(getattr(Config(), f.name)) for f in fields(Config)}
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} in {source}: {', '.join(unknown)} "
+            f"(known: {', '.join(types)})"
+        )
+    checked = {k: _check_type(k, v, types[k]) for k, v in values.items()}
+    return validate(dataclasses.replace(base or Config(), **checked))
+
+
+def shipped_config(name: str) -> Path | None:
+    """Path of a config shipped with the package (configs/NAME.toml), or None."""
+    path = resources.files("mnist_softmax.configs").joinpath(f"{name}.toml")
+    return Path(str(path)) if path.is_file() else None
+
+
+def load_config(path_or_name: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a config file (a path, or the name of a shipped config such as "conv"), apply overrides.
+
+    With no file, the shipped config for the chosen front end is used: pixels.toml unless
+    overrides say features = "conv".
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if path_or_name is None:
+        path_or_name = overrides.get("features", "pixels")
+    path = Path(path_or_name)
+    if not path.is_file():
+        shipped = shipped_config(str(path_or_name)) if path.suffix == "" else None
+        if shipped is None:
+            raise ConfigError(f"config file not found: {path_or_name}")
+        path = shipped
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    cfg = make_config(values, source=str(path))
+    return make_config(overrides, base=cfg, source="flags")
+
+
+def to_toml(cfg: Config) -> str:
+    """The config as TOML that load_config reads back to an equal Config."""
+    lines = []
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        elif isinstance(value, float):
+            lines.append(f"{key} = {value!r}")
+        else:
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"

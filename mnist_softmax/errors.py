@@ -1,0 +1,25 @@
+"""The project's own exceptions. The CLI turns each into a one-line message and exit code 1."""
+
+
+class MnistSoftmaxError(Exception):
+    """Base class: a problem the user can act on, reported without a traceback."""
+
+
+class DataError(MnistSoftmaxError):
+    """A data file is malformed, truncated or not what it claims to be."""
+
+
+class DownloadError(MnistSoftmaxError):
+    """No source could provide a verified copy of a data file."""
+
+
+class ConfigError(MnistSoftmaxError):
+    """A config file or flag has an unknown key, a wrong type or an out-of-range value."""
+
+
+class CheckpointError(MnistSoftmaxError):
+    """A checkpoint is missing, foreign, truncated or of an unsupported format version."""
+
+
+class TrainingDiverged(MnistSoftmaxError):
+    """The loss became NaN or infinite."""

@@ -1,0 +1,104 @@
+"""Run folders: a fresh folder per run, the files in it, and `runs/latest` pointing at the newest."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from .errors import CheckpointError
+from .fileio import atomic_write_text
+
+RUNS_ROOT = Path("runs")
+LATEST = "latest"
+
+
+def new_run_dir(root: Path = RUNS_ROOT) -> Path:
+    """Create and return root/<YYYYmmdd-HHMMSS>[-k], never reusing an existing folder.
+
+    mkdir is atomic, so two runs started in the same second get different folders.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(1, 10_000):
+        path = root / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"could not create a new run folder in {root}")
+
+
+def mark_latest(run_dir: Path, root: Path = RUNS_ROOT) -> None:
+    """Point root/latest at run_dir, replacing the old link atomically."""
+    root.mkdir(parents=True, exist_ok=True)
+    target = os.path.relpath(run_dir.resolve(), root.resolve())
+    tmp = root / f".{LATEST}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, root / LATEST)
+
+
+def latest_checkpoint(root: Path = RUNS_ROOT) -> Path:
+    """root/latest/model.npz, or CheckpointError telling the user how to get one."""
+    path = root / LATEST / "model.npz"
+    if not path.is_file():
+        raise CheckpointError(f"no trained model at {path}; run `mnist-softmax train` first or pass --checkpoint PATH")
+    return path
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_json(path: Path, obj: dict) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _number(x):
+    """x, or None where it is NaN (no validation split): JSON has no NaN."""
+    return None if x is None or x != x else x
+
+
+def summary_of(result, cfg) -> dict:
+    """The run's headline numbers, as written to summary.json and stored in the checkpoint."""
+    last = {k: _number(v) for k, v in (result.history[-1] if result.history else {}).items()}
+    return {
+        "test_accuracy": result.test_acc,
+        "test_loss": result.test_loss,
+        "val_accuracy": last.get("val_acc"),
+        "val_loss": last.get("val_loss"),
+        "train_accuracy": last.get("train_acc"),
+        "train_loss": last.get("train_loss"),
+        "epochs": len(result.history),
+        "seconds": result.seconds,
+        "features": cfg.features,
+        "n_features": int(result.model.W.shape[1]),
+    }
+
+
+def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT) -> dict:
+    """Write every output of a run into run_dir, each file atomically, then mark it latest."""
+    from . import plots
+    from .checkpoint import save_checkpoint
+    from .config import to_toml
+
+    summary = summary_of(result, cfg)
+    save_checkpoint(run_dir / "model.npz", result.model, cfg.to_dict(), summary)
+    write_metrics_csv(run_dir / "metrics.csv", result.history)
+    write_json(run_dir / "summary.json", {**summary, "config": cfg.to_dict()})
+    atomic_write_text(run_dir / "config.toml", to_toml(cfg))
+    plots.plot_curves(run_dir / "curves.png", result.history, result.test_acc)
+    if result.model.front_end == "pixels":
+        plots.plot_pixel_weights(run_dir / "weights.png", result.model.W)
+    mark_latest(run_dir, root)
+    return summary

@@ -1,0 +1,82 @@
+"""The math of a softmax classifier: pure NumPy functions, no I/O, inputs never modified.
+
+Notation used in every docstring:
+    B  batch size, N  feature length (784 for pixels, 3136 for conv), T  number of classes (10).
+    X  (B, N) features, y  (B,) integer labels in [0, T), W  (T, N) weights, b  (T,) bias.
+
+logits = X @ W.T + b is the row-wise form of the column form  z = W·x + b.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def logits(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Class scores. X (B, N), W (T, N), b (T,) -> (B, T)."""
+    return X @ W.T + b
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Probabilities along the last axis. z (..., T) -> (..., T), each row in (0, 1) summing to 1.
+
+    The row max is subtracted first: softmax is unchanged by a shift, and exp then never overflows.
+    """
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """log softmax(z) along the last axis, via log-sum-exp. z (..., T) -> (..., T).
+
+    Computed as (z - max) - log(sum(exp(z - max))), never as log(softmax(z)), which gives -inf for
+    probabilities that underflow to zero.
+    """
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax_loss(z: np.ndarray, y: np.ndarray) -> float:
+    """Mean softmax loss, -log p(true class), straight from logits. z (B, T), y (B,) -> scalar."""
+    return float(-log_softmax(z)[np.arange(len(y)), y].mean())
+
+
+def cross_entropy(P: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross entropy of given probabilities against integer labels. P (B, T), y (B,) -> scalar.
+
+    Equals softmax_loss(z, y) when P = softmax(z). P must hold probabilities, not logits.
+    """
+    return float(-np.log(P[np.arange(len(y)), y]).mean())
+
+
+def softmax_loss_grad(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean softmax loss and its gradient with respect to the logits. z (B, T), y (B,) -> (loss, (B, T)).
+
+    dL/dz = (P - Y) / B with P = softmax(z) and Y the one-hot labels.
+    """
+    rows = np.arange(len(y))
+    shifted = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    s = e.sum(axis=-1, keepdims=True)
+    loss = float((np.log(s[:, 0]) - shifted[rows, y]).mean())
+    G = e / s
+    G[rows, y] -= 1.0
+    G /= len(y)
+    return loss, G
+
+
+def loss_and_grad(
+    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, l2: float = 0.0
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Softmax loss (+ l2/2·||W||²) and its gradient with respect to W and b.
+
+    W (T, N), b (T,), X (B, N), y (B,) -> (loss, dW (T, N), db (T,)).
+    With P = softmax(logits) and Y the one-hot labels, dL/dlogits = (P - Y) / B.
+    """
+    loss, G = softmax_loss_grad(logits(X, W, b), y)
+    return loss + 0.5 * l2 * float(np.sum(W * W)), G.T @ X + l2 * W, G.sum(axis=0)
+
+
+def predict_proba(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Class probabilities. X (B, N), W (T, N), b (T,) -> (B, T)."""
+    return softmax(logits(X, W, b))

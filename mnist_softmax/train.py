@@ -1,0 +1,196 @@
+"""Mini-batch SGD for the T×N softmax layer, and the pipeline from MNIST arrays to a trained model.
+
+The loop reads top to bottom: for each epoch, set the learning rate, train one epoch, evaluate on
+the validation split, report. The test set is scored once, at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import Config
+from .data import Mnist
+from .errors import TrainingDiverged
+from .features import FRONT_ENDS, Params, features, fit_standardizer, flatten
+from .softmax import logits, softmax_loss_grad
+
+N_CLASSES = 10
+
+
+@dataclass
+class Model:
+    """Everything needed to turn an image into probabilities: front end, standardiser, W, b."""
+
+    front_end: str
+    fe_params: Params
+    mean: np.ndarray  # (N,) float32
+    scale: np.ndarray  # (N,) float32
+    W: np.ndarray  # (T, N) float32
+    b: np.ndarray  # (T,) float32
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (n, 28, 28) -> standardised float32 features (n, N)."""
+        return features(images, FRONT_ENDS[self.front_end], self.fe_params, self.mean, self.scale)
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    history: list[dict] = field(default_factory=list)  # one row per epoch (see EPOCH_COLUMNS)
+    test_loss: float = math.nan
+    test_acc: float = math.nan
+    seconds: float = 0.0
+
+
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+
+
+def split_indices(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of range(n): (train indices (n - val_size,), val indices (val_size,)), sorted."""
+    perm = rng.permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
+def lr_at(cfg: Config, epoch: int) -> float:
+    """Learning rate for 0-based `epoch` under cfg.schedule."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, float]:
+    """Mean softmax loss and accuracy of (W, b) on X (n, N), y (n,). Chunked to bound memory."""
+    total_loss = 0.0
+    correct = 0
+    for i in range(0, len(X), chunk):
+        z = logits(X[i : i + chunk], W, b)
+        loss, _ = softmax_loss_grad(z, y[i : i + chunk])
+        total_loss += loss * len(z)
+        correct += int((z.argmax(axis=1) == y[i : i + chunk]).sum())
+    return total_loss / len(X), correct / len(X)
+
+
+# Overflow shows up as a non-finite loss, reported with advice, rather than as numpy warnings.
+@np.errstate(over="ignore", invalid="ignore")
+def train_epoch(
+    W: np.ndarray,
+    b: np.ndarray,
+    velocity: tuple[np.ndarray, np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    cfg: Config,
+    rng: np.random.Generator,
+    progress: bool = False,
+    desc: str = "",
+) -> tuple[float, float]:
+    """One pass of momentum SGD over X (n, N), y (n,) in a seeded random order; updates W, b in place.
+
+    Returns the epoch's mean training loss and accuracy (measured on each batch before its update).
+    """
+    from tqdm import tqdm
+
+    vW, vb = velocity
+    order = rng.permutation(len(X))
+    B = cfg.batch_size
+    total_loss = 0.0
+    correct = 0
+    bar = tqdm(total=len(X), desc=desc, unit="img", unit_scale=True, leave=False, disable=not progress)
+    for start in range(0, len(X), B):
+        idx = order[start : start + B]
+        xs = X[idx]
+        ys = y[idx]
+        z = logits(xs, W, b)
+        loss, G = softmax_loss_grad(z, ys)
+        if not math.isfinite(loss):
+            _diverged(f"loss {loss}", lr, cfg)
+        total_loss += loss * len(idx)
+        correct += int((z.argmax(axis=1) == ys).sum())
+        gW = G.T @ xs
+        if cfg.weight_decay:
+            gW += cfg.weight_decay * W
+        vW *= cfg.momentum
+        vW += gW
+        vb *= cfg.momentum
+        vb += G.sum(axis=0)
+        W -= lr * vW
+        b -= lr * vb
+        if progress and (start // B) % 50 == 0:
+            bar.update(min(start + B, len(X)) - bar.n)
+            bar.set_postfix(loss=f"{total_loss / (start + len(idx)):.4f}", acc=f"{correct / (start + len(idx)):.4f}")
+    bar.close()
+    if not (np.isfinite(W).all() and np.isfinite(b).all()):
+        _diverged("weights overflowed", lr, cfg)
+    return total_loss / len(X), correct / len(X)
+
+
+def _diverged(what: str, lr: float, cfg: Config):
+    raise TrainingDiverged(f"training diverged ({what}) at lr {lr:g}; try a smaller --lr, e.g. --lr {cfg.lr / 10:g}")
+
+
+def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator):
+    """Split, fit the front end and standardiser on the training split, build all features.
+
+    Returns (model with zero weights, (X_train, y_train), (X_val, y_val), (X_test, y_test)).
+    """
+    fe = FRONT_ENDS[cfg.features]
+    train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, rng)
+    train_images = mnist.train_images[train_idx]
+    fe_params = fe.fit(train_images, rng)
+    F_train = flatten(fe.maps(train_images, fe_params))
+    mean, scale = fit_standardizer(F_train, cfg.standardize, cfg.std_floor)
+    model = Model(
+        cfg.features,
+        fe_params,
+        mean,
+        scale,
+        np.zeros((N_CLASSES, fe.n_features), np.float32),
+        np.zeros(N_CLASSES, np.float32),
+    )
+    X_train = (F_train - mean) / scale
+    y = mnist.train_labels.astype(np.intp)
+    val = (model.features(mnist.train_images[val_idx]), y[val_idx])
+    test = (model.features(mnist.test_images), mnist.test_labels.astype(np.intp))
+    return model, (X_train, y[train_idx]), val, test
+
+
+def fit(
+    cfg: Config,
+    mnist: Mnist,
+    on_epoch: Callable[[dict], None] = lambda row: None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train the softmax layer by the recipe in cfg; the same cfg and data give the same result."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, rng)
+    W, b = model.W, model.b
+    velocity = (np.zeros_like(W), np.zeros_like(b))
+    result = TrainResult(model)
+    for epoch in range(cfg.epochs):
+        t_epoch = time.perf_counter()
+        lr = lr_at(cfg, epoch)
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        train_loss, train_acc = train_epoch(W, b, velocity, X, y, lr, cfg, rng, progress, desc)
+        val_loss, val_acc = evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan)
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "seconds": time.perf_counter() - t_epoch,
+        }
+        result.history.append(row)
+        on_epoch(row)
+    result.test_loss, result.test_acc = evaluate(W, b, X_test, y_test)
+    result.seconds = time.perf_counter() - t0
+    return result

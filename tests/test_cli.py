@@ -1,0 +1,170 @@
+"""The CLI end to end on the real MNIST files, plus help texts and user mistakes."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mnist_softmax.checkpoint import load_checkpoint
+from mnist_softmax.cli import main
+from mnist_softmax.config import Config, load_config
+from mnist_softmax.train import EPOCH_COLUMNS
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_dir, tmp_path_factory):
+    """One default `train` run on the real data (run from a fresh folder), shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("work")
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = run("train", "--data-dir", mnist_dir)
+    finally:
+        os.chdir(old)
+    return cwd, result
+
+
+def test_default_train_reaches_the_accuracy_bar_and_writes_every_file(trained):
+    cwd, result = trained
+    run_dir = (cwd / "runs" / "latest").resolve()
+    assert run_dir.parent == cwd / "runs" and run_dir.name[:8].isdigit()
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["model.npz", "metrics.csv", "summary.json", "config.toml", "curves.png", "weights.png"]
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_accuracy"] >= 0.925, summary
+    assert summary["config"] == Config().to_dict()
+    assert f"test accuracy {summary['test_accuracy']:.4f}" in result.output
+    assert result.output.count("\nepoch ") + result.output.startswith("epoch ") == 10
+
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 11)) and tuple(rows[0]) == EPOCH_COLUMNS
+    assert float(rows[-1]["val_acc"]) == pytest.approx(summary["val_accuracy"])
+
+    model, cfg, metrics = load_checkpoint(run_dir / "model.npz")
+    assert (
+        model.W.shape == (10, 784)
+        and cfg == Config().to_dict()
+        and metrics["test_accuracy"] == summary["test_accuracy"]
+    )
+    assert load_config(run_dir / "config.toml") == Config()
+    for png, size in (("curves.png", (1000, 400)), ("weights.png", (1000, 440))):
+        with Image.open(run_dir / png) as im:
+            assert im.format == "PNG" and im.size == size
+
+
+def test_checkpoint_reproduces_the_reported_test_accuracy(trained, mnist):
+    cwd, _ = trained
+    model, _, metrics = load_checkpoint(cwd / "runs" / "latest" / "model.npz")
+    pred = (model.features(mnist.test_images) @ model.W.T + model.b).argmax(1)
+    assert np.mean(pred == mnist.test_labels) == metrics["test_accuracy"]
+
+
+def test_same_seed_same_numbers_different_seed_different(trained, mnist_dir, tmp_path):
+    cwd, first = trained
+    again = run("train", "--data-dir", mnist_dir, "--out", tmp_path / "again")
+    a = json.loads((cwd / "runs" / "latest" / "summary.json").read_text())
+    b = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    np.testing.assert_array_equal(
+        load_checkpoint(cwd / "runs/latest/model.npz")[0].W, load_checkpoint(tmp_path / "again/model.npz")[0].W
+    )
+    assert "test accuracy" in again.output
+    other = run("train", "--data-dir", mnist_dir, "--out", tmp_path / "other", "--seed", "1", "--epochs", "1", "-q")
+    assert json.loads((tmp_path / "other" / "summary.json").read_text())["test_loss"] != a["test_loss"]
+    assert "epoch" not in other.output
+
+
+def test_flags_override_the_config_and_are_saved(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    run(
+        "train",
+        "--data-dir",
+        mnist_dir,
+        "--out",
+        out,
+        "--epochs",
+        2,
+        "--lr",
+        0.05,
+        "--batch-size",
+        500,
+        "--schedule",
+        "step",
+        "--val-size",
+        1000,
+        "--momentum",
+        0.5,
+        "--weight-decay",
+        0,
+        "-q",
+    )
+    cfg = load_config(out / "config.toml")
+    assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.schedule, cfg.val_size, cfg.momentum, cfg.weight_decay) == (
+        2,
+        0.05,
+        500,
+        "step",
+        1000,
+        0.5,
+        0.0,
+    )
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_download_command_uses_a_mirror(mnist_server, tmp_path):
+    _, url = mnist_server
+    result = run("download", "--data-dir", tmp_path, "--mirror", f"{url}/good/", "-q")
+    assert result.output.count("ok ") == 4 and len(list(tmp_path.iterdir())) == 4
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["train", "--lr", "0"], 1, "'lr' must be > 0"),
+        (["train", "--epochs", "0"], 1, "'epochs' must be > 0"),
+        (["train", "--config", "nope.toml"], 1, "config file not found: nope.toml"),
+        (["train", "--features", "resnet"], 2, "Invalid value for '--features'"),
+        (["train", "--batch-size", "ten"], 2, "'ten' is not a valid integer"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_an_exit_code(args, code, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code and message in result.output
+    assert "Traceback" not in result.output
+    if code == 1:
+        assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_config_key_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text("lr = 0.1\nbatchsize = 10\n")
+    result = CliRunner().invoke(main, ["train", "--config", "c.toml"])
+    assert result.exit_code == 1 and "unknown key in c.toml: batchsize" in result.output
+
+
+def test_every_command_is_documented_with_an_example():
+    for name, cmd in main.commands.items():
+        help_text = run(name, "--help").output
+        assert cmd.help and "Example" in help_text, name
+    assert "[default: 10, from the config]" in " ".join(run("train", "--help").output.split())
+
+
+def test_console_script_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "mnist_softmax", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "mnist-softmax" in out.stdout

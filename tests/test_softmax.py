@@ -1,0 +1,120 @@
+"""The math: worked numbers, identities, stability, and gradients against finite differences."""
+
+import numpy as np
+import pytest
+
+from mnist_softmax.softmax import (
+    cross_entropy,
+    log_softmax,
+    logits,
+    loss_and_grad,
+    predict_proba,
+    softmax,
+    softmax_loss,
+    softmax_loss_grad,
+)
+
+
+def test_softmax_worked_example():
+    np.testing.assert_allclose(softmax(np.array([1.0, 2.0, 3.0])), [0.09003057, 0.24472847, 0.66524096], rtol=1e-7)
+    np.testing.assert_array_equal(np.round(softmax(np.array([1.0, 2.0, 3.0])), 3), [0.090, 0.245, 0.665])
+
+
+def test_cross_entropy_worked_example():
+    p = np.array([[0.1, 0.15, 0.05, 0.6, 0.1]])
+    assert cross_entropy(p, np.array([3])) == pytest.approx(-np.log(0.6), rel=1e-15)  # true class 4 of 5
+    assert cross_entropy(p, np.array([3])) == pytest.approx(0.5108256237659907, rel=1e-15)
+
+
+def test_softmax_rows_are_probabilities():
+    z = np.random.default_rng(0).normal(scale=10, size=(50, 10))
+    P = softmax(z)
+    assert P.shape == (50, 10)
+    assert np.all(P > 0) and np.all(P < 1)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_softmax_is_shift_invariant():
+    z = np.random.default_rng(1).normal(size=(4, 10))
+    np.testing.assert_allclose(softmax(z), softmax(z + 123.4), rtol=1e-12)
+
+
+def test_cross_entropy_of_softmax_equals_softmax_loss():
+    rng = np.random.default_rng(2)
+    z, y = rng.normal(scale=3, size=(64, 10)), rng.integers(0, 10, 64)
+    assert cross_entropy(softmax(z), y) == pytest.approx(softmax_loss(z, y), rel=1e-12)
+    np.testing.assert_allclose(np.log(softmax(z)), log_softmax(z), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("z", [[1000.0, 1.0], [-1000.0, 0.0], [1e4, -1e4], [-1e4, -1e4]])
+def test_extreme_logits_do_not_overflow(dtype, z):
+    z = np.array([z], dtype=dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        P, L = softmax(z), log_softmax(z)
+        loss, G = softmax_loss_grad(z, np.array([1]))
+    assert P.dtype == dtype and np.all(np.isfinite(P)) and np.all(np.isfinite(L)) and np.isfinite(loss)
+    np.testing.assert_allclose(P.sum(), 1.0, rtol=1e-6)
+    assert loss == pytest.approx(-L[0, 1], rel=1e-6)
+    assert np.all(np.isfinite(G))
+
+
+def test_loss_from_logits_stays_finite_where_log_of_softmax_does_not():
+    z = np.array([[1000.0, 0.0]])
+    assert softmax_loss(z, np.array([1])) == pytest.approx(1000.0)
+    with np.errstate(divide="ignore"):
+        assert np.isinf(-np.log(softmax(z)[0, 1]))  # the naive way
+
+
+def _numeric_grad(f, x, eps=1e-6):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
+        hi = f()
+        x[i] = old - eps
+        lo = f()
+        x[i] = old
+        g[i] = (hi - lo) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+def test_gradient_matches_central_differences(l2):
+    rng = np.random.default_rng(3)
+    T, N, B = 4, 7, 9
+    W, b = rng.normal(size=(T, N)), rng.normal(size=T)
+    X, y = rng.normal(size=(B, N)), rng.integers(0, T, B)
+    _, dW, db = loss_and_grad(W, b, X, y, l2)
+    f = lambda: loss_and_grad(W, b, X, y, l2)[0]  # noqa: E731
+    np.testing.assert_allclose(dW, _numeric_grad(f, W), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(db, _numeric_grad(f, b), rtol=1e-6, atol=1e-9)
+
+
+def test_logit_gradient_is_p_minus_onehot_over_batch():
+    rng = np.random.default_rng(4)
+    z, y = rng.normal(size=(5, 10)), rng.integers(0, 10, 5)
+    _, G = softmax_loss_grad(z, y)
+    np.testing.assert_allclose(G, (softmax(z) - np.eye(10)[y]) / 5, rtol=1e-12)
+
+
+def test_inputs_are_not_modified():
+    rng = np.random.default_rng(5)
+    W, b, X, y = rng.normal(size=(10, 6)), rng.normal(size=10), rng.normal(size=(8, 6)), rng.integers(0, 10, 8)
+    copies = [a.copy() for a in (W, b, X, y)]
+    z = logits(X, W, b)
+    z_copy = z.copy()
+    loss_and_grad(W, b, X, y, 0.1)
+    softmax(z), log_softmax(z), softmax_loss_grad(z, y), predict_proba(X, W, b)
+    for a, c in zip((W, b, X, y), copies, strict=True):
+        np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(z, z_copy)
+
+
+def test_shapes_and_logits_are_w_x_plus_b():
+    rng = np.random.default_rng(6)
+    W, b, X = rng.normal(size=(10, 784)), rng.normal(size=10), rng.normal(size=(3, 784))
+    z = logits(X, W, b)
+    assert z.shape == (3, 10)
+    np.testing.assert_allclose(z[1], W @ X[1] + b, rtol=1e-12)  # column form z = W·x + b
+    assert predict_proba(X, W, b).shape == (3, 10)
