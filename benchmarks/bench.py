@@ -4,7 +4,12 @@
 
 Measures, with the data already downloaded:
   - the training loop alone: samples per second of train_epoch on the default recipe (median epoch);
-  - the whole `mnist-softmax train` process (default config): wall seconds (median) and peak RSS.
+  - whole processes (wall seconds, median of --repeat, and peak RSS): `train` (default config),
+    `eval` of the checkpoint it wrote, `predict` on one PNG image, and `train --features conv`
+    with a cold and with a warm feature cache;
+  - conv feature extraction alone for all 70,000 images.
+The processes run in a temporary folder (your runs/ is not touched), reading the data through
+symlinks so that the conv feature cache starts empty.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 
-def run_process(args: list[str]) -> tuple[float, float]:
+def run_process(args: list[str], cwd: str | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of a child process; raises if it fails."""
     t = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
@@ -45,11 +51,29 @@ def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
     W, b = model.W, model.b
     velocity = (np.zeros_like(W), np.zeros_like(b))
     times = []
-    for _ in range(cfg.epochs):
-        t = time.perf_counter()
-        train_epoch(W, b, velocity, X, y, cfg.lr, cfg, rng)
-        times.append(time.perf_counter() - t)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):  # as fit() runs it
+        for _ in range(cfg.epochs):
+            t = time.perf_counter()
+            train_epoch(W, b, velocity, X, y, cfg.lr, cfg, rng)
+            times.append(time.perf_counter() - t)
     return {"load_s": load_s, "samples_per_s": len(X) / statistics.median(times), "n_train": len(X)}
+
+
+def bench_conv_extraction(data_dir: str) -> float:
+    """Seconds to extract the 64×7×7 conv features of all 70,000 images (front end fitted first)."""
+    from mnist_softmax.config import load_config
+    from mnist_softmax.data import load_mnist
+    from mnist_softmax.features import CONV
+
+    mnist = load_mnist(data_dir, quiet=True)
+    cfg = load_config("conv")
+    params = CONV.fit(mnist.train_images[:55000], np.random.default_rng(cfg.seed), cfg)
+    images = np.concatenate([mnist.train_images, mnist.test_images])
+    t = time.perf_counter()
+    CONV.maps(images, params)
+    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -59,19 +83,47 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
 
-    loop = bench_loop(a.data_dir, a.mirror)
-    cli = [sys.executable, "-m", "mnist_softmax", "train", "--data-dir", a.data_dir, "--quiet"]
+    cli = [sys.executable, "-m", "mnist_softmax"]
+    # In a child, so this process stays small: a child's peak RSS includes its parent's at fork.
+    run_process([*cli, "download", "--data-dir", a.data_dir, "-q", *(f"--mirror={m}" for m in a.mirror)])
+    src = Path(a.data_dir).resolve()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [run_process([*cli, "--out", f"{tmp}/r{i}"]) for i in range(a.repeat)]
-    walls, rss = zip(*runs, strict=True)
+        data = Path(tmp) / "data"
+        data.mkdir()
+        for f in src.iterdir():
+            if f.is_file():
+                (data / f.name).symlink_to(f)
 
+        def repeat(args: list[str], n: int = a.repeat) -> list[tuple[float, float]]:
+            return [run_process(args, cwd=tmp) for _ in range(n)]
+
+        train = [*cli, "train", "--data-dir", str(data), "--quiet"]
+        rows.append(("whole `train` process", repeat(train)))
+        ckpt = f"{tmp}/runs/latest/model.npz"
+        rows.append(("whole `eval` process", repeat([*cli, "eval", "--checkpoint", ckpt, "--data-dir", str(data)])))
+        from PIL import Image
+
+        digit = np.fromfile(src / "t10k-images-idx3-ubyte", np.uint8, 784, offset=16).reshape(28, 28)
+        Image.fromarray(digit).save(f"{tmp}/digit.png")
+        rows.append(
+            ("whole `predict` process, one image", repeat([*cli, "predict", f"{tmp}/digit.png", "--checkpoint", ckpt]))
+        )
+        conv = [*train, "--features", "conv"]
+        rows.append(("whole `train --features conv`, cold cache", repeat(conv, 1)))
+        rows.append(("whole `train --features conv`, warm cache", repeat(conv)))
+
+    loop = bench_loop(a.data_dir, a.mirror)  # last: it holds the dataset in memory
+    extraction_s = bench_conv_extraction(a.data_dir)
     print(f"machine: {os.cpu_count()} cores, numpy {np.__version__}, python {sys.version.split()[0]}")
-    print(f"{'measure':<42}{'value':>14}")
-    print(f"{'load cached MNIST (verify + parse), s':<42}{loop['load_s']:>14.3f}")
-    print(f"{'training loop, samples/s (median epoch)':<42}{loop['samples_per_s']:>14,.0f}")
-    label = f"whole `train` process, s (median of {a.repeat})"
-    print(f"{label:<42}{statistics.median(walls):>14.2f}")
-    print(f"{'whole `train` process, peak RSS MB':<42}{max(rss):>14.0f}")
+    print(f"{'measure':<58}{'value':>10}")
+    print(f"{'load cached MNIST (verify + parse), s':<58}{loop['load_s']:>10.3f}")
+    print(f"{'training loop, samples/s (median epoch)':<58}{loop['samples_per_s']:>10,.0f}")
+    print(f"{'conv feature extraction, 70,000 images, s':<58}{extraction_s:>10.2f}")
+    for label, results in rows:
+        walls, rss = zip(*results, strict=True)
+        print(f"{label + f', s (median of {len(walls)})':<58}{statistics.median(walls):>10.2f}")
+        print(f"{label + ', peak RSS MB':<58}{max(rss):>10.0f}")
 
 
 if __name__ == "__main__":

@@ -132,13 +132,168 @@ def train(config_path, data_dir, mirrors, out, quiet, **overrides) -> None:
                 f"{row['seconds']:.2f}s"
             )
 
-    result = fit(cfg, mnist, on_epoch=report, progress=not quiet and sys.stderr.isatty())
+    result = fit(cfg, mnist, on_epoch=report, progress=not quiet and sys.stderr.isatty(), cache_dir=data_dir / "cache")
     save_run(run_dir, result, cfg)
     click.echo(
         f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
         f"({result.seconds:.1f}s, features {cfg.features})\nwrote {run_dir}/"
         " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
     )
+
+
+def checkpoint_option(f):
+    return click.option(
+        "--checkpoint",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A model.npz written by train. [default: runs/latest/model.npz]",
+    )(f)
+
+
+@main.command("eval")
+@checkpoint_option
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", help="Which images to score.")
+@data_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also write confusion.png, errors.png.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
+    """Score a checkpoint: accuracy, loss, per-class precision/recall/F1, confusion matrix.
+
+    The val and train splits are the ones the checkpoint was trained with (same seed and size).
+
+    Example: mnist-softmax eval --checkpoint runs/latest/model.npz --split test --out report/
+    """
+    import json
+
+    from .checkpoint import load_checkpoint
+    from .data import load_mnist
+    from .display import score_table
+    from .runs import latest_checkpoint
+    from .scoring import score
+    from .train import split_features, split_images
+
+    path = checkpoint or latest_checkpoint()
+    model, cfg, _ = load_checkpoint(path)
+    mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
+    images, labels = split_images(mnist, split, cfg["seed"], cfg["val_size"])
+    if len(labels) == 0:
+        raise click.ClickException(f"{path} was trained without a validation split (val_size 0)")
+    X, y = split_features(
+        model,
+        mnist,
+        split,
+        cfg["seed"],
+        cfg["val_size"],
+        data_dir / "cache",
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    s = score(model.W, model.b, X, y)
+    if out is not None:
+        from . import plots
+        from .scoring import most_confident_errors
+
+        out.mkdir(parents=True, exist_ok=True)
+        plots.plot_confusion(out / "confusion.png", s.confusion, f"{path} on {split} (accuracy {s.accuracy:.2%})")
+        plots.plot_errors(
+            out / "errors.png", images, labels, s.probabilities, most_confident_errors(s.probabilities, labels, 32)
+        )
+    if as_json:
+        keys = ("precision", "recall", "f1", "support")
+        per = [{"class": k, **{key: getattr(s, key)[k].item() for key in keys}} for k in range(len(s.support))]
+        click.echo(
+            json.dumps(
+                {
+                    "checkpoint": str(path),
+                    "split": split,
+                    "n": len(labels),
+                    "accuracy": s.accuracy,
+                    "loss": s.loss,
+                    "per_class": per,
+                    "confusion": s.confusion.tolist(),
+                }
+            )
+        )
+        return
+    click.echo(f"checkpoint {path} ({model.front_end}, N = {model.W.shape[1]})   split {split}")
+    click.echo(score_table(s))
+    if out is not None:
+        click.echo(f"wrote {out}/confusion.png, {out}/errors.png")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@checkpoint_option
+@click.option("--top-k", type=click.IntRange(1, 10), help="Show only the K most probable classes.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
+@click.option("--explain", is_flag=True, help="Walk through the computation: features, logits, exp, sum, p.")
+@click.option("--label", type=click.IntRange(0, 9), help="The true digit: --explain then shows the loss.")
+@click.option("--show-input", is_flag=True, help="Print the 28×28 image the model saw, as ASCII art.")
+@click.option("--save-input", type=click.Path(file_okay=False, path_type=Path), help="Write it to DIR/<name>.png.")
+def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save_input) -> None:
+    """Classify your own digit images (files or folders) and print the class probabilities.
+
+    Images are normalised the way MNIST was made: ink found against the background (either
+    polarity), cropped, scaled to a 20-pixel box and centred by mass in 28×28. A file that
+    cannot be read or holds no digit gets an error line; the others are still classified, and
+    the exit code is 1.
+
+    Example: mnist-softmax predict my-digit.jpg --explain --label 7
+    """
+    import json
+
+    from .checkpoint import load_checkpoint
+    from .display import ascii_digit, explain_text, probability_bars
+    from .images import ImageError, image_files, to_mnist
+    from .predict import classify, explain_numbers
+    from .runs import latest_checkpoint
+
+    model, _, _ = load_checkpoint(checkpoint or latest_checkpoint())
+    failed = 0
+    for path in image_files(list(images)):
+        try:
+            prepared = to_mnist(path)
+        except ImageError as e:
+            _err(f"error: {e}")
+            failed += 1
+            continue
+        p = classify(model, prepared.digit[None])[0]
+        k = int(p.argmax())
+        if save_input is not None:
+            from .fileio import atomic_open
+
+            save_input.mkdir(parents=True, exist_ok=True)
+            with atomic_open(save_input / f"{path.stem}.png") as f:
+                _png(prepared.digit, f)
+        numbers = explain_numbers(model, prepared.digit, label) if explain else None
+        if as_json:
+            record = {
+                "path": str(path),
+                "prediction": k,
+                "probability": float(p[k]),
+                "probabilities": p.tolist(),
+                "inverted": prepared.inverted,
+            }
+            if top_k:
+                record["top_k"] = [[int(c), float(p[c])] for c in p.argsort()[::-1][:top_k]]
+            if numbers:
+                record["explain"] = numbers
+            click.echo(json.dumps(record))
+            continue
+        polarity = "dark ink on light, inverted" if prepared.inverted else "light ink on dark"
+        click.echo(f"{path}: {k}  (p = {p[k]:.4f}; {polarity})")
+        click.echo(probability_bars(p, top_k))
+        if show_input or explain:
+            click.echo(ascii_digit(prepared.digit))
+        if numbers:
+            click.echo(explain_text(numbers))
+    if failed:
+        raise SystemExit(1)
+
+
+def _png(digit, f) -> None:
+    from PIL import Image
+
+    Image.fromarray(digit, "L").save(f, format="PNG")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-FRONT_ENDS = ("pixels",)
+FRONT_ENDS = ("pixels", "conv")
 SCHEDULES = ("constant", "step", "cosine")
 STANDARDIZE = ("feature", "global", "none")
 
@@ -36,14 +36,30 @@ class Config:
     seed: int = 0
     standardize: str = "feature"  # per-feature mean/std, one global mean/std, or none
     std_floor: float = 0.1  # added to each std, so near-constant features are not blown up
+    # conv front end only (features = "conv"): 64 k×k filters learned from patches, without labels
+    conv_kernel: int = 5
+    conv_patches: int = 100_000  # training patches with ink used to learn the filters
+    conv_kmeans_iters: int = 10
+    conv_whiten_eps: float = 0.1  # ZCA regulariser
+    conv_threshold: float = 0.25  # soft threshold of the rectifier, max(0, r - t)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 _CHOICES = {"features": FRONT_ENDS, "schedule": SCHEDULES, "standardize": STANDARDIZE}
-_POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma")
-_NON_NEGATIVE = ("weight_decay", "val_size", "seed", "std_floor", "momentum")
+_POSITIVE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_step_epochs",
+    "lr_gamma",
+    "conv_kernel",
+    "conv_patches",
+    "conv_kmeans_iters",
+    "conv_whiten_eps",
+)
+_NON_NEGATIVE = ("weight_decay", "val_size", "seed", "std_floor", "momentum", "conv_threshold")
 
 
 def _check_type(key: str, value: Any, want: type) -> Any:
@@ -69,6 +85,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"config key '{key}' must be >= 0, got {v!r}")
     if cfg.momentum >= 1:
         raise ConfigError(f"config key 'momentum' must be < 1, got {cfg.momentum!r}")
+    if cfg.conv_kernel % 2 == 0 or cfg.conv_kernel > 15:
+        raise ConfigError(f"config key 'conv_kernel' must be odd and at most 15, got {cfg.conv_kernel}")
+    if cfg.conv_patches < 1000:
+        raise ConfigError(f"config key 'conv_patches' must be at least 1000, got {cfg.conv_patches}")
     if cfg.val_size >= 60_000:
         raise ConfigError(f"config key 'val_size' must be < 60000 (the training set), got {cfg.val_size}")
     return cfg

@@ -10,10 +10,14 @@ c*H*W + h*W + w. Standardisation is applied after it, with constants fitted on t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from . import conv
 
 Params = dict[str, np.ndarray]
 
@@ -21,8 +25,9 @@ Params = dict[str, np.ndarray]
 class FrontEnd(NamedTuple):
     name: str
     map_shape: tuple[int, int, int]  # (C, H, W) of one image's feature map
-    fit: Callable[[np.ndarray, np.random.Generator], Params]  # (train images, rng) -> params
-    maps: Callable[[np.ndarray, Params], np.ndarray]  # (images (n,28,28), params) -> (n, C, H, W)
+    fit: Callable[..., Params]  # (train images, rng, cfg) -> params; never sees labels
+    maps: Callable[..., np.ndarray]  # (images (n,28,28), params, progress=False) -> (n, C, H, W) float32
+    cache: bool  # worth caching the features of the 70,000 MNIST images on disk
 
     @property
     def n_features(self) -> int:
@@ -30,17 +35,18 @@ class FrontEnd(NamedTuple):
         return C * H * W
 
 
-def _pixels_fit(images: np.ndarray, rng: np.random.Generator) -> Params:
+def _pixels_fit(images: np.ndarray, rng: np.random.Generator, cfg) -> Params:
     return {}
 
 
-def _pixels_maps(images: np.ndarray, params: Params) -> np.ndarray:
+def _pixels_maps(images: np.ndarray, params: Params, progress: bool = False) -> np.ndarray:
     """uint8 (n, 28, 28) -> float32 (n, 1, 28, 28) scaled to [0, 1]."""
     return (images.astype(np.float32) * np.float32(1 / 255))[:, None]
 
 
-PIXELS = FrontEnd("pixels", (1, 28, 28), _pixels_fit, _pixels_maps)
-FRONT_ENDS = {fe.name: fe for fe in (PIXELS,)}
+PIXELS = FrontEnd("pixels", (1, 28, 28), _pixels_fit, _pixels_maps, cache=False)
+CONV = FrontEnd("conv", (conv.N_FILTERS, 7, 7), conv.fit, conv.maps, cache=True)
+FRONT_ENDS = {fe.name: fe for fe in (PIXELS, CONV)}
 
 
 def flatten(maps: np.ndarray) -> np.ndarray:
@@ -79,6 +85,61 @@ def standardize(F: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
     return (F - mean) / scale
 
 
+def standardize_rows(F: np.ndarray, idx: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """standardize(F[idx], mean, scale) with one (len(idx), N) array in memory, not two."""
+    X = F[idx]
+    if np.may_share_memory(X, F):  # a slice is a view (of a read-only memmap, perhaps): copy it
+        X = X.copy()
+    X -= mean
+    X /= scale
+    return X
+
+
 def features(images: np.ndarray, fe: FrontEnd, params: Params, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The model's input: images uint8 (n, 28, 28) -> standardised float32 (n, N)."""
     return standardize(flatten(fe.maps(images, params)), mean, scale)
+
+
+def params_key(fe: FrontEnd, params: Params) -> str:
+    """A short hash that changes whenever the front end or any of its parameters does."""
+    h = hashlib.sha256(f"{fe.name}/{fe.map_shape}/{conv.VERSION}".encode())
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])
+        h.update(f"{name}/{a.dtype.str}/{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def mnist_maps(
+    fe: FrontEnd, params: Params, mnist, cache_dir: Path | None = None, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened feature maps of MNIST: (train (60000, N), test (10000, N)) float32, not standardised.
+
+    For front ends worth it, they are cached in cache_dir as one .npy per parameter set (written
+    atomically) and memory-mapped when found, so a second run does not recompute them. Train and
+    test images are extracted separately, exactly as `eval` extracts the test set.
+    """
+    path = cache_dir / f"{fe.name}-{params_key(fe, params)}.npy" if cache_dir and fe.cache else None
+    if path is not None and path.is_file():
+        try:
+            F = np.load(path, mmap_mode="r")
+            if F.shape == (len(mnist.train_images) + len(mnist.test_images), fe.n_features):
+                return F[: len(mnist.train_images)], F[len(mnist.train_images) :]
+        except (ValueError, OSError):
+            pass  # damaged cache file: compute again and replace it
+    F_train = flatten(fe.maps(mnist.train_images, params, progress))
+    F_test = flatten(fe.maps(mnist.test_images, params, progress))
+    if path is not None:
+        from .fileio import atomic_open
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(F_train.dtype),
+            "fortran_order": False,
+            "shape": (len(F_train) + len(F_test), fe.n_features),
+        }
+        with atomic_open(path, "wb") as f:  # one .npy of both parts, written without concatenating them
+            np.lib.format.write_array_header_1_0(f, header)
+            f.write(memoryview(np.ascontiguousarray(F_train)))
+            f.write(memoryview(np.ascontiguousarray(F_test)))
+    return F_train, F_test

@@ -55,3 +55,65 @@ def plot_pixel_weights(path: Path, W: np.ndarray) -> None:
         ax.set_axis_off()
     fig.suptitle("rows of W (on standardised pixels) as 28×28 images: red is evidence for the digit, blue against")
     _save(fig, path)
+
+
+def plot_confusion(path: Path, cm: np.ndarray, title: str) -> None:
+    """The (T, T) confusion matrix as a heat map with every count written in its cell."""
+    T = len(cm)
+    fig = _figure(7, 6.2)
+    ax = fig.subplots()
+    shown = np.log1p(cm)  # the diagonal would otherwise wash out every error
+    ax.imshow(shown, cmap="Blues")
+    for i in range(T):
+        for j in range(T):
+            dark = shown[i, j] > 0.6 * shown.max()
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(T))
+    ax.set_yticks(range(T))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_errors(path: Path, images: np.ndarray, labels: np.ndarray, P: np.ndarray, idx: np.ndarray) -> None:
+    """A grid of the images at `idx` (the most confidently wrong), each titled true / predicted (p)."""
+    cols = 8
+    rows = max(1, -(-len(idx) // cols))
+    fig = _figure(cols * 1.3, rows * 1.55 + 0.4)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, i in zip(axes, idx, strict=False):
+        pred = int(P[i].argmax())
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"true {labels[i]} → {pred}\np = {P[i, pred]:.2f}", fontsize=8)
+    fig.suptitle("most confidently wrong predictions")
+    _save(fig, path)
+
+
+def plot_conv_weights(path: Path, filters: np.ndarray, W: np.ndarray, map_shape: tuple[int, int, int]) -> None:
+    """Top: the 64 learned k×k filters. Bottom: each class's weight energy over the 7×7 grid.
+
+    filters (k·k, C); W (T, C·H·W). Energy of class t at cell (h, w) is Σ_c W[t, c, h, w]²: where
+    on the page the class looks for evidence.
+    """
+    C, H, Wd = map_shape
+    k = int(round(np.sqrt(filters.shape[0])))
+    energy = (W.reshape(len(W), C, H, Wd) ** 2).sum(axis=1)
+    fig = _figure(10, 8.5)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.45, 1])
+    axes = top.subplots(4, 16)
+    for j, ax in enumerate(axes.flat):
+        f = filters[:, j].reshape(k, k)
+        lim = float(np.abs(f).max()) or 1.0
+        ax.imshow(f, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_axis_off()
+    top.suptitle(f"the {C} learned {k}×{k} filters (whitened k-means centroids, no labels used)")
+    axes = bottom.subplots(2, 5)
+    for t, ax in enumerate(axes.flat):
+        ax.imshow(energy[t], cmap="magma")
+        ax.set_title(str(t))
+        ax.set_axis_off()
+    bottom.suptitle(f"weight energy per class over the {H}×{Wd} grid (Σ over the {C} maps of W²)")
+    _save(fig, path)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .errors import CheckpointError
+from .features import FRONT_ENDS
 from .fileio import atomic_write_text
 
 RUNS_ROOT = Path("runs")
@@ -70,15 +71,16 @@ def _number(x):
 
 
 def summary_of(result, cfg) -> dict:
-    """The run's headline numbers, as written to summary.json and stored in the checkpoint."""
-    last = {k: _number(v) for k, v in (result.history[-1] if result.history else {}).items()}
+    """The final model's numbers on each split (what `eval --split` recomputes exactly), and more.
+
+    metrics.csv's train columns are running averages during each epoch; these are not.
+    """
+    out = {}
+    for split in ("test", "val", "train"):
+        loss, acc = result.final[split]
+        out[f"{split}_accuracy"], out[f"{split}_loss"] = _number(acc), _number(loss)
     return {
-        "test_accuracy": result.test_acc,
-        "test_loss": result.test_loss,
-        "val_accuracy": last.get("val_acc"),
-        "val_loss": last.get("val_loss"),
-        "train_accuracy": last.get("train_acc"),
-        "train_loss": last.get("train_loss"),
+        **out,
         "epochs": len(result.history),
         "seconds": result.seconds,
         "features": cfg.features,
@@ -98,7 +100,11 @@ def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT) -> dict:
     write_json(run_dir / "summary.json", {**summary, "config": cfg.to_dict()})
     atomic_write_text(run_dir / "config.toml", to_toml(cfg))
     plots.plot_curves(run_dir / "curves.png", result.history, result.test_acc)
-    if result.model.front_end == "pixels":
-        plots.plot_pixel_weights(run_dir / "weights.png", result.model.W)
+    model = result.model
+    if model.front_end == "pixels":
+        plots.plot_pixel_weights(run_dir / "weights.png", model.W)
+    else:
+        shape = FRONT_ENDS[model.front_end].map_shape
+        plots.plot_conv_weights(run_dir / "weights.png", model.fe_params["filters"], model.W, shape)
     mark_latest(run_dir, root)
     return summary

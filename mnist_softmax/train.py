@@ -10,13 +10,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .config import Config
 from .data import Mnist
 from .errors import TrainingDiverged
-from .features import FRONT_ENDS, Params, features, fit_standardizer, flatten
+from .features import FRONT_ENDS, Params, features, fit_standardizer, mnist_maps, standardize_rows
 from .softmax import logits, softmax_loss_grad
 
 N_CLASSES = 10
@@ -42,9 +44,17 @@ class Model:
 class TrainResult:
     model: Model
     history: list[dict] = field(default_factory=list)  # one row per epoch (see EPOCH_COLUMNS)
-    test_loss: float = math.nan
-    test_acc: float = math.nan
+    # (loss, accuracy) of the final weights on each split, exactly what `eval --split` recomputes
+    final: dict[str, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def test_acc(self) -> float:
+        return self.final["test"][1]
+
+    @property
+    def test_loss(self) -> float:
+        return self.final["test"][0]
 
 
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
@@ -54,6 +64,37 @@ def split_indices(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.n
     """A seeded split of range(n): (train indices (n - val_size,), val indices (val_size,)), sorted."""
     perm = rng.permutation(n)
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
+def split_indices_for(split: str, n_train: int, seed: int, val_size: int) -> np.ndarray:
+    """Indices into the 60,000 training images of "train" or "val", as `fit` split them for this seed."""
+    train_idx, val_idx = split_indices(n_train, val_size, np.random.default_rng(seed))
+    return train_idx if split == "train" else val_idx
+
+
+def split_images(mnist: Mnist, split: str, seed: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of "train", "val" or "test", with the split `fit` made for this seed and size."""
+    if split == "test":
+        return mnist.test_images, mnist.test_labels
+    idx = split_indices_for(split, len(mnist.train_images), seed, val_size)
+    return mnist.train_images[idx], mnist.train_labels[idx]
+
+
+def split_features(
+    model: Model,
+    mnist: Mnist,
+    split: str,
+    seed: int,
+    val_size: int,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X (n, N), y (n,)) of one split, built exactly as `fit` built them, so scores match to the bit."""
+    F_train, F_test = mnist_maps(FRONT_ENDS[model.front_end], model.fe_params, mnist, cache_dir, progress)
+    if split == "test":
+        return standardize_rows(F_test, slice(None), model.mean, model.scale), mnist.test_labels.astype(np.intp)
+    idx = split_indices_for(split, len(mnist.train_images), seed, val_size)
+    return standardize_rows(F_train, idx, model.mean, model.scale), mnist.train_labels[idx].astype(np.intp)
 
 
 def lr_at(cfg: Config, epoch: int) -> float:
@@ -135,17 +176,18 @@ def _diverged(what: str, lr: float, cfg: Config):
     raise TrainingDiverged(f"training diverged ({what}) at lr {lr:g}; try a smaller --lr, e.g. --lr {cfg.lr / 10:g}")
 
 
-def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator):
+def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator, cache_dir: Path | None = None, progress=False):
     """Split, fit the front end and standardiser on the training split, build all features.
 
     Returns (model with zero weights, (X_train, y_train), (X_val, y_val), (X_test, y_test)).
     """
     fe = FRONT_ENDS[cfg.features]
+    # The first draw from rng, so split_images(mnist, ..., cfg.seed, cfg.val_size) finds it again.
     train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, rng)
-    train_images = mnist.train_images[train_idx]
-    fe_params = fe.fit(train_images, rng)
-    F_train = flatten(fe.maps(train_images, fe_params))
-    mean, scale = fit_standardizer(F_train, cfg.standardize, cfg.std_floor)
+    fe_params = fe.fit(mnist.train_images[train_idx], rng, cfg)
+    F_all, F_test = mnist_maps(fe, fe_params, mnist, cache_dir, progress)
+    X_train = F_all[train_idx]  # a copy, standardised in place below
+    mean, scale = fit_standardizer(X_train, cfg.standardize, cfg.std_floor)
     model = Model(
         cfg.features,
         fe_params,
@@ -154,10 +196,11 @@ def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator):
         np.zeros((N_CLASSES, fe.n_features), np.float32),
         np.zeros(N_CLASSES, np.float32),
     )
-    X_train = (F_train - mean) / scale
     y = mnist.train_labels.astype(np.intp)
-    val = (model.features(mnist.train_images[val_idx]), y[val_idx])
-    test = (model.features(mnist.test_images), mnist.test_labels.astype(np.intp))
+    X_train -= mean
+    X_train /= scale
+    val = (standardize_rows(F_all, val_idx, mean, scale), y[val_idx])
+    test = (standardize_rows(F_test, slice(None), mean, scale), mnist.test_labels.astype(np.intp))
     return model, (X_train, y[train_idx]), val, test
 
 
@@ -166,31 +209,40 @@ def fit(
     mnist: Mnist,
     on_epoch: Callable[[dict], None] = lambda row: None,
     progress: bool = False,
+    cache_dir: Path | None = None,
 ) -> TrainResult:
-    """Train the softmax layer by the recipe in cfg; the same cfg and data give the same result."""
+    """Train the softmax layer by the recipe in cfg; the same cfg and data give the same result.
+
+    cache_dir, if given, keeps the features of front ends that are slow to compute (conv).
+    """
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
-    model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, rng)
+    model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, rng, cache_dir, progress)
     W, b = model.W, model.b
     velocity = (np.zeros_like(W), np.zeros_like(b))
     result = TrainResult(model)
-    for epoch in range(cfg.epochs):
-        t_epoch = time.perf_counter()
-        lr = lr_at(cfg, epoch)
-        desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        train_loss, train_acc = train_epoch(W, b, velocity, X, y, lr, cfg, rng, progress, desc)
-        val_loss, val_acc = evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan)
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "seconds": time.perf_counter() - t_epoch,
-        }
-        result.history.append(row)
-        on_epoch(row)
-    result.test_loss, result.test_acc = evaluate(W, b, X_test, y_test)
+    with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
+        for epoch in range(cfg.epochs):
+            t_epoch = time.perf_counter()
+            lr = lr_at(cfg, epoch)
+            desc = f"epoch {epoch + 1}/{cfg.epochs}"
+            train_loss, train_acc = train_epoch(W, b, velocity, X, y, lr, cfg, rng, progress, desc)
+            val_loss, val_acc = evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan)
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "seconds": time.perf_counter() - t_epoch,
+            }
+            result.history.append(row)
+            on_epoch(row)
+    result.final = {
+        "train": evaluate(W, b, X, y),
+        "val": evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan),
+        "test": evaluate(W, b, X_test, y_test),
+    }
     result.seconds = time.perf_counter() - t0
     return result

@@ -89,3 +89,38 @@ def mnist(mnist_dir):
 @pytest.fixture(autouse=True)
 def _no_env_mirror(monkeypatch):
     monkeypatch.delenv("MNIST_SOFTMAX_MIRROR", raising=False)
+
+
+def run(*args, ok=True):
+    """Invoke the CLI in-process; with ok=True, fail with its output unless it exited 0."""
+    from click.testing import CliRunner
+
+    from mnist_softmax.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+@pytest.fixture(scope="session")
+def trained(mnist_dir, tmp_path_factory):
+    """One default `train` run on the real data, from a fresh folder: (that folder, CliRunner result)."""
+    cwd = tmp_path_factory.mktemp("work")
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = run("train", "--data-dir", mnist_dir)
+    finally:
+        os.chdir(old)
+    return cwd, result
+
+
+@pytest.fixture(scope="session")
+def conv_trained(mnist_dir, tmp_path_factory):
+    """A short conv run on the real data (2 epochs, 20k patches): its run folder."""
+    d = tmp_path_factory.mktemp("conv")
+    cfg = d / "conv_small.toml"
+    cfg.write_text('features = "conv"\nepochs = 2\nconv_patches = 20000\n')
+    run("train", "--config", cfg, "--data-dir", mnist_dir, "--out", d / "run", "-q")
+    return d / "run"

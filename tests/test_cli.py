@@ -2,39 +2,19 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import run
 from PIL import Image
 
 from mnist_softmax.checkpoint import load_checkpoint
 from mnist_softmax.cli import main
 from mnist_softmax.config import Config, load_config
 from mnist_softmax.train import EPOCH_COLUMNS
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
-
-
-@pytest.fixture(scope="module")
-def trained(mnist_dir, tmp_path_factory):
-    """One default `train` run on the real data (run from a fresh folder), shared by the tests below."""
-    cwd = tmp_path_factory.mktemp("work")
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = run("train", "--data-dir", mnist_dir)
-    finally:
-        os.chdir(old)
-    return cwd, result
 
 
 def test_default_train_reaches_the_accuracy_bar_and_writes_every_file(trained):

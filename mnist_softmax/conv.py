@@ -1,0 +1,179 @@
+"""The convolutional front end: 64 filters learned without labels, giving 64×7×7 feature maps.
+
+Fitting (on training images only, no labels), after Coates & Ng (2011):
+    sample k×k patches that contain ink -> normalise each patch's brightness and contrast
+    -> ZCA-whiten -> spherical k-means with 64 centroids. The filters are the centroids
+    composed with the whitening, so extraction is a single (k·k × 64) matrix product.
+Extraction, per image (28×28 in [0, 1]):
+    every k×k patch ("same" padding, stride 1) -> the same normalisation -> responses r (64 per
+    position) -> rectify max(0, r - threshold) -> average-pool 4×4 -> tent smoothing, so the
+    pooling windows overlap -> (64, 7, 7).
+
+Vectorised by im2col (a strided view, copied one chunk at a time) and one matrix product per
+chunk, so memory stays bounded whatever the number of images.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+VERSION = 1  # bump when extraction changes, so cached features are recomputed
+N_FILTERS = 64
+POOL = 4  # 28 / 4 = 7
+PATCH_VAR_EPS = 10 / 255**2  # brightness/contrast normalisation: (p - mean) / sqrt(var + eps)
+CHUNK = 64  # images per matrix product: 50k patches, 13 MB of responses, so each pass stays in cache
+
+
+def _im2col(images: np.ndarray, k: int) -> np.ndarray:
+    """float32 (n, 28, 28) -> (n·28·28, k·k): every k×k patch, zero padding so the output is 28×28."""
+    p = k // 2
+    padded = np.pad(images, ((0, 0), (p, p), (p, p)))
+    return sliding_window_view(padded, (k, k), axis=(1, 2)).reshape(-1, k * k)
+
+
+def normalise_patches(P: np.ndarray) -> np.ndarray:
+    """Per-row brightness and contrast normalisation. (m, d) -> (m, d) float32."""
+    mean = P.mean(axis=1, keepdims=True)
+    centred = P - mean
+    return centred / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + PATCH_VAR_EPS)
+
+
+def zca(P: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (d,), whitening matrix (d, d)) such that (P - mean) @ Z is white. P (m, d)."""
+    mean = P.mean(axis=0)
+    cov = np.cov(P - mean, rowvar=False)
+    vals, vecs = np.linalg.eigh(cov)
+    return mean, (vecs / np.sqrt(vals + eps)) @ vecs.T
+
+
+def spherical_kmeans(X: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.ndarray:
+    """k unit-norm centroids (k, d) of the rows of X (m, d), by gain-shape (spherical) k-means.
+
+    Each row is assigned to the centroid with the largest |dot product| and contributes
+    dot·x to it; empty centroids are re-seeded from random rows.
+    """
+    D = rng.standard_normal((k, X.shape[1]))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    rows = np.arange(len(X))
+    for _ in range(iters):
+        S = X @ D.T
+        best = np.abs(S).argmax(axis=1)
+        coeff = S[rows, best]
+        new = np.zeros_like(D)
+        np.add.at(new, best, coeff[:, None] * X)
+        norms = np.linalg.norm(new, axis=1)
+        empty = norms < 1e-8
+        new[empty] = X[rng.integers(0, len(X), int(empty.sum()))]
+        D = new / np.linalg.norm(new, axis=1, keepdims=True)
+    return D
+
+
+def fit(images: np.ndarray, rng: np.random.Generator, cfg) -> dict[str, np.ndarray]:
+    """Learn the filters from training images uint8 (n, 28, 28), without labels.
+
+    Returns {"filters": (k·k, 64) float32, "offset": (64,) float32, "threshold": () float32}:
+    responses are normalised_patch @ filters - offset.
+    """
+    k = cfg.conv_kernel
+    # Oversample, then keep patches with some ink: MNIST is mostly empty background.
+    n_draw = 3 * cfg.conv_patches
+    idx = rng.integers(0, len(images), n_draw)
+    r, c = rng.integers(0, 28, n_draw), rng.integers(0, 28, n_draw)
+    pad = k // 2
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
+    win = sliding_window_view(padded, (k, k), axis=(1, 2))
+    P = win[idx, r, c].reshape(n_draw, k * k).astype(np.float32) / 255
+    P = P[P.var(axis=1) > 0.01][: cfg.conv_patches]
+    P = normalise_patches(P).astype(np.float64)
+    mean, Z = zca(P, cfg.conv_whiten_eps)
+    D = spherical_kmeans((P - mean) @ Z, N_FILTERS, cfg.conv_kmeans_iters, rng)
+    filters = Z @ D.T  # (k·k, 64): whitening then projection on each centroid
+    return {
+        "filters": filters.astype(np.float32),
+        "offset": (mean @ filters).astype(np.float32),
+        "threshold": np.array(cfg.conv_threshold, np.float32),
+    }
+
+
+def _patch_stats(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std-with-eps of every k×k patch of float32 images (m, 28, 28), by box sums. -> (m·784,) each."""
+    p = k // 2
+    padded = np.pad(x, ((0, 0), (p + 1, p), (p + 1, p)))
+    s1 = padded.cumsum(1).cumsum(2)
+    s2 = (padded * padded).cumsum(1).cumsum(2)
+
+    def box(c):
+        return (c[:, k:, k:] - c[:, :-k, k:] - c[:, k:, :-k] + c[:, :-k, :-k]).reshape(-1) / (k * k)
+
+    mean = box(s1)
+    var = np.maximum(box(s2) - mean * mean, 0.0)
+    return mean, np.sqrt(var + PATCH_VAR_EPS)
+
+
+def _chunk_maps(x: np.ndarray, F_aug: np.ndarray, k: int, cols: np.ndarray) -> np.ndarray:
+    """float32 images (m, 28, 28) -> pooled maps (m, 64, 7, 7), using `cols` (≥ m·784, k·k + 2) as scratch."""
+    m, d = len(x), k * k
+    mean, std = _patch_stats(x, k)
+    inv = (1 / std)[:, None]
+    buf = cols[: m * 784]
+    np.multiply(_im2col(x, k), inv, out=buf[:, :d])
+    buf[:, d] = mean * inv[:, 0]
+    buf[:, d + 1] = 1.0
+    R = buf @ F_aug  # (m·784, 64), already divided by each patch's σ
+    np.maximum(R, 0, out=R)
+    pooled = R.reshape(m * 7, POOL, 7, POOL * N_FILTERS).sum(axis=1).reshape(m, 7, 7, POOL, N_FILTERS).sum(axis=3)
+    return tent(pooled.transpose(0, 3, 1, 2) * np.float32(1 / POOL**2))
+
+
+def tent(maps: np.ndarray) -> np.ndarray:
+    """Smooth (m, C, 7, 7) maps with [1, 2, 1] / 4 along rows and columns (zero beyond the edge).
+
+    After 4×4 average pooling this makes overlapping pooling: each cell is a tent-weighted average
+    over 12×12 pixels at stride 4, so a stroke moving across a cell border changes features smoothly.
+    """
+    p = np.pad(maps, ((0, 0), (0, 0), (1, 1), (0, 0)))
+    maps = 0.25 * p[:, :, :-2] + 0.5 * p[:, :, 1:-1] + 0.25 * p[:, :, 2:]
+    p = np.pad(maps, ((0, 0), (0, 0), (0, 0), (1, 1)))
+    return 0.25 * p[..., :-2] + 0.5 * p[..., 1:-1] + 0.25 * p[..., 2:]
+
+
+def maps(images: np.ndarray, params: dict[str, np.ndarray], progress: bool = False) -> np.ndarray:
+    """uint8 (n, 28, 28) -> float32 feature maps (n, 64, 7, 7), CHUNK images at a time on two threads.
+
+    The patch normalisation is folded into the matrix product. With patch p, mean μ, std σ and
+    σ > 0: relu(((p - μ)/σ)·F - offset - t) = relu([p/σ, μ/σ, 1] · [F; -ΣF; -(offset + t)]), so
+    each im2col row is scaled by 1/σ as it is copied and gets two more columns.
+    """
+    from threadpoolctl import threadpool_limits
+
+    filters = params["filters"]
+    k = int(round(np.sqrt(filters.shape[0])))
+    F_aug = np.vstack([filters, -filters.sum(0), -(params["offset"] + params["threshold"])]).astype(np.float32)
+    out = np.empty((len(images), N_FILTERS, 28 // POOL, 28 // POOL), np.float32)
+    scratch = threading.local()  # one im2col buffer per worker thread, reused for every chunk
+
+    def work(s: int) -> int:
+        if not hasattr(scratch, "cols"):
+            scratch.cols = np.empty((CHUNK * 784, k * k + 2), np.float32)
+        x = images[s : s + CHUNK].astype(np.float32) * np.float32(1 / 255)
+        out[s : s + len(x)] = _chunk_maps(x, F_aug, k, scratch.cols)
+        return len(x)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm  # only here: predict's fast path never imports it
+
+        bar = tqdm(total=len(images), desc="conv features", unit="img", leave=False)
+    # NumPy releases the GIL in these array operations, so two threads use both cores; BLAS is held
+    # to one thread meanwhile, as two threads each running a two-thread BLAS oversubscribe the cores.
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
+        for m in pool.map(work, range(0, len(images), CHUNK)):
+            if bar is not None:
+                bar.update(m)
+    if bar is not None:
+        bar.close()
+    return out

@@ -1,0 +1,73 @@
+"""Text for the terminal: tables, probability bars, ASCII digits, the softmax walk-through. Pure."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .scoring import Score
+
+_EIGHTHS = " ▏▎▍▌▋▊▉█"
+_SHADES = " .:-=+*#%@"
+
+
+def score_table(s: Score) -> str:
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix, aligned."""
+    T = len(s.support)
+    lines = [f"accuracy {s.accuracy:.4f}   mean softmax loss {s.loss:.4f}   ({int(s.support.sum()):,} images)", ""]
+    lines.append("class  precision  recall      f1  support")
+    for k in range(T):
+        lines.append(f"{k:>5}  {s.precision[k]:>9.4f}  {s.recall[k]:>6.4f}  {s.f1[k]:>6.4f}  {s.support[k]:>7}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
+    width = max(5, len(str(int(s.confusion.max()))) + 1)
+    lines.append("true\\pred" + "".join(f"{k:>{width}}" for k in range(T)))
+    for k in range(T):
+        lines.append(f"{k:>9}" + "".join(f"{v:>{width}}" for v in s.confusion[k]))
+    return "\n".join(lines)
+
+
+def bar(p: float, width: int = 30) -> str:
+    """A horizontal bar of `width` characters for p in [0, 1], in eighth-character steps."""
+    eighths = int(round(p * width * 8))
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (_EIGHTHS[part] if part else "")).ljust(width)
+
+
+def probability_bars(p: np.ndarray, top_k: int | None = None) -> str:
+    """One line per class, most probable first when top_k is given; else in class order."""
+    order = np.argsort(-p, kind="stable")[:top_k] if top_k else range(len(p))
+    return "\n".join(f"  {k} │{bar(float(p[k]))} {p[k]:.4f}" for k in order)
+
+
+def ascii_digit(img: np.ndarray) -> str:
+    """A (28, 28) uint8 image as 28 lines of shaded characters, two per pixel (terminal cells are tall)."""
+    idx = (img.astype(np.int32) * (len(_SHADES) - 1) + 127) // 255
+    return "\n".join("".join(_SHADES[v] * 2 for v in row) for row in idx)
+
+
+def _vec(v: np.ndarray) -> str:
+    return "[" + ", ".join(f"{x:.4f}" for x in v) + "]"
+
+
+def explain_text(e: dict) -> str:
+    """The computation for one image, step by step, from the numbers in `explain_numbers`."""
+    C, H, W = e["map_shape"]
+    lines = [
+        f"1. feature map: {C}×{H}×{W}, flattened (C order) to an N-vector x, N = {e['n_features']};"
+        f" standardised: x = (features − mean) / scale.",
+        f"   x: min {e['x_min']:.4f}, max {e['x_max']:.4f}, mean {e['x_mean']:.4f}",
+        f"2. logits z = W·x + b, W is {len(e['logits'])}×{e['n_features']}:",
+        f"   z = {_vec(e['logits'])}",
+        f"3. subtract the max (z_{e['argmax']} = {e['logits'][e['argmax']]:.4f}) and exponentiate:",
+        f"   exp(z − max z) = {_vec(e['exp'])}",
+        f"   sum = {e['sum']:.6f}",
+        "4. probabilities p = exp(z − max z) / sum:",
+        f"   p = {_vec(e['probabilities'])}   (sum {sum(e['probabilities']):.6f})",
+        f"5. prediction: argmax p = {e['argmax']} with p = {e['probabilities'][e['argmax']]:.4f}",
+    ]
+    if "label" in e:
+        y = e["label"]
+        lines += [
+            f"6. softmax loss for label {y}: −log p_{y} = −log {e['probabilities'][y]:.6f} = {e['loss']:.6f}",
+            f"   cross entropy of p against label {y}: {e['cross_entropy']:.6f} (the same number)",
+        ]
+    return "\n".join(lines)

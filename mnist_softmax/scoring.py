@@ -1,0 +1,57 @@
+"""Scores of a model on labelled images: accuracy, loss, confusion matrix, per-class P/R/F1. Pure."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .softmax import logits, softmax
+from .train import evaluate
+
+
+class Score(NamedTuple):
+    accuracy: float
+    loss: float  # mean softmax loss
+    confusion: np.ndarray  # (T, T) int64, rows: true class, columns: predicted class
+    precision: np.ndarray  # (T,)
+    recall: np.ndarray  # (T,)
+    f1: np.ndarray  # (T,)
+    support: np.ndarray  # (T,) int64, true examples per class
+    probabilities: np.ndarray  # (n, T)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, T: int = 10) -> np.ndarray:
+    """(n,), (n,) integer labels -> (T, T) counts, rows true class, columns predicted class."""
+    return np.bincount(T * np.asarray(y_true, np.intp) + y_pred, minlength=T * T).reshape(T, T)
+
+
+def per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, f1), each (T,), from a (T, T) confusion matrix; 0 where undefined."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted, actual = cm.sum(0), cm.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return precision, recall, f1
+
+
+def score(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray) -> Score:
+    """Score (W, b) on standardised features X (n, N) with labels y (n,).
+
+    Loss and accuracy come from train.evaluate, the function `train` reported them with, so for the
+    features of the same split they are equal to the last bit.
+    """
+    loss, accuracy = evaluate(W, b, X, y)
+    P = softmax(logits(X, W, b))
+    cm = confusion_matrix(y, P.argmax(1), len(b))
+    precision, recall, f1 = per_class(cm)
+    return Score(accuracy, loss, cm, precision, recall, f1, cm.sum(1), P)
+
+
+def most_confident_errors(P: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Indices of up to k wrong predictions, most confident first. P (n, T), y (n,) -> (≤k,)."""
+    pred = P.argmax(1)
+    wrong = np.flatnonzero(pred != y)
+    return wrong[np.argsort(-P[wrong, pred[wrong]], kind="stable")][:k]

@@ -1,0 +1,151 @@
+"""The conv front end: exact shapes and flatten order, the folded maths against a direct version,
+determinism, the feature cache, checkpoints, and a short end-to-end run on the real data."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import run
+from PIL import Image
+
+from mnist_softmax import conv
+from mnist_softmax.checkpoint import load_checkpoint, save_checkpoint
+from mnist_softmax.config import load_config
+from mnist_softmax.features import CONV, flatten, mnist_maps, params_key, unflatten
+from mnist_softmax.train import Model
+
+CFG = SimpleNamespace(conv_kernel=5, conv_patches=5000, conv_kmeans_iters=5, conv_whiten_eps=0.1, conv_threshold=0.25)
+
+
+@pytest.fixture(scope="module")
+def params(mnist):
+    return conv.fit(mnist.train_images[:5000], np.random.default_rng(0), CFG)
+
+
+def direct_maps(images, params):
+    """The definition, written plainly: normalise each patch, whiten+project, rectify, pool, tent."""
+    x = images.astype(np.float64) / 255
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2)))
+    out = np.zeros((len(x), 64, 28, 28))
+    for r in range(28):
+        for c in range(28):
+            p = padded[:, r : r + 5, c : c + 5].reshape(len(x), 25)
+            p = (p - p.mean(1, keepdims=True)) / np.sqrt(p.var(1, keepdims=True) + conv.PATCH_VAR_EPS)
+            resp = p @ params["filters"] - params["offset"] - params["threshold"]
+            out[:, :, r, c] = np.maximum(resp, 0)
+    pooled = out.reshape(len(x), 64, 7, 4, 7, 4).mean(axis=(3, 5))
+    return conv.tent(pooled)
+
+
+def test_shapes_and_flatten_order(params, mnist):
+    M = conv.maps(mnist.test_images[:3], params)
+    assert M.shape == (3, 64, 7, 7) and M.dtype == np.float32 and CONV.n_features == 3136
+    X = flatten(M)
+    assert X.shape == (3, 3136)
+    assert X[2, 5 * 49 + 3 * 7 + 6] == M[2, 5, 3, 6]  # (B, 64, 7, 7) -> (B, 3136), index c·49 + h·7 + w
+    np.testing.assert_array_equal(unflatten(X, (64, 7, 7)), M)
+    assert params["filters"].shape == (25, 64) and params["offset"].shape == (64,)
+
+
+def test_folded_extraction_equals_the_direct_definition(params, mnist):
+    imgs = mnist.test_images[:6]
+    np.testing.assert_allclose(conv.maps(imgs, params), direct_maps(imgs, params), rtol=1e-3, atol=2e-3)
+
+
+def test_each_image_is_independent_of_its_chunk(params, mnist):
+    imgs = mnist.test_images[:150]
+    together = conv.maps(imgs, params)
+    for i in (0, 63, 64, 149):
+        np.testing.assert_allclose(conv.maps(imgs[i : i + 1], params)[0], together[i], rtol=1e-5, atol=1e-6)
+
+
+def test_fit_is_deterministic_per_seed_and_uses_no_labels(mnist):
+    imgs = mnist.train_images[:3000]
+    a = conv.fit(imgs, np.random.default_rng(5), CFG)
+    b = conv.fit(imgs, np.random.default_rng(5), CFG)
+    c = conv.fit(imgs, np.random.default_rng(6), CFG)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["filters"], c["filters"])
+    np.testing.assert_array_equal(conv.maps(mnist.test_images[:20], a), conv.maps(mnist.test_images[:20], b))
+
+
+def test_zca_whitens_and_kmeans_finds_unit_directions():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 4)) @ np.array([[3, 1, 0, 0], [0, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0.5]])
+    mean, Z = conv.zca(X, 1e-9)
+    np.testing.assert_allclose(np.cov((X - mean) @ Z, rowvar=False), np.eye(4), atol=1e-6)
+    dirs = np.eye(3)
+    pts = np.repeat(dirs, 500, axis=0) * rng.uniform(0.5, 2, (1500, 1)) + rng.normal(0, 0.01, (1500, 3))
+    D = conv.spherical_kmeans(pts, 3, 10, np.random.default_rng(1))
+    np.testing.assert_allclose(np.linalg.norm(D, axis=1), 1.0, rtol=1e-9)
+    assert sorted(np.abs(D).argmax(1).tolist()) == [0, 1, 2]
+    assert np.abs(D).max(1).min() > 0.99
+
+
+def test_feature_cache_is_written_once_reused_and_keyed_by_params(params, mnist, tmp_path):
+    small = type(mnist)(
+        mnist.train_images[:200], mnist.train_labels[:200], mnist.test_images[:50], mnist.test_labels[:50]
+    )
+    F_train, F_test = mnist_maps(CONV, params, small, tmp_path)
+    files = list(tmp_path.iterdir())
+    assert [f.name for f in files] == [f"conv-{params_key(CONV, params)}.npy"]
+    spy = CONV._replace(maps=lambda *a, **k: pytest.fail("features were computed again"))
+    G_train, G_test = mnist_maps(spy, params, small, tmp_path)
+    assert isinstance(G_train, np.memmap)
+    np.testing.assert_array_equal(G_train, F_train)
+    np.testing.assert_array_equal(G_test, F_test)
+    other = dict(params, threshold=np.array(0.5, np.float32))
+    assert params_key(CONV, other) != params_key(CONV, params)
+
+
+def test_damaged_feature_cache_is_recomputed(params, mnist, tmp_path):
+    small = type(mnist)(
+        mnist.train_images[:100], mnist.train_labels[:100], mnist.test_images[:20], mnist.test_labels[:20]
+    )
+    F_train, _ = mnist_maps(CONV, params, small, tmp_path)
+    path = next(tmp_path.iterdir())
+    path.write_bytes(path.read_bytes()[:1000])
+    G_train, _ = mnist_maps(CONV, params, small, tmp_path)
+    np.testing.assert_array_equal(G_train, F_train)
+    assert path.stat().st_size > 1000
+
+
+def test_conv_checkpoint_round_trip(params, mnist, tmp_path):
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    m = Model(
+        "conv",
+        params,
+        rng.random(3136).astype(f32),
+        rng.random(3136).astype(f32) + 0.1,
+        rng.normal(size=(10, 3136)).astype(f32),
+        rng.normal(size=10).astype(f32),
+    )
+    save_checkpoint(tmp_path / "m.npz", m, {}, {})
+    m2, _, _ = load_checkpoint(tmp_path / "m.npz")
+    assert m2.front_end == "conv" and set(m2.fe_params) == set(params)
+    np.testing.assert_array_equal(m2.features(mnist.test_images[:5]), m.features(mnist.test_images[:5]))
+
+
+def test_short_conv_run_end_to_end(conv_trained, mnist_dir, mnist, tmp_path):
+    summary = json.loads((conv_trained / "summary.json").read_text())
+    assert summary["features"] == "conv" and summary["n_features"] == 3136
+    assert summary["test_accuracy"] >= 0.98, summary  # 2 epochs; the default 15 reach ≥ 0.988
+    assert load_config(conv_trained / "config.toml").features == "conv"
+    with Image.open(conv_trained / "weights.png") as im:
+        assert im.size == (1000, 850)
+    out = json.loads(run("eval", "--checkpoint", conv_trained / "model.npz", "--data-dir", mnist_dir, "--json").output)
+    assert out["accuracy"] == summary["test_accuracy"] and out["loss"] == summary["test_loss"]
+
+    img = tmp_path / "d.png"
+    Image.fromarray(mnist.test_images[0]).save(img)
+    text = run("predict", img, "--checkpoint", conv_trained / "model.npz", "--explain", "--label", "7").output
+    assert text.startswith(f"{img}: 7") and "64×7×7" in text and "N = 3136" in text and "W is 10×3136" in text
+
+
+def test_conv_config_is_shipped_and_complete():
+    cfg = load_config("conv")
+    assert cfg.features == "conv" and cfg.epochs == 15
+    assert load_config(None, {"features": "conv"}) == cfg  # --features conv picks conv.toml

@@ -1,0 +1,73 @@
+"""`mnist-softmax eval`: the numbers train reported, exactly; tables, JSON, figures, mistakes."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import run
+from PIL import Image
+
+from mnist_softmax.cli import main
+from mnist_softmax.scoring import confusion_matrix, most_confident_errors, per_class
+
+
+def test_confusion_and_per_class_by_hand():
+    cm = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    p, r, f = per_class(cm)
+    np.testing.assert_allclose(p, [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(r, [0.5, 1.0, 2 / 3])
+    np.testing.assert_allclose(f, [0.5, 2 / 3, 0.8])
+    p, r, f = per_class(np.array([[0, 0], [0, 3]]))  # class 0 never seen nor predicted
+    assert p[0] == r[0] == f[0] == 0.0
+
+
+def test_most_confident_errors_order():
+    P = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    y = np.array([1, 1, 1, 0])
+    assert most_confident_errors(P, y, 5).tolist() == [0, 3, 2]
+
+
+@pytest.mark.parametrize("split", ["test", "val", "train"])
+def test_eval_equals_what_train_reported_exactly(trained, mnist_dir, split):
+    cwd, _ = trained
+    summary = json.loads((cwd / "runs/latest/summary.json").read_text())
+    out = json.loads(
+        run(
+            "eval", "--checkpoint", cwd / "runs/latest/model.npz", "--split", split, "--data-dir", mnist_dir, "--json"
+        ).output
+    )
+    assert out["accuracy"] == summary[f"{split}_accuracy"]
+    assert out["loss"] == summary[f"{split}_loss"]
+    assert out["n"] == {"test": 10000, "val": 5000, "train": 55000}[split]
+    cm = np.array(out["confusion"])
+    assert cm.sum() == out["n"] and np.trace(cm) == round(out["accuracy"] * out["n"])
+    assert [c["support"] for c in out["per_class"]] == cm.sum(1).tolist()
+
+
+def test_eval_table_defaults_to_latest_and_writes_figures(trained, mnist_dir, monkeypatch, tmp_path):
+    cwd, _ = trained
+    monkeypatch.chdir(cwd)
+    out = run("eval", "--data-dir", mnist_dir, "--out", tmp_path / "report").output
+    summary = json.loads((cwd / "runs/latest/summary.json").read_text())
+    assert f"accuracy {summary['test_accuracy']:.4f}" in out
+    assert "true\\pred" in out and "precision" in out
+    matrix_rows = [line for line in out.splitlines() if line[:9].strip().isdigit() and len(line.split()) == 11]
+    assert len(matrix_rows) == 10 and len({len(r) for r in matrix_rows}) == 1  # aligned
+    for name in ("confusion.png", "errors.png"):
+        with Image.open(tmp_path / "report" / name) as im:
+            assert im.format == "PNG" and im.width > 500
+
+
+def test_eval_without_any_run_says_what_to_do(tmp_path, monkeypatch, mnist_dir):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["eval", "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 1 and "run `mnist-softmax train` first" in result.output
+
+
+def test_eval_refuses_a_broken_checkpoint(tmp_path, mnist_dir):
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip")
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(bad), "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "not a readable checkpoint" in result.output
