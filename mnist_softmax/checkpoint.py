@@ -15,7 +15,7 @@ import numpy as np
 from .errors import CheckpointError
 from .features import FRONT_ENDS
 from .fileio import atomic_open
-from .train import N_CLASSES, Model
+from .train import N_CLASSES, Model, TrainState
 
 FORMAT = "mnist-softmax"
 FORMAT_VERSION = 1
@@ -34,8 +34,14 @@ _REQUIRED = (
 )
 
 
-def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict) -> None:
-    """Write the checkpoint atomically: readers see the old file or the complete new one."""
+def save_checkpoint(
+    path: str | Path, model: Model, config: dict, metrics: dict, state: TrainState | None = None
+) -> None:
+    """Write the checkpoint atomically: readers see the old file or the complete new one.
+
+    With `state`, it also holds what `train --resume` needs: momentum buffers, the random
+    generator's state and the epoch history (train_vW, train_vb, train_rng_json, train_history_json).
+    """
     arrays = {
         "format": np.array(FORMAT),
         "format_version": np.array(FORMAT_VERSION),
@@ -50,6 +56,13 @@ def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict)
         "metrics_json": np.array(json.dumps(metrics)),
         **{f"fe_{k}": v for k, v in model.fe_params.items()},
     }
+    if state is not None:
+        arrays |= {
+            "train_vW": state.velocity[0],
+            "train_vb": state.velocity[1],
+            "train_rng_json": np.array(json.dumps(state.rng_state)),
+            "train_history_json": np.array(json.dumps(state.history)),
+        }
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -94,3 +107,20 @@ def load_checkpoint(path: str | Path) -> tuple[Model, dict, dict]:
     fe_params = {k[3:]: v for k, v in arrays.items() if k.startswith("fe_")}
     model = Model(front_end, fe_params, arrays["norm_mean"], arrays["norm_scale"], arrays["W"], arrays["b"])
     return model, config, metrics
+
+
+def load_train_state(path: str | Path) -> tuple[dict, TrainState]:
+    """(config dict, TrainState) from a checkpoint that holds training state, for `train --resume`."""
+    model, config, _ = load_checkpoint(path)
+    with np.load(path, allow_pickle=False) as z:
+        keys = ("train_vW", "train_vb", "train_rng_json", "train_history_json")
+        if not all(k in z.files for k in keys):
+            raise CheckpointError(f"{path} holds no training state to resume from")
+        vW, vb = z["train_vW"], z["train_vb"]
+        try:
+            rng_state, history = json.loads(str(z["train_rng_json"])), json.loads(str(z["train_history_json"]))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: damaged training state ({e})") from None
+    if vW.shape != model.W.shape or vb.shape != model.b.shape:
+        raise CheckpointError(f"{path}: training state does not match the weights' shapes")
+    return config, TrainState(model.W, model.b, (vW, vb), rng_state, history)

@@ -20,6 +20,11 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            if ctx.params.get("debug"):
+                raise
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
         except (MnistSoftmaxError, OSError) as e:
             if ctx.params.get("debug"):
                 raise
@@ -104,8 +109,13 @@ def _default(key: str) -> str:
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder to write. [default: runs/<timestamp>]"
 )
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Continue the interrupted run in RUN_DIR (its own recipe), to the same result as an uninterrupted run.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no per-epoch lines.")
-def train(config_path, data_dir, mirrors, out, quiet, **overrides) -> None:
+def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> None:
     """Train the T×N softmax layer by mini-batch SGD and write a run folder.
 
     \b
@@ -114,15 +124,25 @@ def train(config_path, data_dir, mirrors, out, quiet, **overrides) -> None:
 
     Example: mnist-softmax train --epochs 5 --lr 0.05 --out runs/quick
     """
-    from .config import load_config
+    from .config import load_config, make_config
     from .data import load_mnist
     from .runs import new_run_dir, save_run
-    from .train import fit
+    from .train import TrainingInterrupted, fit
 
-    cfg = load_config(config_path, overrides)
+    state = None
+    if resume is not None:
+        if config_path or out or any(v is not None for v in overrides.values()):
+            raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
+        from .checkpoint import load_train_state
+
+        values, state = load_train_state(resume / "model.npz")
+        cfg, run_dir = make_config(values, source=str(resume / "model.npz")), resume
+    else:
+        cfg = load_config(config_path, overrides)
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
-    run_dir = new_run_dir() if out is None else out
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        run_dir = new_run_dir() if out is None else out
+        run_dir.mkdir(parents=True, exist_ok=True)
 
     def report(row: dict) -> None:
         if not quiet:
@@ -132,13 +152,38 @@ def train(config_path, data_dir, mirrors, out, quiet, **overrides) -> None:
                 f"{row['seconds']:.2f}s"
             )
 
-    result = fit(cfg, mnist, on_epoch=report, progress=not quiet and sys.stderr.isatty(), cache_dir=data_dir / "cache")
+    progress = not quiet and sys.stderr.isatty()
+    try:
+        result = fit(cfg, mnist, report, progress, cache_dir=data_dir / "cache", resume=state)
+    except TrainingInterrupted as e:
+        _save_interrupted(run_dir, e.result, cfg)
+        raise SystemExit(130) from None
+    except BaseException:
+        if resume is None and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder
+        raise
     save_run(run_dir, result, cfg)
     click.echo(
         f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
         f"({result.seconds:.1f}s, features {cfg.features})\nwrote {run_dir}/"
         " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
     )
+
+
+def _save_interrupted(run_dir: Path, result, cfg) -> None:
+    """After Ctrl-C in training: keep the last completed epoch, or leave no empty folder behind."""
+    from .runs import save_run
+
+    if result.history:
+        save_run(run_dir, result, cfg)
+        _err(
+            f"interrupted: saved epoch {len(result.history)}/{cfg.epochs} to {run_dir}/; "
+            f"continue with: mnist-softmax train --resume {run_dir}"
+        )
+    else:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        _err("interrupted before the first epoch finished; nothing saved")
 
 
 def checkpoint_option(f):

@@ -181,11 +181,12 @@ def decode_body(body: bytes, spec: FileSpec) -> bytes:
     return body
 
 
-def _progress(total: int | None, desc: str, quiet: bool):
+def _progress(total: int | None, desc: str, quiet: bool, initial: int = 0):
     from tqdm import tqdm
 
     return tqdm(
         total=total,
+        initial=initial,
         desc=desc,
         unit="B",
         unit_scale=True,
@@ -195,40 +196,67 @@ def _progress(total: int | None, desc: str, quiet: bool):
     )
 
 
+class _Transient(Exception):
+    """A fault worth retrying at the same source (the partial file is kept, to resume from)."""
+
+
+def _part_path(data_dir: Path, name: str, url: str) -> Path:
+    """The partial download of `name` from `url`: one per URL, so a resume never mixes sources."""
+    return data_dir / f".{name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.part"
+
+
 def _fetch_http(url: str, part: Path, timeout: tuple[float, float], quiet: bool) -> bytes:
-    """Stream `url` into the temp file `part` and return its bytes; ValueError/OSError on failure."""
+    """Stream `url` into `part`, resuming from its current length where the server allows (HTTP
+    Range, answered 206) and starting over where it does not (answered 200). Returns the body.
+
+    Raises _Transient for faults worth retrying (the partial file stays), ValueError otherwise.
+    """
     import requests
 
     headers = {"User-Agent": f"mnist-softmax/{__version__} (+https://pypi.org/project/requests)"}
-    with requests.get(url, headers=headers, stream=True, timeout=timeout) as r:
-        if r.status_code != 200:
-            raise ValueError(f"HTTP {r.status_code}")
-        if r.headers.get("Content-Type", "").startswith("text/html"):
-            raise ValueError("got an HTML page")
-        length = r.headers.get("Content-Length")
-        # With a Content-Encoding, requests hands over decoded bytes and the length cannot be checked.
-        encoded = r.headers.get("Content-Encoding", "identity") != "identity"
-        total = int(length) if length and length.isdigit() and not encoded else None
-        received = 0
-        with open(part, "wb") as f, _progress(total, url.rsplit("/", 1)[-1], quiet) as bar:
-            for chunk in r.iter_content(_CHUNK):
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-        if total is not None and received != total:
-            raise ValueError(f"connection closed after {received} of {total} bytes")
+    have = part.stat().st_size if part.exists() else 0
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        with requests.get(url, headers=headers, stream=True, timeout=timeout) as r:
+            if r.status_code == 416 and have:  # our partial file is not a prefix the server knows
+                part.unlink()
+                raise _Transient("partial file not resumable; starting over")
+            resumed = have and r.status_code == 206 and r.headers.get("Content-Range", "").startswith(f"bytes {have}-")
+            if r.status_code != 200 and not resumed:
+                if r.status_code in (408, 429) or r.status_code >= 500:
+                    raise _Transient(f"HTTP {r.status_code}")
+                raise ValueError(f"HTTP {r.status_code}")
+            if r.headers.get("Content-Type", "").startswith("text/html"):
+                raise ValueError("got an HTML page")
+            start = have if resumed else 0
+            length = r.headers.get("Content-Length")
+            # With a Content-Encoding, requests hands over decoded bytes and the length cannot be checked.
+            encoded = r.headers.get("Content-Encoding", "identity") != "identity"
+            total = start + int(length) if length and length.isdigit() and not encoded else None
+            received = start
+            with (
+                open(part, "ab" if resumed else "wb") as f,
+                _progress(total, url.rsplit("/", 1)[-1], quiet, start) as bar,
+            ):
+                for chunk in r.iter_content(_CHUNK):
+                    f.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            if total is not None and received != total:
+                raise _Transient(f"connection closed after {received} of {total} bytes")
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+        raise _Transient(f"network error: {type(e).__name__}") from None
+    except requests.RequestException as e:
+        raise ValueError(str(e) or type(e).__name__) from None
     return part.read_bytes()
 
 
-def _fetch_one(source: str, name: str, part: Path, timeout: tuple[float, float], quiet: bool) -> bytes:
-    """The body of `name` from one source: `name.gz` preferred, raw `name` accepted from folders."""
-    folder = _local_dir(source)
-    if folder is not None:
-        for candidate in (folder / f"{name}.gz", folder / name):
-            if candidate.is_file():
-                return candidate.read_bytes()
-        raise ValueError(f"no {name}.gz or {name} in {folder}")
-    return _fetch_http(urllib.parse.urljoin(source.rstrip("/") + "/", f"{name}.gz"), part, timeout, quiet)
+def _fetch_local(folder: Path, name: str) -> bytes:
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate.read_bytes()
+    raise ValueError(f"no {name}.gz or {name} in {folder}")
 
 
 def fetch_file(
@@ -236,36 +264,46 @@ def fetch_file(
     data_dir: Path,
     srcs: Sequence[str],
     timeout: tuple[float, float] = (10.0, 60.0),
-    retries: int = 1,
+    retries: int = 2,
+    backoff: float = 0.5,
     quiet: bool = False,
 ) -> bytes:
     """Fetch, verify and atomically store `data_dir/name`; return its decompressed bytes.
 
-    Each source is tried in turn (with `retries` extra attempts, backing off, for network faults);
-    any failure falls through to the next. The final file is only ever written with verified bytes.
+    Sources are tried in turn. At one source, a transient fault (connection reset or refused, a
+    body shorter than announced, a read timeout, HTTP 408/429/5xx) is retried up to `retries`
+    times, waiting backoff·2^k seconds and resuming the partial download; any other failure
+    (HTTP error, HTML page, bad gzip, checksum mismatch) moves on to the next source. The final
+    file is only ever written with verified bytes; partial files are removed once a file is done.
     """
-    import requests
-
     spec = FILES[name]
-    part = data_dir / f".{name}.gz.part"
     reasons = []
     for source in srcs:
+        folder = _local_dir(source)
+        url = None if folder else urllib.parse.urljoin(source.rstrip("/") + "/", f"{name}.gz")
+        part = _part_path(data_dir, name, url) if url else None
         for attempt in range(retries + 1):
+            resuming = part is not None and part.exists()
             try:
-                body = decode_body(_fetch_one(source, name, part, timeout, quiet), spec)
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                reason = f"network error: {type(e).__name__}"
+                body = _fetch_local(folder, name) if folder else _fetch_http(url, part, timeout, quiet)
+                data = decode_body(body, spec)
+            except _Transient as e:
+                reason = str(e)
                 if attempt < retries:
-                    time.sleep(0.5 * 2**attempt)
+                    time.sleep(backoff * 2**attempt)
                     continue
-            except (ValueError, OSError, requests.RequestException) as e:
+            except (ValueError, OSError) as e:
                 reason = str(e) or type(e).__name__
+                if part is not None:
+                    part.unlink(missing_ok=True)
+                if resuming and attempt < retries:
+                    continue  # the kept prefix may have been the problem: once more from scratch
             else:
-                atomic_write_bytes(data_dir / name, body)
-                part.unlink(missing_ok=True)
-                return body
+                atomic_write_bytes(data_dir / name, data)
+                for leftover in data_dir.glob(f".{name}.*.part"):
+                    leftover.unlink(missing_ok=True)
+                return data
             break
-        part.unlink(missing_ok=True)
         reasons.append(f"  {source}: {reason}")
     raise DownloadError(
         f"could not get a verified {name} from any source:\n"

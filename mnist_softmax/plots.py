@@ -20,7 +20,7 @@ def _save(fig, path: Path) -> None:
         fig.savefig(f, format="png")
 
 
-def plot_curves(path: Path, history: list[dict], test_acc: float) -> None:
+def plot_curves(path: Path, history: list[dict], test_acc: float | None) -> None:
     """Loss and accuracy against epoch, train and validation, with the final test accuracy marked."""
     epochs = [r["epoch"] for r in history]
     fig = _figure(10, 4)
@@ -31,8 +31,9 @@ def plot_curves(path: Path, history: list[dict], test_acc: float) -> None:
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    ax_acc.axhline(test_acc, color="tab:red", ls="--", lw=1, label=f"test {test_acc:.2%}")
-    ax_acc.plot([epochs[-1]], [test_acc], "*", color="tab:red", ms=12)
+    if test_acc is not None:  # None: an interrupted run, never scored on the test set
+        ax_acc.axhline(test_acc, color="tab:red", ls="--", lw=1, label=f"test {test_acc:.2%}")
+        ax_acc.plot([epochs[-1]], [test_acc], "*", color="tab:red", ms=12)
     for ax in (ax_loss, ax_acc):
         ax.legend()
     _save(fig, path)

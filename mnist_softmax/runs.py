@@ -73,15 +73,18 @@ def _number(x):
 def summary_of(result, cfg) -> dict:
     """The final model's numbers on each split (what `eval --split` recomputes exactly), and more.
 
-    metrics.csv's train columns are running averages during each epoch; these are not.
+    metrics.csv's train columns are running averages during each epoch; these are not. An
+    interrupted run has no final numbers (None) and says how many epochs it completed.
     """
     out = {}
     for split in ("test", "val", "train"):
-        loss, acc = result.final[split]
+        loss, acc = result.final.get(split, (None, None))
         out[f"{split}_accuracy"], out[f"{split}_loss"] = _number(acc), _number(loss)
     return {
         **out,
         "epochs": len(result.history),
+        "epochs_planned": cfg.epochs,
+        "interrupted": not result.final,
         "seconds": result.seconds,
         "features": cfg.features,
         "n_features": int(result.model.W.shape[1]),
@@ -95,11 +98,11 @@ def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT) -> dict:
     from .config import to_toml
 
     summary = summary_of(result, cfg)
-    save_checkpoint(run_dir / "model.npz", result.model, cfg.to_dict(), summary)
+    save_checkpoint(run_dir / "model.npz", result.model, cfg.to_dict(), summary, result.state)
     write_metrics_csv(run_dir / "metrics.csv", result.history)
     write_json(run_dir / "summary.json", {**summary, "config": cfg.to_dict()})
     atomic_write_text(run_dir / "config.toml", to_toml(cfg))
-    plots.plot_curves(run_dir / "curves.png", result.history, result.test_acc)
+    plots.plot_curves(run_dir / "curves.png", result.history, summary["test_accuracy"])
     model = result.model
     if model.front_end == "pixels":
         plots.plot_pixel_weights(run_dir / "weights.png", model.W)

@@ -41,8 +41,24 @@ class Model:
 
 
 @dataclass
+class TrainState:
+    """Where training stands after a completed epoch: enough to continue it exactly."""
+
+    W: np.ndarray
+    b: np.ndarray
+    velocity: tuple[np.ndarray, np.ndarray]
+    rng_state: dict  # np.random.Generator.bit_generator.state after that epoch
+    history: list[dict]
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+
+@dataclass
 class TrainResult:
     model: Model
+    state: TrainState | None = None
     history: list[dict] = field(default_factory=list)  # one row per epoch (see EPOCH_COLUMNS)
     # (loss, accuracy) of the final weights on each split, exactly what `eval --split` recomputes
     final: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -204,16 +220,28 @@ def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator, cache_dir: Path
     return model, (X_train, y[train_idx]), val, test
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; .result holds the model and state of the last completed epoch."""
+
+    def __init__(self, result: TrainResult):
+        super().__init__()
+        self.result = result
+
+
 def fit(
     cfg: Config,
     mnist: Mnist,
     on_epoch: Callable[[dict], None] = lambda row: None,
     progress: bool = False,
     cache_dir: Path | None = None,
+    resume: TrainState | None = None,
 ) -> TrainResult:
     """Train the softmax layer by the recipe in cfg; the same cfg and data give the same result.
 
     cache_dir, if given, keeps the features of front ends that are slow to compute (conv).
+    resume continues from a saved TrainState: features are rebuilt from the seed (deterministic),
+    then weights, momentum and the random generator are restored, so the final weights equal
+    those of an uninterrupted run. Ctrl-C raises TrainingInterrupted with the last completed epoch.
     """
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
@@ -221,24 +249,37 @@ def fit(
     W, b = model.W, model.b
     velocity = (np.zeros_like(W), np.zeros_like(b))
     result = TrainResult(model)
-    with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
-        for epoch in range(cfg.epochs):
-            t_epoch = time.perf_counter()
-            lr = lr_at(cfg, epoch)
-            desc = f"epoch {epoch + 1}/{cfg.epochs}"
-            train_loss, train_acc = train_epoch(W, b, velocity, X, y, lr, cfg, rng, progress, desc)
-            val_loss, val_acc = evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan)
-            row = {
-                "epoch": epoch + 1,
-                "lr": lr,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "seconds": time.perf_counter() - t_epoch,
-            }
-            result.history.append(row)
-            on_epoch(row)
+    if resume is not None:
+        W[...], b[...] = resume.W, resume.b
+        velocity[0][...], velocity[1][...] = resume.velocity
+        rng.bit_generator.state = resume.rng_state
+        result.history = list(resume.history)
+    result.state = _snapshot(W, b, velocity, rng, result.history)
+    try:
+        with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
+            for epoch in range(len(result.history), cfg.epochs):
+                t_epoch = time.perf_counter()
+                lr = lr_at(cfg, epoch)
+                desc = f"epoch {epoch + 1}/{cfg.epochs}"
+                train_loss, train_acc = train_epoch(W, b, velocity, X, y, lr, cfg, rng, progress, desc)
+                val_loss, val_acc = evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan)
+                row = {
+                    "epoch": epoch + 1,
+                    "lr": lr,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "val_loss": val_loss,
+                    "val_acc": val_acc,
+                    "seconds": time.perf_counter() - t_epoch,
+                }
+                result.history.append(row)
+                result.state = _snapshot(W, b, velocity, rng, result.history)
+                on_epoch(row)
+    except KeyboardInterrupt:
+        W[...], b[...] = result.state.W, result.state.b  # undo the unfinished epoch
+        result.history = list(result.state.history)
+        result.seconds = time.perf_counter() - t0
+        raise TrainingInterrupted(result) from None
     result.final = {
         "train": evaluate(W, b, X, y),
         "val": evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan),
@@ -246,3 +287,9 @@ def fit(
     }
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _snapshot(W, b, velocity, rng: np.random.Generator, history: list[dict]) -> TrainState:
+    return TrainState(
+        W.copy(), b.copy(), (velocity[0].copy(), velocity[1].copy()), rng.bit_generator.state, list(history)
+    )

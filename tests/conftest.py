@@ -6,10 +6,13 @@ by a local HTTP server so the real download path (requests, streaming, checksum,
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import os
+import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +27,81 @@ def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
     return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves SHARED_MNIST under /good/, and misbehaves on purpose under other prefixes."""
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves SHARED_MNIST/<file> under /<mode>/<file>, well or badly on purpose, by mode:
+
+    good      200, or 206 for a Range request (resumable)     norange  200 always, Range ignored
+    flaky     first request per file: half the body, then a connection reset; later like good
+    reset     half the body, then a connection reset            short    half the body, clean close
+    stall     headers, then nothing for 3 s                     html     a 200 HTML page
+    wronggz   valid gzip of the wrong bytes                     notgz    bytes that are not gzip
+    <number>  that HTTP status
+    """
+
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):  # keep test output clean
         pass
 
+    def _head(self, status, length, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+
+    def _reset(self):
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
     def do_GET(self):
-        prefix, _, rest = self.path.lstrip("/").partition("/")
-        self.server.hits.append(self.path)
-        if prefix == "good":
-            self.path = "/" + rest
-            return super().do_GET()
-        if prefix == "html":
+        mode, _, name = self.path.lstrip("/").partition("/")
+        rng = self.headers.get("Range")
+        self.server.hits.append((mode, name, rng))
+        path = SHARED_MNIST / name
+        if mode.isdigit():
+            return self.send_error(int(mode))
+        if mode == "html":
             body = b"<!doctype html><html><body>Sign in to continue</body></html>"
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            return self.wfile.write(body)
+        if not path.is_file():
+            return self.send_error(404)
+        data = path.read_bytes()
+        if mode == "wronggz":
+            data = gzip.compress(data[: len(data) // 2])
+        elif mode == "notgz":
+            data = bytes(range(256)) * 40
+        if mode == "flaky":
+            first = self.server.flaky_seen.setdefault(name, 0) == 0
+            self.server.flaky_seen[name] += 1
+            mode = "reset" if first else "good"
+        if mode in ("reset", "short"):
+            self._head(200, len(data))
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            if mode == "reset":
+                self._reset()
+            self.close_connection = True
             return None
-        if prefix.isdigit():
-            return self.send_error(int(prefix))
-        return self.send_error(404)
+        if mode == "stall":
+            self._head(200, len(data))
+            self.wfile.flush()
+            time.sleep(3)
+            self.close_connection = True
+            return None
+        if mode == "good" and rng and rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[6:-1])
+            if start >= len(data):
+                return self.send_error(416)
+            self._head(206, len(data) - start, [("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")])
+            return self.wfile.write(data[start:])
+        self._head(200, len(data))
+        return self.wfile.write(data)
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +110,10 @@ def mnist_server():
     if not SHARED_MNIST.is_dir():
         pytest.fail(f"real MNIST files not found at {SHARED_MNIST}; set MNIST_SOFTMAX_TEST_DATA")
 
-    def handler(*args, **kwargs):
-        return _Handler(*args, directory=str(SHARED_MNIST), **kwargs)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
     server.hits = []
+    server.flaky_seen = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}"

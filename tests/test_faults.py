@@ -1,0 +1,346 @@
+"""Faults: misbehaving mirrors, interrupted downloads and training, bad files, full disks.
+
+Every download case runs against the loopback server in conftest.py, which misbehaves on purpose.
+"""
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import SHARED_MNIST, idx_bytes, run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mnist_softmax import data as data_mod
+from mnist_softmax.checkpoint import load_checkpoint
+from mnist_softmax.cli import main
+from mnist_softmax.config import make_config
+from mnist_softmax.data import FILES, _part_path, fetch_file, parse_idx, parse_mnist_file
+from mnist_softmax.errors import DataError, DownloadError
+from mnist_softmax.runs import new_run_dir
+from mnist_softmax.train import TrainingInterrupted, fit
+
+SMALL = "t10k-labels-idx1-ubyte"  # 4.5 kB gzipped
+BIG = "t10k-images-idx3-ubyte"  # 1.6 MB gzipped: a reset mid-file leaves a real partial file
+FAST = {"timeout": (2.0, 0.5), "backoff": 0.01, "quiet": True}
+
+
+def _sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ download
+
+
+@pytest.mark.parametrize(
+    "mode,reason",
+    [
+        ("403", "HTTP 403"),
+        ("404", "HTTP 404"),
+        ("500", "HTTP 500"),
+        ("503", "HTTP 503"),
+        ("html", "got an HTML page"),
+        ("reset", "network error"),
+        ("short", "network error"),
+        ("stall", "network error"),
+        ("wronggz", "checksum mismatch"),
+        ("notgz", "got neither gzip nor IDX"),
+    ],
+)
+def test_each_fault_falls_through_and_never_writes_bad_content(mnist_server, tmp_path, mode, reason):
+    _, url = mnist_server
+    with pytest.raises(DownloadError) as e:
+        fetch_file(SMALL, tmp_path, [f"{url}/{mode}/"], retries=1, **FAST)
+    assert f"{url}/{mode}/: {reason}" in str(e.value)
+    assert not (tmp_path / SMALL).exists()
+    got = fetch_file(SMALL, tmp_path, [f"{url}/{mode}/", f"{url}/good/"], retries=1, **FAST)
+    assert _sha(got) == FILES[SMALL].sha256 == _sha((tmp_path / SMALL).read_bytes())
+    assert not list(tmp_path.glob(".*")), "partial or temp files left behind"
+
+
+def test_retries_are_bounded(mnist_server, tmp_path):
+    server, url = mnist_server
+    before = len(server.hits)
+    with pytest.raises(DownloadError):
+        fetch_file(SMALL, tmp_path, [f"{url}/503/", f"{url}/404/"], retries=2, **FAST)
+    hits = [h[0] for h in server.hits[before:]]
+    assert hits.count("503") == 3 and hits.count("404") == 1  # transient: 1 + 2 retries; permanent: once
+
+
+def test_backoff_waits_between_retries(mnist_server, tmp_path):
+    _, url = mnist_server
+    t = time.perf_counter()
+    with pytest.raises(DownloadError):
+        fetch_file(SMALL, tmp_path, [f"{url}/503/"], retries=2, timeout=(2, 2), backoff=0.2, quiet=True)
+    assert time.perf_counter() - t >= 0.2 + 0.4
+
+
+def test_reset_mid_file_resumes_with_a_range_request(mnist_server, tmp_path):
+    server, url = mnist_server
+    before = len(server.hits)
+    got = fetch_file(BIG, tmp_path, [f"{url}/flaky/"], retries=2, **FAST)
+    assert _sha(got) == FILES[BIG].sha256
+    hits = [h for h in server.hits[before:] if h[1] == f"{BIG}.gz"]
+    assert hits[0][2] is None and hits[1][2] is not None and hits[1][2].startswith("bytes=")
+    # It continued where the reset left it (how much arrived before the reset varies: the kernel
+    # drops buffered data on a reset), rather than starting again from byte 0.
+    assert 0 < int(hits[1][2][6:-1]) < (SHARED_MNIST / f"{BIG}.gz").stat().st_size
+
+
+def test_server_without_range_support_starts_over_cleanly(mnist_server, tmp_path):
+    server, url = mnist_server
+    src = f"{url}/norange/"
+    _part_path(tmp_path, SMALL, f"{src}{SMALL}.gz").write_bytes(b"\x1f\x8b half of something else")
+    before = len(server.hits)
+    got = fetch_file(SMALL, tmp_path, [src], **FAST)
+    assert _sha(got) == FILES[SMALL].sha256
+    assert server.hits[before][2] is not None  # it asked to resume; the server sent it all again
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_bad_partial_file_is_discarded_and_fetched_from_scratch(mnist_server, tmp_path):
+    _, url = mnist_server
+    src = f"{url}/good/"
+    _part_path(tmp_path, SMALL, f"{src}{SMALL}.gz").write_bytes(b"\x1f\x8bnot the right prefix at all")
+    assert _sha(fetch_file(SMALL, tmp_path, [src], **FAST)) == FILES[SMALL].sha256
+
+
+def test_ctrl_c_during_download_leaves_no_final_file_and_the_next_run_resumes(mnist_server, tmp_path, monkeypatch):
+    server, url = mnist_server
+
+    class Interrupting:
+        def __init__(self, *a, **k):
+            self.n = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, k):
+            self.n += k
+            if self.n > 400_000:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_mod, "_progress", Interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_file(BIG, tmp_path, [f"{url}/good/"], **FAST)
+    assert not (tmp_path / BIG).exists()
+    parts = list(tmp_path.glob(f".{BIG}.*.part"))
+    assert len(parts) == 1 and parts[0].stat().st_size > 400_000
+    kept = parts[0].stat().st_size
+    monkeypatch.undo()
+    before = len(server.hits)
+    assert _sha(fetch_file(BIG, tmp_path, [f"{url}/good/"], **FAST)) == FILES[BIG].sha256
+    assert server.hits[before][2] == f"bytes={kept}-"  # the next run continued from the partial file
+    assert not list(tmp_path.glob(".*"))
+
+
+# ------------------------------------------------------------------------------------------ IDX parser
+
+
+def _valid_idx():
+    return st.builds(
+        lambda shape, code: idx_bytes(
+            np.zeros(shape, {8: "u1", 9: "i1", 11: ">i2", 12: ">i4", 13: ">f4", 14: ">f8"}[code]), code
+        ),
+        st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple),
+        st.sampled_from([8, 9, 11, 12, 13, 14]),
+    )
+
+
+def _check_parse(buf):
+    try:
+        arr = parse_idx(buf, "fuzz")
+    except DataError as e:
+        assert "fuzz" in str(e)
+        return
+    header = 4 + 4 * buf[3]
+    assert arr.nbytes == len(buf) - header  # exactly the bytes present: no allocation beyond them
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=64))
+def test_idx_parser_on_random_bytes_returns_arrays_or_its_own_error(buf):
+    _check_parse(buf)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_valid_idx(), st.lists(st.tuples(st.integers(0, 40), st.integers(0, 255)), max_size=4), st.integers(-8, 8))
+def test_idx_parser_on_mutated_files(buf, flips, cut):
+    b = bytearray(buf)
+    for pos, val in flips:
+        if pos < len(b):
+            b[pos] = val
+    b = bytes(b[:cut] if cut < 0 else b + b"\x00" * cut)
+    _check_parse(b)
+    with contextlib.suppress(DataError):
+        parse_mnist_file(b, "fuzz-images")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(2**20, 2**32 - 1), min_size=1, max_size=4))
+def test_lying_headers_are_refused_without_allocating(dims):
+    buf = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + b"\x00" * 100
+    with pytest.raises(DataError, match="IDX header says"):
+        parse_idx(buf, "liar")
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _small_data():
+    from test_train import synthetic_mnist
+
+    return synthetic_mnist(1500, 300)
+
+
+def test_interrupt_mid_epoch_keeps_the_last_completed_epoch_and_resume_matches(monkeypatch):
+    import mnist_softmax.train as train_mod
+
+    data = _small_data()
+    cfg = make_config({"epochs": 4, "val_size": 200, "batch_size": 50, "seed": 2})
+    full = fit(cfg, data)
+    calls = {"n": 0}
+    real = train_mod.softmax_loss_grad
+
+    def interrupting(z, y):
+        calls["n"] += 1
+        if calls["n"] == 2 * 26 + 10:  # partway through epoch 3 (26 batches an epoch)
+            raise KeyboardInterrupt
+        return real(z, y)
+
+    monkeypatch.setattr(train_mod, "softmax_loss_grad", interrupting)
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(cfg, data)
+    monkeypatch.undo()
+    partial = e.value.result
+    assert len(partial.history) == 2 and partial.state.epochs_done == 2
+    assert not np.array_equal(partial.model.W, full.model.W)
+    np.testing.assert_array_equal(partial.model.W, partial.state.W)  # the unfinished epoch was undone
+    resumed = fit(cfg, data, resume=partial.state)
+    np.testing.assert_array_equal(resumed.model.W, full.model.W)
+    np.testing.assert_array_equal(resumed.model.b, full.model.b)
+    assert resumed.history[:2] == partial.history and len(resumed.history) == 4
+    assert resumed.final == full.final
+
+
+def test_ctrl_c_in_the_cli_saves_the_epoch_exits_130_and_resume_matches(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mnist_softmax",
+        "train",
+        "--data-dir",
+        str(mnist_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "40",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    for line in proc.stdout:
+        if line.startswith("epoch   3"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "continue with: mnist-softmax train --resume" in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and 3 <= summary["epochs"] < 40
+    assert len((out / "metrics.csv").read_text().splitlines()) == summary["epochs"] + 1
+    assert (out / "curves.png").stat().st_size > 0 and not list(out.glob(".*"))
+
+    run("train", "--resume", out, "--data-dir", mnist_dir, "-q")
+    run("train", "--data-dir", mnist_dir, "--out", tmp_path / "straight", "--epochs", "40", "-q")
+    a, _, ma = load_checkpoint(out / "model.npz")
+    b, _, mb = load_checkpoint(tmp_path / "straight" / "model.npz")
+    np.testing.assert_array_equal(a.W, b.W)
+    assert ma["test_accuracy"] == mb["test_accuracy"] and not ma["interrupted"]
+
+
+def test_resume_refuses_other_recipe_options_and_runs_without_state(tmp_path, trained):
+    cwd, _ = trained
+    result = CliRunner().invoke(main, ["train", "--resume", str(cwd / "runs" / "latest"), "--lr", "0.5"])
+    assert result.exit_code == 2 and "--resume continues a run" in result.output
+    (tmp_path / "model.npz").write_bytes(b"nope")
+    result = CliRunner().invoke(main, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 1 and "not a readable checkpoint" in result.output
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def test_runs_started_together_get_their_own_folders(tmp_path):
+    got, barrier = [], threading.Barrier(8)
+
+    def start():
+        barrier.wait()
+        got.append(new_run_dir(tmp_path))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 8
+
+
+@pytest.mark.parametrize(
+    "err,message",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+        (PermissionError(errno.EACCES, "Permission denied"), "Permission denied"),
+    ],
+)
+def test_full_disk_or_unwritable_folder_is_one_clear_line_and_no_half_checkpoint(
+    mnist_dir, tmp_path, monkeypatch, err, message
+):
+    import mnist_softmax.fileio as fileio
+
+    out = tmp_path / "run"
+
+    def failing_fsync(fd):
+        raise err
+
+    monkeypatch.setattr(fileio.os, "fsync", failing_fsync)
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(out), "-q", "--epochs", "1"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and message in result.output
+    assert not (out / "model.npz").exists() and not list(out.glob(".*")), "nothing half-written left"
+
+
+def test_out_under_a_file_is_a_clear_error(tmp_path, mnist_dir):
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "file" / "run")])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output and "file" in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plain = CliRunner().invoke(main, ["eval"])
+    assert plain.exit_code == 1 and plain.output.startswith("Error: no trained model")
+    debug = CliRunner().invoke(main, ["--debug", "eval"])
+    assert debug.exit_code == 1 and type(debug.exception).__name__ == "CheckpointError"
+
+
+def test_download_failure_from_the_cli_lists_sources(mnist_server, tmp_path, monkeypatch):
+    _, url = mnist_server
+    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())  # no internet here: only our bad mirrors
+    result = CliRunner().invoke(
+        main, ["download", "--data-dir", str(tmp_path), "--mirror", f"{url}/404/", "--mirror", f"{url}/html/", "-q"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{url}/404/: HTTP 404" in result.output and f"{url}/html/: got an HTML page" in result.output
+    assert os.listdir(tmp_path) == []
