@@ -9,10 +9,12 @@ import numpy as np
 from .fileio import atomic_open
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # Figure + savefig needs no pyplot and no GUI backend
+def _figure(width: float, height: float, layout: str | None = None):
+    """A figure without pyplot (no GUI backend needed). Fixed grids use explicit margins: the
+    "constrained" layout engine costs ~0.15 s a figure, which matters on `train`'s 3-second path."""
+    from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return Figure(figsize=(width, height), dpi=100, layout=layout)
 
 
 def _save(fig, path: Path) -> None:
@@ -24,6 +26,7 @@ def plot_curves(path: Path, history: list[dict], test_acc: float | None) -> None
     """Loss and accuracy against epoch, train and validation, with the final test accuracy marked."""
     epochs = [r["epoch"] for r in history]
     fig = _figure(10, 4)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.22)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key, title in ((ax_loss, "loss", "softmax loss"), (ax_acc, "acc", "accuracy")):
         ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
@@ -48,6 +51,7 @@ def plot_pixel_weights(path: Path, W: np.ndarray) -> None:
     """
     V = W.reshape(-1, 28, 28)
     fig = _figure(10, 4.4)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.85, wspace=0.1, hspace=0.2)
     axes = fig.subplots(2, 5)
     for digit, ax in enumerate(axes.flat):
         lim = float(np.percentile(np.abs(V[digit]), 99)) or 1.0
@@ -62,6 +66,7 @@ def plot_confusion(path: Path, cm: np.ndarray, title: str) -> None:
     """The (T, T) confusion matrix as a heat map with every count written in its cell."""
     T = len(cm)
     fig = _figure(7, 6.2)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.09, top=0.93)
     ax = fig.subplots()
     shown = np.log1p(cm)  # the diagonal would otherwise wash out every error
     ax.imshow(shown, cmap="Blues")
@@ -81,7 +86,7 @@ def plot_errors(path: Path, images: np.ndarray, labels: np.ndarray, P: np.ndarra
     """A grid of the images at `idx` (the most confidently wrong), each titled true / predicted (p)."""
     cols = 8
     rows = max(1, -(-len(idx) // cols))
-    fig = _figure(cols * 1.3, rows * 1.55 + 0.4)
+    fig = _figure(cols * 1.3, rows * 1.55 + 0.4, layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -102,7 +107,7 @@ def plot_conv_weights(path: Path, filters: np.ndarray, W: np.ndarray, map_shape:
     C, H, Wd = map_shape
     k = int(round(np.sqrt(filters.shape[0])))
     energy = (W.reshape(len(W), C, H, Wd) ** 2).sum(axis=1)
-    fig = _figure(10, 8.5)
+    fig = _figure(10, 8.5, layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.45, 1])
     axes = top.subplots(4, 16)
     for j, ax in enumerate(axes.flat):

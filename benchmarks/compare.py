@@ -1,0 +1,191 @@
+"""mnist-softmax against the tools people would use instead, on the same work, on this machine.
+
+    pip install -e '.[bench]'          # torch==2.13.0 (CPU) and scikit-learn, never runtime deps
+    python benchmarks/compare.py --data-dir data [--rounds 3]
+
+Every contender trains a 10×784 softmax classifier on the same 55,000 standardised training
+images (mnist-softmax's own features: same scaling) and is scored on the 10,000 test images:
+
+  mnist-softmax        our NumPy SGD loop (train_epoch, as `fit` runs it)
+  pytorch              nn.Linear + F.cross_entropy + torch.optim.SGD, the identical recipe:
+                       zero init, same epochs, batch size, lr, momentum, L2 on W only, cosine per epoch
+  sklearn-lbfgs        LogisticRegression(solver="lbfgs"), C matched to our L2 (C = 1 / (wd·n))
+  sklearn-sgd          SGDClassifier(loss="log_loss"), alpha = wd, the same number of epochs
+
+Each runs in its own process (so its peak RSS is its own), in alternating order (A B C D A B C D
+...) for --rounds rounds; the table gives medians. Timed: training only (data prepared first).
+Then the achieved GFLOP/s of our loop (4·N·T flops per sample: the forward and the weight-gradient
+products) beside a large float32 matrix product's, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CONTENDERS = ("mnist-softmax", "pytorch", "sklearn-lbfgs", "sklearn-sgd")
+
+
+def _data(data_dir: str):
+    from mnist_softmax.config import Config
+    from mnist_softmax.data import load_mnist
+    from mnist_softmax.train import prepare
+
+    cfg = Config()
+    model, (X, y), _, (X_test, y_test) = prepare(cfg, load_mnist(data_dir, quiet=True), np.random.default_rng(cfg.seed))
+    return cfg, np.ascontiguousarray(X), y, X_test, y_test
+
+
+def work_ours(cfg, X, y, X_test, y_test) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from mnist_softmax.train import evaluate, lr_at, train_epoch
+
+    W, b = np.zeros((10, X.shape[1]), np.float32), np.zeros(10, np.float32)
+    velocity, rng = (np.zeros_like(W), np.zeros_like(b)), np.random.default_rng(cfg.seed)
+    t = time.perf_counter()
+    with threadpool_limits(1, user_api="blas"):
+        for epoch in range(cfg.epochs):
+            train_epoch(W, b, velocity, X, y, lr_at(cfg, epoch), cfg, rng)
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "passes": cfg.epochs, "test_acc": evaluate(W, b, X_test, y_test)[1]}
+
+
+def work_torch(cfg, X, y, X_test, y_test) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from mnist_softmax.train import lr_at
+
+    torch.manual_seed(cfg.seed)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    lin = torch.nn.Linear(X.shape[1], 10)
+    torch.nn.init.zeros_(lin.weight)
+    torch.nn.init.zeros_(lin.bias)
+    groups = [{"params": [lin.weight], "weight_decay": cfg.weight_decay}, {"params": [lin.bias], "weight_decay": 0.0}]
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, epoch)
+        perm = torch.randperm(len(Xt), generator=gen)
+        for s in range(0, len(Xt), cfg.batch_size):
+            idx = perm[s : s + cfg.batch_size]
+            loss = F.cross_entropy(lin(Xt[idx]), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    seconds = time.perf_counter() - t
+    with torch.no_grad():
+        acc = float((lin(torch.from_numpy(X_test)).argmax(1).numpy() == y_test).mean())
+    return {"seconds": seconds, "passes": cfg.epochs, "test_acc": acc, "threads": torch.get_num_threads()}
+
+
+def work_lbfgs(cfg, X, y, X_test, y_test) -> dict:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(solver="lbfgs", C=1.0 / (cfg.weight_decay * len(X)), max_iter=100)
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "passes": int(clf.n_iter_.max()), "test_acc": float(clf.score(X_test, y_test))}
+
+
+def work_sgd(cfg, X, y, X_test, y_test) -> dict:
+    from sklearn.linear_model import SGDClassifier
+
+    clf = SGDClassifier(loss="log_loss", alpha=cfg.weight_decay, max_iter=cfg.epochs, tol=None, random_state=cfg.seed)
+    t = time.perf_counter()
+    clf.fit(X, y)
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "passes": cfg.epochs, "test_acc": float(clf.score(X_test, y_test))}
+
+
+WORKERS = {"mnist-softmax": work_ours, "pytorch": work_torch, "sklearn-lbfgs": work_lbfgs, "sklearn-sgd": work_sgd}
+
+
+def run_worker(name: str, data_dir: str) -> dict:
+    """One contender in a child process: its result and its own peak RSS."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--worker", name, "--data-dir", data_dir],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"{name} failed:\n{err}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ a
+    return 2 * size**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.worker:  # child: prepare the data (untimed), train, report JSON with its own peak RSS
+        import resource
+
+        result = WORKERS[a.worker](*_data(a.data_dir))
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    results: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
+    for r in range(a.rounds):
+        order = CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]  # A B C D, then D C B A, ...
+        for name in order:
+            results[name].append(run_worker(name, a.data_dir))
+            print(f"round {r + 1}: {name} {results[name][-1]['seconds']:.2f}s", file=sys.stderr, flush=True)
+
+    n = 55_000
+    med = {k: statistics.median(x["seconds"] for x in v) for k, v in results.items()}
+    print(
+        f"machine: {os.cpu_count()} cores, numpy {np.__version__}, python {sys.version.split()[0]}; "
+        f"medians of {a.rounds} alternating rounds; training time only"
+    )
+    print("| tool | wall s | samples/s | passes | test accuracy | peak RSS MB | time ÷ ours |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, runs in results.items():
+        passes = runs[0]["passes"]
+        print(
+            f"| {name} | {med[name]:.2f} | {passes * n / med[name]:,.0f} | {passes} | "
+            f"{statistics.median(x['test_acc'] for x in runs):.4f} | {max(x['peak_rss_mb'] for x in runs):.0f} | "
+            f"{med[name] / med['mnist-softmax']:.2f} |"
+        )
+    ours_sps = results["mnist-softmax"][0]["passes"] * n / med["mnist-softmax"]
+    loop_gflops = 4 * 784 * 10 * ours_sps / 1e9
+    peak = matmul_gflops()
+    print(
+        f"\nour loop: {loop_gflops:.1f} GFLOP/s (4·784·10 flops per sample) on one BLAS thread; "
+        f"a 2048² float32 matmul here: {peak:.0f} GFLOP/s on {os.cpu_count()} cores "
+        f"({loop_gflops / peak:.1%} of it)"
+    )
+
+
+if __name__ == "__main__":
+    main()
