@@ -124,42 +124,22 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
 
     Example: mnist-softmax train --epochs 5 --lr 0.05 --out runs/quick
     """
-    from .config import load_config, make_config
     from .data import load_mnist
     from .runs import new_run_dir, save_run
     from .train import TrainingInterrupted, fit
 
-    state = None
-    if resume is not None:
-        if config_path or out or any(v is not None for v in overrides.values()):
-            raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
-        from .checkpoint import load_train_state
-
-        values, state = load_train_state(resume / "model.npz")
-        cfg, run_dir = make_config(values, source=str(resume / "model.npz")), resume
-    else:
-        cfg = load_config(config_path, overrides)
+    cfg, state = _recipe(config_path, overrides, resume, out)
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
-    if resume is None:
-        run_dir = new_run_dir() if out is None else out
-        run_dir.mkdir(parents=True, exist_ok=True)
-
-    def report(row: dict) -> None:
-        if not quiet:
-            click.echo(
-                f"epoch {row['epoch']:>3}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
-                f"{row['seconds']:.2f}s"
-            )
-
-    progress = not quiet and sys.stderr.isatty()
+    run_dir = resume or out or new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
     try:
-        result = fit(cfg, mnist, report, progress, cache_dir=data_dir / "cache", resume=state)
+        result = fit(cfg, mnist, on_epoch, not quiet and sys.stderr.isatty(), data_dir / "cache", resume=state)
     except TrainingInterrupted as e:
         _save_interrupted(run_dir, e.result, cfg)
         raise SystemExit(130) from None
     except BaseException:
-        if resume is None and not any(run_dir.iterdir()):
+        if not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder
         raise
     save_run(run_dir, result, cfg)
@@ -167,6 +147,27 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
         f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
         f"({result.seconds:.1f}s, features {cfg.features})\nwrote {run_dir}/"
         " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
+    )
+
+
+def _recipe(config_path, overrides: dict, resume: Path | None, out: Path | None):
+    """(Config, TrainState or None): from the config file and flags, or from the run to resume."""
+    from .config import load_config, make_config
+
+    if resume is None:
+        return load_config(config_path, overrides), None
+    if config_path or out or any(v is not None for v in overrides.values()):
+        raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
+    from .checkpoint import load_train_state
+
+    values, state = load_train_state(resume / "model.npz")
+    return make_config(values, source=str(resume / "model.npz")), state
+
+
+def _epoch_line(row: dict) -> str:
+    return (
+        f"epoch {row['epoch']:>3}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
+        f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['seconds']:.2f}s"
     )
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from .features import FRONT_ENDS
-from .softmax import cross_entropy, logits, softmax, softmax_loss
+from .softmax import cross_entropy, logits, predict_proba, softmax, softmax_loss
 from .train import Model
 
 
 def classify(model: Model, digits: np.ndarray) -> np.ndarray:
     """uint8 digits (n, 28, 28) in MNIST form -> probabilities (n, T)."""
-    return softmax(logits(model.features(digits), model.W, model.b))
+    return predict_proba(model.features(digits), model.W, model.b)
 
 
 def explain_numbers(model: Model, digit: np.ndarray, label: int | None = None) -> dict:

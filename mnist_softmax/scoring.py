@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .softmax import logits, softmax
+from .softmax import predict_proba
 from .train import evaluate
 
 
@@ -44,7 +44,7 @@ def score(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray) -> Score:
     features of the same split they are equal to the last bit.
     """
     loss, accuracy = evaluate(W, b, X, y)
-    P = softmax(logits(X, W, b))
+    P = predict_proba(X, W, b)
     cm = confusion_matrix(y, P.argmax(1), len(b))
     precision, recall, f1 = per_class(cm)
     return Score(accuracy, loss, cm, precision, recall, f1, cm.sum(1), P)

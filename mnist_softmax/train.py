@@ -19,7 +19,7 @@ from .config import Config
 from .data import Mnist
 from .errors import TrainingDiverged
 from .features import FRONT_ENDS, Params, features, fit_standardizer, mnist_maps, standardize_rows
-from .softmax import logits, softmax_loss_grad
+from .softmax import logits, softmax_loss, softmax_loss_grad
 
 N_CLASSES = 10
 
@@ -128,8 +128,7 @@ def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, chunk: 
     correct = 0
     for i in range(0, len(X), chunk):
         z = logits(X[i : i + chunk], W, b)
-        loss, _ = softmax_loss_grad(z, y[i : i + chunk])
-        total_loss += loss * len(z)
+        total_loss += softmax_loss(z, y[i : i + chunk]) * len(z)
         correct += int((z.argmax(axis=1) == y[i : i + chunk]).sum())
     return total_loss / len(X), correct / len(X)
 
