@@ -151,16 +151,20 @@ def test_valid_cached_files_are_not_fetched_again(mnist_server, mnist_dir):
     assert len(server.hits) == before
 
 
-def test_damaged_cached_file_is_fetched_again_with_a_message(mnist_server, tmp_path):
+@pytest.mark.parametrize("damage", ["bit flip", "truncated"])
+def test_damaged_cached_file_is_fetched_again_with_a_message(mnist_server, tmp_path, damage):
     _, url = mnist_server
     name = "t10k-labels-idx1-ubyte"
     for other in FILES:  # everything else valid, copied from the local mirror
         if other != name:
             fetch_file(other, tmp_path, [str(SHARED_MNIST)], quiet=True)
     good = fetch_file(name, tmp_path, [str(SHARED_MNIST)], quiet=True)
-    flipped = bytearray(good)
-    flipped[5000] ^= 1
-    (tmp_path / name).write_bytes(bytes(flipped))
+    damaged = bytearray(good)
+    if damage == "bit flip":
+        damaged[5000] ^= 1
+    else:
+        del damaged[7000:]
+    (tmp_path / name).write_bytes(bytes(damaged))
     messages = []
     bufs = ensure_files(tmp_path, [f"{url}/good/"], quiet=True, log=messages.append)
     assert bufs[name] == good and (tmp_path / name).read_bytes() == good
