@@ -21,6 +21,13 @@ import pytest
 SHARED_MNIST = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "mnist"))
 
 
+def served_file(name: str) -> Path:
+    """The file the test server sends for NAME.gz: the gzipped copy, or else the raw IDX file
+    (so a folder filled by `mnist-softmax download` works as $MNIST_SOFTMAX_TEST_DATA too)."""
+    path = SHARED_MNIST / name
+    return path if path.is_file() or not name.endswith(".gz") else SHARED_MNIST / name[:-3]
+
+
 def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
     """An IDX file for `arr` (uint8 unless `code` says otherwise)."""
     header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
@@ -59,7 +66,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         mode, _, name = self.path.lstrip("/").partition("/")
         rng = self.headers.get("Range")
         self.server.hits.append((mode, name, rng))
-        path = SHARED_MNIST / name
+        path = served_file(name)
         if mode.isdigit():
             return self.send_error(int(mode))
         if mode == "html":
