@@ -129,6 +129,9 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     from .train import TrainingInterrupted, fit
 
     cfg, state = _recipe(config_path, overrides, resume, out)
+    from .plots import preload
+
+    preload()  # matplotlib imports on another thread while the data loads and the model trains
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
     run_dir = resume or out or new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
