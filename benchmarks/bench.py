@@ -61,6 +61,22 @@ def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
     return {"load_s": load_s, "samples_per_s": len(X) / statistics.median(times), "n_train": len(X)}
 
 
+def reference_speeds() -> str:
+    """A 2000² float32 matmul's GFLOP/s and a 200 MB scale-copy's GB/s: to compare runs made at
+    different moments on a machine whose speed varies."""
+    a = np.random.default_rng(0).random((2000, 2000), dtype=np.float32)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(5):
+        a @ a
+    gflops = 2 * 2000**3 * 5 / (time.perf_counter() - t) / 1e9
+    b = np.ones(50_000_000, np.float32)
+    t = time.perf_counter()
+    np.multiply(b, 2, out=b)
+    gbs = 2 * b.nbytes / (time.perf_counter() - t) / 1e9
+    return f"{gflops:.0f} GFLOP/s matmul, {gbs:.1f} GB/s memory"
+
+
 def bench_conv_extraction(data_dir: str) -> float:
     """Seconds to extract the 64×7×7 conv features of all 70,000 images (front end fitted first)."""
     from mnist_softmax.config import load_config
@@ -113,9 +129,14 @@ def main() -> None:
         rows.append(("whole `train --features conv`, cold cache", repeat(conv, 1)))
         rows.append(("whole `train --features conv`, warm cache", repeat(conv)))
 
+    machine_before = reference_speeds()
     loop = bench_loop(a.data_dir, a.mirror)  # last: it holds the dataset in memory
     extraction_s = bench_conv_extraction(a.data_dir)
-    print(f"machine: {os.cpu_count()} cores, numpy {np.__version__}, python {sys.version.split()[0]}")
+    print(
+        f"machine: {os.cpu_count()} cores, numpy {np.__version__}, python {sys.version.split()[0]}; "
+        f"reference speeds now (a shared machine varies): {machine_before} at the start, "
+        f"{reference_speeds()} at the end"
+    )
     print(f"{'measure':<58}{'value':>10}")
     print(f"{'load cached MNIST (verify + parse), s':<58}{loop['load_s']:>10.3f}")
     print(f"{'training loop, samples/s (median epoch)':<58}{loop['samples_per_s']:>10,.0f}")
@@ -123,7 +144,7 @@ def main() -> None:
     for label, results in rows:
         walls, rss = zip(*results, strict=True)
         print(f"{label + f', s (median of {len(walls)})':<58}{statistics.median(walls):>10.2f}")
-        print(f"{label + ', peak RSS MB':<58}{max(rss):>10.0f}")
+        print(f"{label + ', peak RSS MiB':<58}{max(rss):>10.0f}")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores, numpy {np.__version__}, python {sys.version.split()[0]}; "
         f"medians of {a.rounds} alternating rounds; training time only"
     )
-    print("| tool | wall s | samples/s | passes | test accuracy | peak RSS MB | time ÷ ours |")
+    print("| tool | wall s | samples/s | passes | test accuracy | peak RSS MiB | time ÷ ours |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, runs in results.items():
         passes = runs[0]["passes"]

@@ -129,13 +129,19 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     from .train import TrainingInterrupted, fit
 
     cfg, state = _recipe(config_path, overrides, resume, out)
-    from .plots import preload
-
-    preload()  # matplotlib imports on another thread while the data loads and the model trains
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
     run_dir = resume or out or new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
+    preloading = []
+
+    def on_epoch(row: dict) -> None:
+        if not preloading:  # from the first epoch on, prepare()'s big arrays are freed: import
+            from .plots import preload  # matplotlib on another thread while training goes on
+
+            preloading.append(preload())
+        if not quiet:
+            click.echo(_epoch_line(row))
+
     try:
         result = fit(cfg, mnist, on_epoch, not quiet and sys.stderr.isatty(), data_dir / "cache", resume=state)
     except TrainingInterrupted as e:

@@ -9,16 +9,18 @@ import numpy as np
 from .fileio import atomic_open
 
 
-def preload() -> None:
+def preload():
     """Start importing matplotlib on a background thread (~0.5 s), so that it overlaps with the
-    data loading and training that come before the plots instead of adding to the run's time."""
+    training that comes before the plots instead of adding to the run's time. Returns the thread."""
     import threading
 
     def load() -> None:
         import matplotlib.backends.backend_agg  # noqa: F401
         import matplotlib.figure  # noqa: F401
 
-    threading.Thread(target=load, name="preload-matplotlib", daemon=True).start()
+    thread = threading.Thread(target=load, name="preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _figure(width: float, height: float, layout: str | None = None):
