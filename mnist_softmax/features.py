@@ -86,11 +86,8 @@ def standardize(F: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
     return (F - mean) / scale
 
 
-def standardize_rows(F: np.ndarray, idx: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """standardize(F[idx], mean, scale) with one (len(idx), N) array in memory, not two."""
-    X = F[idx]
-    if np.may_share_memory(X, F):  # a slice is a view (of a read-only memmap, perhaps): copy it
-        X = X.copy()
+def standardize_(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(X - mean) / scale in place, for a fresh array the caller owns; returns X."""
     X -= mean
     X /= scale
     return X
@@ -99,6 +96,25 @@ def standardize_rows(F: np.ndarray, idx: np.ndarray, mean: np.ndarray, scale: np
 def features(images: np.ndarray, fe: FrontEnd, params: Params, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The model's input: images uint8 (n, 28, 28) -> standardised float32 (n, N)."""
     return standardize(flatten(fe.maps(images, params)), mean, scale)
+
+
+def mnist_rows(fe: FrontEnd, params: Params, mnist, cache_dir: Path | None = None, progress: bool = False):
+    """A function (part, idx) -> fresh float32 (len(idx), N) feature rows, not standardised, of
+    part "train" or "test" of MNIST; the same rows, to the bit, whichever way they are asked for.
+
+    Front ends worth caching compute (or load) all 70,000 maps once, via mnist_maps, and copy the
+    rows asked for. Others (pixels) map only those rows: no 60,000-row array is ever held.
+    """
+    if fe.cache:
+        F = dict(zip(("train", "test"), mnist_maps(fe, params, mnist, cache_dir, progress), strict=True))
+
+        def rows(part: str, idx) -> np.ndarray:
+            X = F[part][idx]
+            return X.copy() if np.may_share_memory(X, F[part]) else X  # a slice is a view: copy it
+
+        return rows
+    images = {"train": mnist.train_images, "test": mnist.test_images}
+    return lambda part, idx: flatten(fe.maps(images[part][idx], params))
 
 
 def params_key(fe: FrontEnd, params: Params) -> str:

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from .config import Config
 from .data import Mnist
 from .errors import TrainingDiverged
-from .features import FRONT_ENDS, Params, features, fit_standardizer, mnist_maps, standardize_rows
+from .features import FRONT_ENDS, Params, features, fit_standardizer, mnist_rows, standardize_
 from .softmax import logits, softmax_loss, softmax_loss_grad
 
 N_CLASSES = 10
@@ -106,11 +106,11 @@ def split_features(
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X (n, N), y (n,)) of one split, built exactly as `fit` built them, so scores match to the bit."""
-    F_train, F_test = mnist_maps(FRONT_ENDS[model.front_end], model.fe_params, mnist, cache_dir, progress)
+    rows = mnist_rows(FRONT_ENDS[model.front_end], model.fe_params, mnist, cache_dir, progress)
     if split == "test":
-        return standardize_rows(F_test, slice(None), model.mean, model.scale), mnist.test_labels.astype(np.intp)
+        return standardize_(rows("test", slice(None)), model.mean, model.scale), mnist.test_labels.astype(np.intp)
     idx = split_indices_for(split, len(mnist.train_images), seed, val_size)
-    return standardize_rows(F_train, idx, model.mean, model.scale), mnist.train_labels[idx].astype(np.intp)
+    return standardize_(rows("train", idx), model.mean, model.scale), mnist.train_labels[idx].astype(np.intp)
 
 
 def lr_at(cfg: Config, epoch: int) -> float:
@@ -200,8 +200,8 @@ def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator, cache_dir: Path
     # The first draw from rng, so split_images(mnist, ..., cfg.seed, cfg.val_size) finds it again.
     train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, rng)
     fe_params = fe.fit(mnist.train_images[train_idx], rng, cfg)
-    F_all, F_test = mnist_maps(fe, fe_params, mnist, cache_dir, progress)
-    X_train = F_all[train_idx]  # a copy, standardised in place below
+    rows = mnist_rows(fe, fe_params, mnist, cache_dir, progress)
+    X_train = rows("train", train_idx)
     mean, scale = fit_standardizer(X_train, cfg.standardize, cfg.std_floor)
     model = Model(
         cfg.features,
@@ -212,10 +212,9 @@ def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator, cache_dir: Path
         np.zeros(N_CLASSES, np.float32),
     )
     y = mnist.train_labels.astype(np.intp)
-    X_train -= mean
-    X_train /= scale
-    val = (standardize_rows(F_all, val_idx, mean, scale), y[val_idx])
-    test = (standardize_rows(F_test, slice(None), mean, scale), mnist.test_labels.astype(np.intp))
+    X_train = standardize_(X_train, mean, scale)
+    val = (standardize_(rows("train", val_idx), mean, scale), y[val_idx])
+    test = (standardize_(rows("test", slice(None)), mean, scale), mnist.test_labels.astype(np.intp))
     return model, (X_train, y[train_idx]), val, test
 
 
