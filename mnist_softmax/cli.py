@@ -64,6 +64,11 @@ def data_options(f):
     return f
 
 
+def _bars(quiet: bool) -> bool:
+    """Progress bars only for a person at a terminal: not with --quiet, nor when output is redirected."""
+    return not quiet and sys.stdout.isatty() and sys.stderr.isatty()
+
+
 def _err(msg: str) -> None:
     click.echo(msg, err=True)
 
@@ -143,7 +148,7 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
             click.echo(_epoch_line(row))
 
     try:
-        result = fit(cfg, mnist, on_epoch, not quiet and sys.stderr.isatty(), data_dir / "cache", resume=state)
+        result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state)
     except TrainingInterrupted as e:
         _save_interrupted(run_dir, e.result, cfg)
         raise SystemExit(130) from None
@@ -240,7 +245,7 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
         cfg["seed"],
         cfg["val_size"],
         data_dir / "cache",
-        progress=not quiet and sys.stderr.isatty(),
+        progress=_bars(quiet),
     )
     s = score(model.W, model.b, X, y)
     if out is not None:

@@ -192,7 +192,7 @@ def _progress(total: int | None, desc: str, quiet: bool, initial: int = 0):
         unit_scale=True,
         unit_divisor=1024,
         leave=False,
-        disable=quiet or not sys.stderr.isatty(),
+        disable=quiet or not (sys.stdout.isatty() and sys.stderr.isatty()),
     )
 
 
