@@ -15,7 +15,8 @@ images (mnist-softmax's own features: same scaling) and is scored on the 10,000 
 Each runs in its own process (so its peak RSS is its own), in alternating order (A B C D A B C D
 ...) for --rounds rounds; the table gives medians. Timed: training only (data prepared first).
 Then the achieved GFLOP/s of our loop (4·N·T flops per sample: the forward and the weight-gradient
-products) beside a large float32 matrix product's, measured in the same run.
+products) beside a large float32 matrix product's, measured in the same run, and finally
+benchmarks/bench.py: the whole CLI commands and the conv feature extraction, timed as processes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -183,8 +185,11 @@ def main() -> None:
     print(
         f"\nour loop: {loop_gflops:.1f} GFLOP/s (4·784·10 flops per sample) on one BLAS thread; "
         f"a 2048² float32 matmul here: {peak:.0f} GFLOP/s on {os.cpu_count()} cores "
-        f"({loop_gflops / peak:.1%} of it)"
+        f"({loop_gflops / peak:.1%} of it)\n",
+        flush=True,
     )
+    # The whole commands (train, train --features conv, eval, predict, conv extraction), same run.
+    subprocess.run([sys.executable, str(Path(__file__).with_name("bench.py")), "--data-dir", a.data_dir], check=True)
 
 
 if __name__ == "__main__":
