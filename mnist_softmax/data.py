@@ -15,7 +15,6 @@ import os
 import sys
 import time
 import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -148,7 +147,9 @@ def _local_dir(source: str) -> Path | None:
     """The folder a source names, if it is a local path or a file:// URL; None for http(s)."""
     parsed = urllib.parse.urlparse(source)
     if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
+        from urllib.request import url2pathname  # only here: slow to import, eval/predict never need it
+
+        return Path(url2pathname(parsed.path))
     if parsed.scheme in ("http", "https"):
         return None
     return Path(source).expanduser()

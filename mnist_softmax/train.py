@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from .config import Config
 from .data import Mnist
@@ -241,6 +240,8 @@ def fit(
     then weights, momentum and the random generator are restored, so the final weights equal
     those of an uninterrupted run. Ctrl-C raises TrainingInterrupted with the last completed epoch.
     """
+    from threadpoolctl import threadpool_limits
+
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, rng, cache_dir, progress)
