@@ -11,6 +11,7 @@ import http.server
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,14 +112,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.wfile.write(data)
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """Clients here close and reset connections on purpose; socketserver would print each such
+    error's traceback to sys.stderr, which CliRunner captures into the output under test."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture(scope="session")
 def mnist_server():
     """Base URL of a loopback HTTP server; `<url>/good/` is a working MNIST mirror."""
     if not SHARED_MNIST.is_dir():
         pytest.fail(f"real MNIST files not found at {SHARED_MNIST}; set MNIST_SOFTMAX_TEST_DATA")
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
+    server = _QuietServer(("127.0.0.1", 0), _Handler)
     server.hits = []
     server.flaky_seen = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
