@@ -163,6 +163,12 @@ def _no_env_mirror(monkeypatch):
     monkeypatch.delenv("MNIST_SOFTMAX_MIRROR", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _own_working_dir(tmp_path, monkeypatch):
+    """Each test runs in its own folder, so `runs/latest` of the checkout is never touched."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run(*args, ok=True):
     """Invoke the CLI in-process; with ok=True, fail with its output unless it exited 0."""
     from click.testing import CliRunner
@@ -194,5 +200,10 @@ def conv_trained(mnist_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("conv")
     cfg = d / "conv_small.toml"
     cfg.write_text('features = "conv"\nepochs = 2\nconv_patches = 20000\n')
-    run("train", "--config", cfg, "--data-dir", mnist_dir, "--out", d / "run", "-q")
+    old = os.getcwd()
+    os.chdir(d)  # session fixtures start before the per-test working folder
+    try:
+        run("train", "--config", cfg, "--data-dir", mnist_dir, "--out", d / "run", "-q")
+    finally:
+        os.chdir(old)
     return d / "run"
