@@ -225,28 +225,24 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
     """
     import json
 
+    import numpy as np
+
     from .checkpoint import load_checkpoint
     from .data import load_mnist
     from .display import score_table
     from .runs import latest_checkpoint
     from .scoring import score
-    from .train import split_features, split_images
+    from .train import split_features, split_rows
 
     path = checkpoint or latest_checkpoint()
     model, cfg, _ = load_checkpoint(path)
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
-    images, labels = split_images(mnist, split, cfg["seed"], cfg["val_size"])
+    part, idx = split_rows(split, len(mnist.train_images), cfg["seed"], cfg["val_size"])
+    images, labels = (a[idx] for a in mnist.part(part))
     if len(labels) == 0:
         raise click.ClickException(f"{path} was trained without a validation split (val_size 0)")
-    X, y = split_features(
-        model,
-        mnist,
-        split,
-        cfg["seed"],
-        cfg["val_size"],
-        data_dir / "cache",
-        progress=_bars(quiet),
-    )
+    X = split_features(model, mnist, part, idx, data_dir / "cache", progress=_bars(quiet))
+    y = labels.astype(np.intp)
     s = score(model.W, model.b, X, y)
     if out is not None:
         from . import plots

@@ -75,6 +75,10 @@ class Mnist(NamedTuple):
     test_images: np.ndarray
     test_labels: np.ndarray
 
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of "train" (the 60,000) or "test" (the 10,000)."""
+        return (self.train_images, self.train_labels) if name == "train" else (self.test_images, self.test_labels)
+
 
 # ---------------------------------------------------------------------------------------------
 # IDX parsing

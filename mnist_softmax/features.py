@@ -113,8 +113,7 @@ def mnist_rows(fe: FrontEnd, params: Params, mnist, cache_dir: Path | None = Non
             return X.copy() if np.may_share_memory(X, F[part]) else X  # a slice is a view: copy it
 
         return rows
-    images = {"train": mnist.train_images, "test": mnist.test_images}
-    return lambda part, idx: flatten(fe.maps(images[part][idx], params))
+    return lambda part, idx: flatten(fe.maps(mnist.part(part)[0][idx], params))
 
 
 def params_key(fe: FrontEnd, params: Params) -> str:

@@ -81,35 +81,21 @@ def split_indices(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.n
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
 
-def split_indices_for(split: str, n_train: int, seed: int, val_size: int) -> np.ndarray:
-    """Indices into the 60,000 training images of "train" or "val", as `fit` split them for this seed."""
-    train_idx, val_idx = split_indices(n_train, val_size, np.random.default_rng(seed))
-    return train_idx if split == "train" else val_idx
-
-
-def split_images(mnist: Mnist, split: str, seed: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) of "train", "val" or "test", with the split `fit` made for this seed and size."""
+def split_rows(split: str, n_train: int, seed: int, val_size: int) -> tuple[str, np.ndarray | slice]:
+    """(part of MNIST, row index) of "train", "val" or "test", as `fit` split them for this seed and size."""
     if split == "test":
-        return mnist.test_images, mnist.test_labels
-    idx = split_indices_for(split, len(mnist.train_images), seed, val_size)
-    return mnist.train_images[idx], mnist.train_labels[idx]
+        return "test", slice(None)
+    train_idx, val_idx = split_indices(n_train, val_size, np.random.default_rng(seed))
+    return "train", train_idx if split == "train" else val_idx
 
 
 def split_features(
-    model: Model,
-    mnist: Mnist,
-    split: str,
-    seed: int,
-    val_size: int,
-    cache_dir: Path | None = None,
-    progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(X (n, N), y (n,)) of one split, built exactly as `fit` built them, so scores match to the bit."""
+    model: Model, mnist: Mnist, part: str, idx, cache_dir: Path | None = None, progress: bool = False
+) -> np.ndarray:
+    """Standardised features (n, N) of rows idx of a part of MNIST, built exactly as `fit` built
+    them, so scores match to the bit."""
     rows = mnist_rows(FRONT_ENDS[model.front_end], model.fe_params, mnist, cache_dir, progress)
-    if split == "test":
-        return standardize_(rows("test", slice(None)), model.mean, model.scale), mnist.test_labels.astype(np.intp)
-    idx = split_indices_for(split, len(mnist.train_images), seed, val_size)
-    return standardize_(rows("train", idx), model.mean, model.scale), mnist.train_labels[idx].astype(np.intp)
+    return standardize_(rows(part, idx), model.mean, model.scale)
 
 
 def lr_at(cfg: Config, epoch: int) -> float:
@@ -196,7 +182,7 @@ def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator, cache_dir: Path
     Returns (model with zero weights, (X_train, y_train), (X_val, y_val), (X_test, y_test)).
     """
     fe = FRONT_ENDS[cfg.features]
-    # The first draw from rng, so split_images(mnist, ..., cfg.seed, cfg.val_size) finds it again.
+    # The first draw from rng, so split_rows(..., cfg.seed, cfg.val_size) finds it again.
     train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, rng)
     fe_params = fe.fit(mnist.train_images[train_idx], rng, cfg)
     rows = mnist_rows(fe, fe_params, mnist, cache_dir, progress)
