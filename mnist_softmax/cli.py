@@ -130,6 +130,7 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     Example: mnist-softmax train --epochs 5 --lr 0.05 --out runs/quick
     """
     from .data import load_mnist
+    from .plots import preload
     from .runs import new_run_dir, save_run
     from .train import TrainingInterrupted, fit
 
@@ -137,13 +138,9 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
     run_dir = resume or out or new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    preloading = []
 
     def on_epoch(row: dict) -> None:
-        if not preloading:  # from the first epoch on, prepare()'s big arrays are freed: import
-            from .plots import preload  # matplotlib on another thread while training goes on
-
-            preloading.append(preload())
+        preload()  # from the first epoch, prepare()'s big arrays are freed: import matplotlib meanwhile
         if not quiet:
             click.echo(_epoch_line(row))
 
@@ -151,10 +148,10 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
         result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state)
     except TrainingInterrupted as e:
         _save_interrupted(run_dir, e.result, cfg)
+        _remove_if_empty(run_dir)
         raise SystemExit(130) from None
     except BaseException:
-        if not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder
+        _remove_if_empty(run_dir)
         raise
     save_run(run_dir, result, cfg)
     click.echo(
@@ -186,7 +183,7 @@ def _epoch_line(row: dict) -> str:
 
 
 def _save_interrupted(run_dir: Path, result, cfg) -> None:
-    """After Ctrl-C in training: keep the last completed epoch, or leave no empty folder behind."""
+    """After Ctrl-C in training: keep the last completed epoch, if there is one, and say so."""
     from .runs import save_run
 
     if result.history:
@@ -196,9 +193,13 @@ def _save_interrupted(run_dir: Path, result, cfg) -> None:
             f"continue with: mnist-softmax train --resume {run_dir}"
         )
     else:
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
         _err("interrupted before the first epoch finished; nothing saved")
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """A run that stopped before writing anything leaves no empty folder behind."""
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def checkpoint_option(f):
@@ -304,6 +305,8 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
     from .runs import latest_checkpoint
 
     model, _, _ = load_checkpoint(checkpoint or latest_checkpoint())
+    if save_input is not None:
+        save_input.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in image_files(list(images)):
         try:
@@ -317,7 +320,6 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
         if save_input is not None:
             from .fileio import atomic_open
 
-            save_input.mkdir(parents=True, exist_ok=True)
             with atomic_open(save_input / f"{path.stem}.png") as f:
                 _png(prepared.digit, f)
         numbers = explain_numbers(model, prepared.digit, label) if explain else None

@@ -8,19 +8,22 @@ import numpy as np
 
 from .fileio import atomic_open
 
+_preloading = None
 
-def preload():
-    """Start importing matplotlib on a background thread (~0.5 s), so that it overlaps with the
-    training that comes before the plots instead of adding to the run's time. Returns the thread."""
-    import threading
 
-    def load() -> None:
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
+def preload() -> None:
+    """Start importing matplotlib on a background thread (~0.5 s), once, so that it overlaps with
+    the training that comes before the plots instead of adding to the run's time."""
+    global _preloading
+    if _preloading is None:
+        import threading
 
-    thread = threading.Thread(target=load, name="preload-matplotlib", daemon=True)
-    thread.start()
-    return thread
+        def load() -> None:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+
+        _preloading = threading.Thread(target=load, name="preload-matplotlib", daemon=True)
+        _preloading.start()
 
 
 def _figure(width: float, height: float, layout: str | None = None):
