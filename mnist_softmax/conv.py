@@ -28,6 +28,12 @@ PATCH_VAR_EPS = 10 / 255**2  # brightness/contrast normalisation: (p - mean) / s
 CHUNK = 64  # images per matrix product: 50k patches, 13 MB of responses, so each pass stays in cache
 
 
+def _patch_view(images: np.ndarray, k: int) -> np.ndarray:
+    """(n, 28, 28) -> a read-only view (n, 28, 28, k, k): the k×k patch around every pixel, zero padded."""
+    p = k // 2
+    return sliding_window_view(np.pad(images, ((0, 0), (p, p), (p, p))), (k, k), axis=(1, 2))
+
+
 def normalise_patches(P: np.ndarray) -> np.ndarray:
     """Per-row brightness and contrast normalisation. (m, d) -> (m, d) float32."""
     mean = P.mean(axis=1, keepdims=True)
@@ -76,10 +82,7 @@ def fit(images: np.ndarray, rng: np.random.Generator, cfg) -> dict[str, np.ndarr
     n_draw = 3 * cfg.conv_patches
     idx = rng.integers(0, len(images), n_draw)
     r, c = rng.integers(0, 28, n_draw), rng.integers(0, 28, n_draw)
-    pad = k // 2
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
-    win = sliding_window_view(padded, (k, k), axis=(1, 2))
-    P = win[idx, r, c].reshape(n_draw, k * k).astype(np.float32) / 255
+    P = _patch_view(images, k)[idx, r, c].reshape(n_draw, k * k).astype(np.float32) / 255
     P = P[P.var(axis=1) > 0.01][: cfg.conv_patches]
     P = normalise_patches(P).astype(np.float64)
     mean, Z = zca(P, cfg.conv_whiten_eps)
@@ -114,11 +117,11 @@ def _chunk_maps(x: np.ndarray, F_aug: np.ndarray, k: int, cols: np.ndarray, R: n
     through the matrix product (under half of MNIST's): an inkless patch normalises to zero, so
     its row [0, …, 0, 0, 1] gives exactly the last row of F_aug, rectified, for every filter.
     """
-    m, d, p = len(x), k * k, k // 2
+    m, d = len(x), k * k
     mean, std = _patch_stats(x, k)
     live = np.flatnonzero(mean > 0)
     n = len(live)
-    patches = sliding_window_view(np.pad(x, ((0, 0), (p, p), (p, p))), (k, k), axis=(1, 2)).reshape(m * 784, k, k)
+    patches = _patch_view(x, k).reshape(m * 784, k, k)
     inv = (1 / std[live])[:, None]
     buf = cols[:n]
     np.multiply(patches[live].reshape(n, d), inv, out=buf[:, :d])

@@ -10,7 +10,7 @@ box is 20 px (anti-aliased), and placed in a 28×28 field with the ink's centre 
    also takes out uneven light across a photographed page;
 3. ink = distance of each pixel from the local paper colour, so dark-on-light and light-on-dark both
    come out light-on-dark (the polarity), whatever the ink and paper colours;
-4. remove the background level: subtract the noise floor (median + 3 MAD of the ink), rescale to 1;
+4. remove the background level: subtract the noise floor (median + 6 robust σ of the ink), rescale to 1;
 5. crop to the ink's bounding box, scale the longer side to 20 px keeping the aspect ratio (area
    averaging when shrinking, so anti-aliased), paste into 28×28 so the centre of mass sits at (14, 14).
 
@@ -120,8 +120,7 @@ def paper(colour: np.ndarray) -> np.ndarray:
     for _ in range(3):
         coef = np.linalg.lstsq(A[keep], values[keep], rcond=None)[0]
         resid = np.sqrt(((values - A @ coef) ** 2).sum(1))
-        med = np.median(resid)
-        keep = resid <= med + 3.0 * 1.4826 * np.median(np.abs(resid - med))
+        keep = resid <= robust_upper(resid, 3.0)
     r = np.arange(H, dtype=np.float32)[:, None, None] / H
     c = np.arange(W, dtype=np.float32)[None, :, None] / W
     coef = coef.astype(np.float32)
@@ -141,11 +140,17 @@ def ink_map(colour: np.ndarray) -> tuple[np.ndarray, tuple[float, ...], bool]:
     return dist / reach, tuple(float(v) for v in mean_bg), float(mean_bg.mean()) > 0.5
 
 
+def robust_upper(values: np.ndarray, k: float) -> float:
+    """median + k·σ̂, with σ̂ = 1.4826·MAD (the standard deviation, were the values normal);
+    unlike mean + k·std, the few large values (ink) barely move it."""
+    med = float(np.median(values))
+    return med + k * 1.4826 * float(np.median(np.abs(values - med)))
+
+
 def clean_ink(ink: np.ndarray) -> np.ndarray:
-    """Remove the background level: below median + 3·MAD is paper, the brightest ink becomes 1."""
-    med = float(np.median(ink))
-    mad = float(np.median(np.abs(ink - med)))
-    floor = med + 6.0 * 1.4826 * mad
+    """Remove the background level: below median + 6·σ̂ (robust_upper) is paper, the brightest
+    ink becomes 1."""
+    floor = robust_upper(ink, 6.0)
     peak = float(ink.max())
     if peak - floor < 0.1:
         raise ImageError("no ink found (blank image, or too little contrast)")
