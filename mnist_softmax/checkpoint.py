@@ -83,7 +83,9 @@ def load_checkpoint(path: str | Path) -> tuple[Model, dict, dict]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+        # NumPy's own message for these suggests loading with pickle; a checkpoint never needs it.
+        why = "not an .npz file, or it holds pickled objects, which are never loaded" if "pickle" in str(e) else e
+        raise CheckpointError(f"{path} is not a readable checkpoint ({why})") from None
     if str(arrays["format"]) != FORMAT:
         raise CheckpointError(f"{path} is not an mnist-softmax checkpoint")
     version = int(arrays["format_version"])
