@@ -130,30 +130,26 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     Example: mnist-softmax train --epochs 5 --lr 0.05 --out runs/quick
     """
     from .data import load_mnist
-    from .plots import preload
+    from .plots import Painter
     from .runs import new_run_dir, save_run
     from .train import TrainingInterrupted, fit
 
     cfg, state = _recipe(config_path, overrides, resume, out)
-    mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
-    run_dir = resume or out or new_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    def on_epoch(row: dict) -> None:
-        preload()  # from the first epoch, prepare()'s big arrays are freed: import matplotlib meanwhile
-        if not quiet:
-            click.echo(_epoch_line(row))
-
-    try:
-        result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state)
-    except TrainingInterrupted as e:
-        _save_interrupted(run_dir, e.result, cfg)
-        _remove_if_empty(run_dir)
-        raise SystemExit(130) from None
-    except BaseException:
-        _remove_if_empty(run_dir)
-        raise
-    save_run(run_dir, result, cfg)
+    with Painter() as painter:  # imports matplotlib in a helper process while this one trains
+        mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
+        run_dir = resume or out or new_run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
+        try:
+            result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state)
+        except TrainingInterrupted as e:
+            _save_interrupted(run_dir, e.result, cfg, painter)
+            _remove_if_empty(run_dir)
+            raise SystemExit(130) from None
+        except BaseException:
+            _remove_if_empty(run_dir)
+            raise
+        save_run(run_dir, result, cfg, painter=painter)
     click.echo(
         f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
         f"({result.seconds:.1f}s, features {cfg.features})\nwrote {run_dir}/"
@@ -182,12 +178,12 @@ def _epoch_line(row: dict) -> str:
     )
 
 
-def _save_interrupted(run_dir: Path, result, cfg) -> None:
+def _save_interrupted(run_dir: Path, result, cfg, painter) -> None:
     """After Ctrl-C in training: keep the last completed epoch, if there is one, and say so."""
     from .runs import save_run
 
     if result.history:
-        save_run(run_dir, result, cfg)
+        save_run(run_dir, result, cfg, painter=painter)
         _err(
             f"interrupted: saved epoch {len(result.history)}/{cfg.epochs} to {run_dir}/; "
             f"continue with: mnist-softmax train --resume {run_dir}"

@@ -91,8 +91,11 @@ def summary_of(result, cfg) -> dict:
     }
 
 
-def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT) -> dict:
-    """Write every output of a run into run_dir, each file atomically, then mark it latest."""
+def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT, painter=None) -> dict:
+    """Write every output of a run into run_dir, each file atomically, then mark it latest.
+
+    painter: a plots.Painter started before training, to draw the figures; None draws them here.
+    """
     from . import plots
     from .checkpoint import save_checkpoint
     from .config import to_toml
@@ -102,12 +105,16 @@ def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT) -> dict:
     write_metrics_csv(run_dir / "metrics.csv", result.history)
     write_json(run_dir / "summary.json", {**summary, "config": cfg.to_dict()})
     atomic_write_text(run_dir / "config.toml", to_toml(cfg))
-    plots.plot_curves(run_dir / "curves.png", result.history, summary["test_accuracy"])
     model = result.model
     if model.front_end == "pixels":
-        plots.plot_pixel_weights(run_dir / "weights.png", model.W)
+        weights = "pixel_weights", {"W": model.W}
     else:
         shape = FRONT_ENDS[model.front_end].map_shape
-        plots.plot_conv_weights(run_dir / "weights.png", model.fe_params["filters"], model.W, shape)
+        weights = "conv_weights", {"filters": model.fe_params["filters"], "W": model.W, "map_shape": shape}
+    jobs = [
+        ("curves", run_dir / "curves.png", {"history": result.history, "test_acc": summary["test_accuracy"]}),
+        (weights[0], run_dir / "weights.png", weights[1]),
+    ]
+    (painter.draw if painter is not None else plots.draw)(jobs)
     mark_latest(run_dir, root)
     return summary
