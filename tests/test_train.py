@@ -1,6 +1,7 @@
 """The training loop on small synthetic data: schedules, determinism, learning, divergence."""
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from mnist_softmax.config import make_config
 from mnist_softmax.data import Mnist
 from mnist_softmax.errors import TrainingDiverged
 from mnist_softmax.features import PIXELS, fit_standardizer, flatten, standardize, unflatten
-from mnist_softmax.train import evaluate, fit, lr_at, split_indices
+from mnist_softmax.train import batches, evaluate, fit, lr_at, split_indices
 
 
 def synthetic_mnist(n_train=2000, n_test=500, seed=0) -> Mnist:
@@ -101,3 +102,18 @@ def test_divergence_stops_with_advice():
     cfg = make_config({"epochs": 2, "val_size": 100, "lr": 1e30, "momentum": 0.0})
     with pytest.raises(TrainingDiverged, match="smaller --lr"):
         fit(cfg, synthetic_mnist(500, 100))
+
+
+def test_batches_come_in_order_whole_and_the_helper_thread_ends():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((1003, 7)).astype(np.float32), rng.integers(0, 10, 1003)
+    order = rng.permutation(1003)
+    got = list(batches(X, y, order, 100))
+    assert [len(ys) for _, ys in got] == [100] * 10 + [3]
+    assert np.array_equal(np.concatenate([xs for xs, _ in got]), X[order])
+    assert np.array_equal(np.concatenate([ys for _, ys in got]), y[order])
+
+    gen = batches(X, y, order, 100)
+    next(gen)
+    gen.close()  # a consumer that stops early (an error, Ctrl-C) leaves no thread behind
+    assert not [t for t in threading.enumerate() if t.name.startswith("gather")]
