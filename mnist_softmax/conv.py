@@ -21,11 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-VERSION = 2  # bump when extraction changes, so cached features are recomputed
+VERSION = 3  # bump when extraction changes, so cached features are recomputed
 N_FILTERS = 64
 POOL = 4  # 28 / 4 = 7
 PATCH_VAR_EPS = 10 / 255**2  # brightness/contrast normalisation: (p - mean) / sqrt(var + eps)
 CHUNK = 64  # images per matrix product: 50k patches, 13 MB of responses, so each pass stays in cache
+# [1, 2, 1] / 4 along one axis of the 7×7 grid, zero beyond the edge, as a matrix (see _tent).
+TENT = (np.eye(7) / 2 + np.eye(7, k=1) / 4 + np.eye(7, k=-1) / 4).astype(np.float32)
 
 
 def _patch_view(images: np.ndarray, k: int) -> np.ndarray:
@@ -96,56 +98,73 @@ def fit(images: np.ndarray, rng: np.random.Generator, cfg) -> dict[str, np.ndarr
 
 
 def _patch_stats(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std-with-eps of every k×k patch of float32 images (m, 28, 28), by box sums. -> (m·784,) each."""
+    """Mean and std-with-eps of the k×k patch around every pixel of float32 images (m, 28, 28)
+    ("same" zero padding) -> (m, 28, 28) each.
+
+    Box sums by k shifted adds along rows, then along columns: sums of non-negative pixels, so a
+    patch without ink has mean exactly 0 and one faint pixel is enough to make it positive.
+    """
     p = k // 2
-    padded = np.pad(x, ((0, 0), (p + 1, p), (p + 1, p)))
-    s1 = padded.cumsum(1).cumsum(2)
-    s2 = (padded * padded).cumsum(1).cumsum(2)
+    padded = np.pad(x, ((0, 0), (p, p), (p, p)))
 
-    def box(c):
-        return (c[:, k:, k:] - c[:, :-k, k:] - c[:, k:, :-k] + c[:, :-k, :-k]).reshape(-1) / (k * k)
+    def box_mean(a: np.ndarray) -> np.ndarray:
+        rows = a[:, :28].copy()
+        for t in range(1, k):
+            rows += a[:, t : t + 28]
+        out = rows[:, :, :28].copy()
+        for t in range(1, k):
+            out += rows[:, :, t : t + 28]
+        out /= k * k
+        return out
 
-    mean = box(s1)
-    var = np.maximum(box(s2) - mean * mean, 0.0)
+    mean = box_mean(padded)
+    var = np.maximum(box_mean(padded * padded) - mean * mean, 0)
     return mean, np.sqrt(var + PATCH_VAR_EPS)
 
 
 def _chunk_maps(x: np.ndarray, F_aug: np.ndarray, k: int, cols: np.ndarray, R: np.ndarray) -> np.ndarray:
     """float32 images (m, 28, 28) -> pooled maps (m, 64, 7, 7).
 
-    cols (≥ m·784, k·k + 2) and R (≥ m·784, 64) are scratch. Only patches that touch ink go
-    through the matrix product (under half of MNIST's): an inkless patch normalises to zero, so
-    its row [0, …, 0, 0, 1] gives exactly the last row of F_aug, rectified, for every filter.
+    cols (≥ m·784, k·k + 2) and R (≥ m·784, 64) are scratch. Pixels are taken in cell-major order
+    (image, cell row, cell column, then the 4×4 pixels of the cell), so that each pooling cell's
+    16 responses are consecutive rows of R. Only patches that touch ink (under half of MNIST's)
+    go through the matrix product: an inkless patch normalises to zero, so its row
+    [0, …, 0, 0, 1] gives exactly the last row of F_aug, rectified, for every filter.
     """
     m, d = len(x), k * k
     mean, std = _patch_stats(x, k)
-    live = np.flatnonzero(mean > 0)
+    live = np.flatnonzero(mean.reshape(m, 7, POOL, 7, POOL).transpose(0, 1, 3, 2, 4) > 0)
     n = len(live)
-    patches = _patch_view(x, k).reshape(m * 784, k, k)
-    inv = (1 / std[live])[:, None]
+    cell, within = np.divmod(live, POOL * POOL)  # cell = image·49 + cell row·7 + cell column
+    img, rc = np.divmod(cell, 49)
+    r = rc // 7 * POOL + within // POOL
+    c = rc % 7 * POOL + within % POOL
+    inv = 1 / std[img, r, c]
     buf = cols[:n]
-    np.multiply(patches[live].reshape(n, d), inv, out=buf[:, :d])
-    buf[:, d] = mean[live] * inv[:, 0]
+    np.multiply(_patch_view(x, k)[img, r, c].reshape(n, d), inv[:, None], out=buf[:, :d])
+    buf[:, d] = mean[img, r, c] * inv
     buf[:, d + 1] = 1.0
     responses = buf @ F_aug  # (n, 64), already divided by each patch's σ
     np.maximum(responses, 0, out=responses)
     Rm = R[: m * 784]
     Rm[...] = np.maximum(F_aug[d + 1], 0)
     Rm[live] = responses
-    pooled = Rm.reshape(m * 7, POOL, 7, POOL * N_FILTERS).sum(axis=1).reshape(m, 7, 7, POOL, N_FILTERS).sum(axis=3)
-    return tent(pooled.transpose(0, 3, 1, 2) * np.float32(1 / POOL**2))
+    pooled = Rm.reshape(m * 49, POOL * POOL, N_FILTERS).sum(axis=1) * np.float32(1 / POOL**2)
+    return _tent(pooled.reshape(m, 7, 7, N_FILTERS))
 
 
-def tent(maps: np.ndarray) -> np.ndarray:
-    """Smooth (m, C, 7, 7) maps with [1, 2, 1] / 4 along rows and columns (zero beyond the edge).
+def _tent(pooled: np.ndarray) -> np.ndarray:
+    """4×4-average-pooled maps (m, 7, 7, 64) -> (m, 64, 7, 7) smoothed by [1, 2, 1] / 4 along rows
+    and columns (zero beyond the edge).
 
-    After 4×4 average pooling this makes overlapping pooling: each cell is a tent-weighted average
-    over 12×12 pixels at stride 4, so a stroke moving across a cell border changes features smoothly.
+    So the pooling windows overlap: each cell is a tent-weighted average over 12×12 pixels at
+    stride 4, and a stroke moving across a cell border changes the features smoothly. Two small
+    matrix products (TENT along rows, then along columns): 5× faster than adding shifted copies.
     """
-    p = np.pad(maps, ((0, 0), (0, 0), (1, 1), (0, 0)))
-    maps = 0.25 * p[:, :, :-2] + 0.5 * p[:, :, 1:-1] + 0.25 * p[:, :, 2:]
-    p = np.pad(maps, ((0, 0), (0, 0), (0, 0), (1, 1)))
-    return 0.25 * p[..., :-2] + 0.5 * p[..., 1:-1] + 0.25 * p[..., 2:]
+    m = len(pooled)
+    rows = np.matmul(TENT, pooled.reshape(m, 7, 7 * N_FILTERS))
+    both = np.matmul(TENT, rows.reshape(m * 7, 7, N_FILTERS))
+    return both.reshape(m, 7, 7, N_FILTERS).transpose(0, 3, 1, 2)
 
 
 def maps(images: np.ndarray, params: dict[str, np.ndarray], progress: bool = False) -> np.ndarray:
