@@ -135,7 +135,7 @@ def mnist_maps(
     atomically) and memory-mapped when found, so a second run does not recompute them. Train and
     test images are extracted separately, exactly as `eval` extracts the test set.
     """
-    path = cache_dir / f"{fe.name}-{params_key(fe, params)}.npy" if cache_dir and fe.cache else None
+    path = cache_dir / cache_name(fe, params) if cache_dir and fe.cache else None
     if path is not None and path.is_file():
         try:
             F = np.load(path, mmap_mode="r")
@@ -158,4 +158,20 @@ def mnist_maps(
             np.lib.format.write_array_header_1_0(f, header)
             f.write(memoryview(np.ascontiguousarray(F_train)))
             f.write(memoryview(np.ascontiguousarray(F_test)))
+        remove_outdated(fe, cache_dir)
     return F_train, F_test
+
+
+def cache_name(fe: FrontEnd, params: Params) -> str:
+    """The cache file of these features: front end, extraction version, parameter hash."""
+    return f"{fe.name}-v{conv.VERSION}-{params_key(fe, params)}.npy"
+
+
+def remove_outdated(fe: FrontEnd, cache_dir: Path) -> list[Path]:
+    """Delete this front end's cache files made by other extraction versions (878 MB each for
+    conv), which no run can use again; returns them. Files of other seeds or settings stay."""
+    current = f"{fe.name}-v{conv.VERSION}-"
+    old = [f for f in cache_dir.glob(f"{fe.name}-*.npy") if not f.name.startswith(current)]
+    for f in old:
+        f.unlink(missing_ok=True)
+    return old

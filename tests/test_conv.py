@@ -12,7 +12,7 @@ from PIL import Image
 from mnist_softmax import conv
 from mnist_softmax.checkpoint import load_checkpoint, save_checkpoint
 from mnist_softmax.config import load_config
-from mnist_softmax.features import CONV, flatten, mnist_maps, params_key, unflatten
+from mnist_softmax.features import CONV, cache_name, flatten, mnist_maps, params_key, unflatten
 from mnist_softmax.train import Model
 
 CFG = SimpleNamespace(conv_kernel=5, conv_patches=5000, conv_kmeans_iters=5, conv_whiten_eps=0.1, conv_threshold=0.25)
@@ -102,7 +102,7 @@ def test_feature_cache_is_written_once_reused_and_keyed_by_params(params, mnist,
     )
     F_train, F_test = mnist_maps(CONV, params, small, tmp_path)
     files = list(tmp_path.iterdir())
-    assert [f.name for f in files] == [f"conv-{params_key(CONV, params)}.npy"]
+    assert [f.name for f in files] == [f"conv-v{conv.VERSION}-{params_key(CONV, params)}.npy"]
     spy = CONV._replace(maps=lambda *a, **k: pytest.fail("features were computed again"))
     G_train, G_test = mnist_maps(spy, params, small, tmp_path)
     assert isinstance(G_train, np.memmap)
@@ -110,6 +110,18 @@ def test_feature_cache_is_written_once_reused_and_keyed_by_params(params, mnist,
     np.testing.assert_array_equal(G_test, F_test)
     other = dict(params, threshold=np.array(0.5, np.float32))
     assert params_key(CONV, other) != params_key(CONV, params)
+
+
+def test_cache_files_of_older_extraction_versions_are_removed(params, mnist, tmp_path):
+    small = type(mnist)(
+        mnist.train_images[:100], mnist.train_labels[:100], mnist.test_images[:20], mnist.test_labels[:20]
+    )
+    other_seed = f"conv-v{conv.VERSION}-0123456789abcdef.npy"  # same version, other settings: kept
+    outdated = ["conv-0123456789abcdef.npy", f"conv-v{conv.VERSION - 1}-0123456789abcdef.npy"]
+    for name in [other_seed, *outdated, "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    mnist_maps(CONV, params, small, tmp_path)
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([other_seed, cache_name(CONV, params), "notes.txt"])
 
 
 def test_damaged_feature_cache_is_recomputed(params, mnist, tmp_path):
