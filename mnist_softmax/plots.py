@@ -211,14 +211,14 @@ class Painter:
         except OSError:
             self._proc = None
 
-    def draw(self, jobs: list[Job]) -> None:
+    def draw(self, jobs: list[Job], timeout: float = 120) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             try:
-                proc.communicate(encode_jobs(jobs))
+                proc.communicate(encode_jobs(jobs), timeout=timeout)
                 if proc.returncode == 0:
                     return
-            except OSError:  # the helper is gone
+            except (OSError, subprocess.TimeoutExpired):  # gone, or stuck: draw here instead
                 proc.kill()
                 proc.wait()
         draw(jobs)

@@ -54,7 +54,12 @@ def test_a_failing_helper_falls_back_to_drawing_here(tmp_path):
     with plots.Painter(broken) as painter:
         painter.draw(_jobs(tmp_path, np.random.default_rng(2)))
     with plots.Painter(["/nonexistent/python"]) as painter:  # cannot even start
-        painter.draw(_jobs(tmp_path / ".." / tmp_path.name, np.random.default_rng(2)))
+        painter.draw(_jobs(tmp_path, np.random.default_rng(2)))
+    stuck = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with plots.Painter(stuck) as painter:
+        proc = painter._proc
+        painter.draw(_jobs(tmp_path, np.random.default_rng(2)), timeout=1)
+    assert proc.returncode is not None  # killed, not left behind
     for name, size in (("curves.png", (1000, 400)), ("weights.png", (1000, 440))):
         with Image.open(tmp_path / name) as im:
             assert im.size == size
