@@ -167,11 +167,10 @@ def cache_name(fe: FrontEnd, params: Params) -> str:
     return f"{fe.name}-v{conv.VERSION}-{params_key(fe, params)}.npy"
 
 
-def remove_outdated(fe: FrontEnd, cache_dir: Path) -> list[Path]:
+def remove_outdated(fe: FrontEnd, cache_dir: Path) -> None:
     """Delete this front end's cache files made by other extraction versions (878 MB each for
-    conv), which no run can use again; returns them. Files of other seeds or settings stay."""
+    conv), which no run can use again. Files of other seeds or settings stay."""
     current = f"{fe.name}-v{conv.VERSION}-"
-    old = [f for f in cache_dir.glob(f"{fe.name}-*.npy") if not f.name.startswith(current)]
-    for f in old:
-        f.unlink(missing_ok=True)
-    return old
+    for f in cache_dir.glob(f"{fe.name}-*.npy"):
+        if not f.name.startswith(current):
+            f.unlink(missing_ok=True)

@@ -146,13 +146,8 @@ def plot_conv_weights(path: Path, filters: np.ndarray, W: np.ndarray, map_shape:
     _save(fig, path)
 
 
-FIGURES = {
-    "curves": plot_curves,
-    "pixel_weights": plot_pixel_weights,
-    "conv_weights": plot_conv_weights,
-    "confusion": plot_confusion,
-    "errors": plot_errors,
-}
+# The figures a Painter can draw: those of a run folder.
+FIGURES = {"curves": plot_curves, "pixel_weights": plot_pixel_weights, "conv_weights": plot_conv_weights}
 Job = tuple[str, Path, dict]  # (name in FIGURES, PNG path, keyword arguments)
 
 
@@ -194,8 +189,8 @@ def draw(jobs: list[Job]) -> None:
 class Painter:
     """Draws figures in a helper process that imported matplotlib while this one trained.
 
-    Single use: start it early, then call draw() once; leaving the `with` block lets an unused
-    helper go. If the helper cannot start or fails, draw() draws in this process instead, so the
+    Single use: start it early, then call draw() once; leaving the `with` block stops an unused
+    helper. If the helper cannot start or fails, draw() draws in this process instead, so the
     figures, or the real error (a full disk, say), come out either way.
     """
 
@@ -228,8 +223,9 @@ class Painter:
 
     def __exit__(self, *exc) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None:  # never asked to draw: with its input closed, it exits
-            proc.communicate(b"")
+        if proc is not None:  # never asked to draw (the run failed first): nothing of its to wait for
+            proc.kill()
+            proc.wait()
 
 
 def _helper() -> int:
