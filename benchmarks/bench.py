@@ -7,7 +7,8 @@ Measures, with the data already downloaded:
   - whole processes (wall seconds, median of --repeat, and peak RSS): `train` (default config),
     `eval` of the checkpoint it wrote, `predict` on one PNG image, and `train --features conv`
     with a cold and with a warm feature cache;
-  - conv feature extraction alone for all 70,000 images.
+  - conv feature extraction alone for all 70,000 images;
+  - the peak RSS of the helper process that draws `train`'s figures (plots.Painter).
 The processes run in a temporary folder (your runs/ is not touched), reading the data through
 symlinks so that the conv feature cache starts empty.
 """
@@ -92,6 +93,23 @@ def bench_conv_extraction(data_dir: str) -> float:
     return time.perf_counter() - t
 
 
+def painter_rss_mb() -> float:
+    """Peak RSS of the helper process that draws `train`'s figures, drawing a pixel run's two
+    (measured in a child, whose only child is the helper)."""
+    code = """
+import pathlib, resource, sys, tempfile
+import numpy as np
+from mnist_softmax.plots import Painter
+d = pathlib.Path(tempfile.mkdtemp())
+history = [dict(epoch=e, lr=0.1, train_loss=1 / e, train_acc=0.9, val_loss=1 / e, val_acc=0.9) for e in range(1, 11)]
+with Painter() as painter:
+    painter.draw([("curves", d / "c.png", {"history": history, "test_acc": 0.92}),
+                  ("pixel_weights", d / "w.png", {"W": np.random.default_rng(0).normal(size=(10, 784))})])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+"""
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="data")
@@ -145,6 +163,8 @@ def main() -> None:
         walls, rss = zip(*results, strict=True)
         print(f"{label + f', s (median of {len(walls)})':<58}{statistics.median(walls):>10.2f}")
         print(f"{label + ', peak RSS MiB':<58}{max(rss):>10.0f}")
+    label = "whole `train`: its figure helper process, peak RSS MiB"
+    print(f"{label:<58}{painter_rss_mb():>10.0f}")
 
 
 if __name__ == "__main__":
