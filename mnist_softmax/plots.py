@@ -245,4 +245,9 @@ def _helper() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_helper())
+    code = _helper()
+    # Skip the interpreter's teardown, ~0.2 s with matplotlib loaded, which the trainer would wait
+    # for: every figure is written, fsynced and renamed into place by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
