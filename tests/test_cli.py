@@ -148,3 +148,17 @@ def test_every_command_is_documented_with_an_example():
 def test_console_script_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "mnist_softmax", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "mnist-softmax" in out.stdout
+
+
+def test_quiet_train_leaves_matplotlib_to_its_helper_and_never_imports_tqdm(mnist_dir, tmp_path):
+    """The trainer's figures come from the Painter's helper process; matplotlib would cost the
+    training loop its import (GIL) and tqdm its import time, so neither is loaded here."""
+    code = (
+        "import sys\nfrom mnist_softmax.cli import main\n"
+        f"main(['train', '--data-dir', {str(mnist_dir)!r}, '--epochs', '1', '-q', '--out', 'run'],"
+        " standalone_mode=False)\n"
+        "print(sorted(m for m in ('matplotlib', 'tqdm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"curves.png", "weights.png"}
