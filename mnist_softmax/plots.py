@@ -7,6 +7,7 @@ thread instead gains nothing: the import holds the GIL that the training loop ne
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -201,16 +202,17 @@ class Painter:
     """
 
     def __init__(self, command: list[str] | None = None):
+        self._proc = None
         command = command or [sys.executable, "-m", "mnist_softmax.plots"]
+        if not command[0]:  # an embedded interpreter may not know its executable: draw here
+            return
         # The helper imports this very package, from wherever this process imported it.
         paths = [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-        try:
+        with contextlib.suppress(OSError):  # cannot start: draw() draws here
             self._proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
             )
-        except OSError:
-            self._proc = None
 
     def draw(self, jobs: list[Job], timeout: float = 120) -> None:
         proc, self._proc = self._proc, None

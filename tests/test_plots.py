@@ -55,6 +55,8 @@ def test_a_failing_helper_falls_back_to_drawing_here(tmp_path):
         painter.draw(_jobs(tmp_path, np.random.default_rng(2)))
     with plots.Painter(["/nonexistent/python"]) as painter:  # cannot even start
         painter.draw(_jobs(tmp_path, np.random.default_rng(2)))
+    with plots.Painter([""]) as painter:  # no known executable (embedded interpreter)
+        painter.draw(_jobs(tmp_path, np.random.default_rng(2)))
     stuck = [sys.executable, "-c", "import time; time.sleep(60)"]
     with plots.Painter(stuck) as painter:
         proc = painter._proc
