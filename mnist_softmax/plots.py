@@ -61,17 +61,22 @@ def plot_pixel_weights(path: Path, W: np.ndarray) -> None:
     rarely inked border pixels, whose std is tiny. The colour limit is each row's 99th percentile
     of |w|, so a few extreme weights do not wash out the picture.
     """
-    from matplotlib import colormaps
-
     V = W.reshape(-1, 28, 28)
-    lims = np.percentile(np.abs(V).reshape(len(V), -1), 99, axis=1)
-    lims[lims == 0] = 1.0
-    tiles = colormaps["RdBu_r"](np.clip(0.5 + 0.5 * V / lims[:, None, None], 0, 1))  # (10, 28, 28, 4)
+    tiles = _diverging(V, np.percentile(np.abs(V).reshape(len(V), -1), 99, axis=1))
     fig = _figure(10, 4.4)
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.83))
     _show_tiles(ax, tiles, cols=5, gap=4, labels=[str(d) for d in range(len(V))])
     fig.suptitle("rows of W (on standardised pixels) as 28×28 images: red is evidence for the digit, blue against")
     _save(fig, path)
+
+
+def _diverging(V: np.ndarray, lims: np.ndarray) -> np.ndarray:
+    """Images V (n, h, w) -> RGBA (n, h, w, 4), red positive, blue negative, each image scaled to
+    ±its lims (n,) entry (0 counts as 1), beyond which colours saturate."""
+    from matplotlib import colormaps
+
+    lims = np.where(lims == 0, 1.0, lims)
+    return colormaps["RdBu_r"](np.clip(0.5 + 0.5 * V / lims[:, None, None], 0, 1))
 
 
 def _show_tiles(ax, tiles: np.ndarray, cols: int, gap: int, labels: list[str] | None = None) -> None:
@@ -137,9 +142,7 @@ def plot_conv_weights(path: Path, filters: np.ndarray, W: np.ndarray, map_shape:
     C, H, Wd = map_shape
     k = int(round(np.sqrt(filters.shape[0])))
     F = filters.T.reshape(C, k, k)
-    lims = np.abs(F).reshape(C, -1).max(axis=1)
-    lims[lims == 0] = 1.0
-    filter_tiles = colormaps["RdBu_r"](0.5 + 0.5 * F / lims[:, None, None])
+    filter_tiles = _diverging(F, np.abs(F).reshape(C, -1).max(axis=1))
     energy = (W.reshape(len(W), C, H, Wd) ** 2).sum(axis=1)
     low, high = energy.min(axis=(1, 2), keepdims=True), energy.max(axis=(1, 2), keepdims=True)
     energy_tiles = colormaps["magma"]((energy - low) / np.where(high > low, high - low, 1))
