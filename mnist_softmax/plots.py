@@ -228,8 +228,7 @@ class Painter:
                 if proc.returncode == 0:
                     return
             except (OSError, subprocess.TimeoutExpired):  # gone, or stuck: draw here instead
-                proc.kill()
-                proc.wait()
+                _stop(proc)
         draw(jobs)
 
     def __enter__(self) -> Painter:
@@ -238,8 +237,13 @@ class Painter:
     def __exit__(self, *exc) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:  # never asked to draw (the run failed first): nothing of its to wait for
-            proc.kill()
-            proc.wait()
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill the helper, reap it and close our ends of its pipes."""
+    with proc:  # Popen's exit closes the pipes and waits
+        proc.kill()
 
 
 def _helper() -> int:

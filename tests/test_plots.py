@@ -62,6 +62,7 @@ def test_a_failing_helper_falls_back_to_drawing_here(tmp_path):
         proc = painter._proc
         painter.draw(_jobs(tmp_path, np.random.default_rng(2)), timeout=1)
     assert proc.returncode is not None  # killed, not left behind
+    assert proc.stdin.closed and proc.stdout.closed  # and no pipe of it left open here
     for name, size in (("curves.png", (1000, 400)), ("weights.png", (1000, 440))):
         with Image.open(tmp_path / name) as im:
             assert im.size == size
@@ -71,3 +72,4 @@ def test_an_unused_helper_is_stopped(tmp_path):
     with plots.Painter() as painter:
         proc = painter._proc
     assert proc.returncode is not None and not list(tmp_path.iterdir())
+    assert proc.stdin.closed and proc.stdout.closed
