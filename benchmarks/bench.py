@@ -62,15 +62,20 @@ def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
     return {"load_s": load_s, "samples_per_s": len(X) / statistics.median(times), "n_train": len(X)}
 
 
+def matmul_gflops(size: int, reps: int = 5) -> float:
+    """GFLOP/s of a size² float32 matrix product (BLAS with its default threads): mean of reps, after one."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ a
+    return 2 * size**3 * reps / (time.perf_counter() - t) / 1e9
+
+
 def reference_speeds() -> str:
     """A 2000² float32 matmul's GFLOP/s and a 200 MB scale-copy's GB/s: to compare runs made at
     different moments on a machine whose speed varies."""
-    a = np.random.default_rng(0).random((2000, 2000), dtype=np.float32)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(5):
-        a @ a
-    gflops = 2 * 2000**3 * 5 / (time.perf_counter() - t) / 1e9
+    gflops = matmul_gflops(2000)
     b = np.ones(50_000_000, np.float32)
     t = time.perf_counter()
     np.multiply(b, 2, out=b)

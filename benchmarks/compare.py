@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench import matmul_gflops  # this folder is on sys.path when run as a script
 
 CONTENDERS = ("mnist-softmax", "pytorch", "sklearn-lbfgs", "sklearn-sgd")
 
@@ -133,15 +134,6 @@ def run_worker(name: str, data_dir: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ a
-    return 2 * size**3 * reps / (time.perf_counter() - t) / 1e9
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="data")
@@ -181,7 +173,7 @@ def main() -> None:
         )
     ours_sps = results["mnist-softmax"][0]["passes"] * n / med["mnist-softmax"]
     loop_gflops = 4 * 784 * 10 * ours_sps / 1e9
-    peak = matmul_gflops()
+    peak = matmul_gflops(2048)
     print(
         f"\nour loop: {loop_gflops:.1f} GFLOP/s (4·784·10 flops per sample) on one BLAS thread "
         "(batches gathered on a second thread); "
