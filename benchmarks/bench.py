@@ -57,7 +57,7 @@ def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
     with threadpool_limits(1, user_api="blas"):  # as fit() runs it
         for _ in range(cfg.epochs):
             t = time.perf_counter()
-            train_epoch(W, b, velocity, X, y, cfg.lr, cfg, rng)
+            train_epoch(W, b, velocity, X, y, rng.permutation(len(X)), cfg.lr, cfg)
             times.append(time.perf_counter() - t)
     return {"load_s": load_s, "samples_per_s": len(X) / statistics.median(times), "n_train": len(X)}
 

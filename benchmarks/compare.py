@@ -56,7 +56,7 @@ def work_ours(cfg, X, y, X_test, y_test) -> dict:
     t = time.perf_counter()
     with threadpool_limits(1, user_api="blas"):
         for epoch in range(cfg.epochs):
-            train_epoch(W, b, velocity, X, y, lr_at(cfg, epoch), cfg, rng)
+            train_epoch(W, b, velocity, X, y, rng.permutation(len(X)), lr_at(cfg, epoch), cfg)
     seconds = time.perf_counter() - t
     return {"seconds": seconds, "passes": cfg.epochs, "test_acc": evaluate(W, b, X_test, y_test)[1]}
 

@@ -69,16 +69,27 @@ def softmax_loss_grad(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return loss, zt.T
 
 
+def layer_grads(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray):
+    """The softmax layer's forward and backward pass on a batch: the one home of its gradient.
+
+    W (T, N), b (T,), X (B, N), y (B,) -> (mean softmax loss, logits z (B, T), dW (T, N), db (T,)).
+    With P = softmax(z) and Y the one-hot labels, dL/dz = (P - Y) / B, dW = (dL/dz)ᵀ X, db = Σ_B dL/dz.
+    """
+    z = logits(X, W, b)
+    loss, G = softmax_loss_grad(z, y)
+    return loss, z, G.T @ X, G.sum(axis=0)
+
+
 def loss_and_grad(
     W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, l2: float = 0.0
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Softmax loss (+ l2/2·||W||²) and its gradient with respect to W and b.
+    """The training objective, softmax loss + l2/2·||W||² (b is not penalised), and its gradient.
 
-    W (T, N), b (T,), X (B, N), y (B,) -> (loss, dW (T, N), db (T,)).
-    With P = softmax(logits) and Y the one-hot labels, dL/dlogits = (P - Y) / B.
+    W (T, N), b (T,), X (B, N), y (B,) -> (loss, dW (T, N), db (T,)). The gradient of the penalty,
+    l2·W, is what sgd.momentum_update_ adds as weight decay.
     """
-    loss, G = softmax_loss_grad(logits(X, W, b), y)
-    return loss + 0.5 * l2 * float(np.sum(W * W)), G.T @ X + l2 * W, G.sum(axis=0)
+    loss, _, dW, db = layer_grads(W, b, X, y)
+    return loss + 0.5 * l2 * float(np.sum(W * W)), dW + l2 * W, db
 
 
 def predict_proba(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ from .config import Config
 from .data import Mnist
 from .errors import TrainingDiverged
 from .features import FRONT_ENDS, Params, features, fit_standardizer, mnist_rows, standardize_
-from .softmax import logits, softmax_loss, softmax_loss_grad
+from .sgd import sgd_step
+from .softmax import logits, softmax_loss
 
 N_CLASSES = 10
 
@@ -148,17 +149,17 @@ def train_epoch(
     velocity: tuple[np.ndarray, np.ndarray],
     X: np.ndarray,
     y: np.ndarray,
+    order: np.ndarray,
     lr: float,
     cfg: Config,
-    rng: np.random.Generator,
     progress: bool = False,
     desc: str = "",
 ) -> tuple[float, float]:
-    """One pass of momentum SGD over X (n, N), y (n,) in a seeded random order; updates W, b in place.
+    """One pass of momentum SGD (sgd.sgd_step) over X (n, N), y (n,) in the given order (n,);
+    updates W, b and velocity in place.
 
     Returns the epoch's mean training loss and accuracy (measured on each batch before its update).
     """
-    vW, vb = velocity
     total_loss = 0.0
     correct = 0
     seen = 0
@@ -166,24 +167,14 @@ def train_epoch(
     if progress:
         from tqdm import tqdm  # here only: without a bar, `train` never imports it (~35 ms)
 
-        bar = tqdm(total=len(X), desc=desc, unit="img", unit_scale=True, leave=False)
-    for step, (xs, ys) in enumerate(batches(X, y, rng.permutation(len(X)), cfg.batch_size)):
-        z = logits(xs, W, b)
-        loss, G = softmax_loss_grad(z, ys)
+        bar = tqdm(total=len(order), desc=desc, unit="img", unit_scale=True, leave=False)
+    for step, (xs, ys) in enumerate(batches(X, y, order, cfg.batch_size)):
+        loss, z = sgd_step(W, b, velocity, xs, ys, lr, cfg.momentum, cfg.weight_decay)
         if not math.isfinite(loss):
             _diverged(f"loss {loss}", lr, cfg)
         seen += len(ys)
         total_loss += loss * len(ys)
         correct += int((z.argmax(axis=1) == ys).sum())
-        gW = G.T @ xs
-        if cfg.weight_decay:
-            gW += cfg.weight_decay * W
-        vW *= cfg.momentum
-        vW += gW
-        vb *= cfg.momentum
-        vb += G.sum(axis=0)
-        W -= lr * vW
-        b -= lr * vb
         if bar is not None and step % 50 == 0:
             bar.update(seen - bar.n)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
@@ -191,7 +182,7 @@ def train_epoch(
         bar.close()
     if not (np.isfinite(W).all() and np.isfinite(b).all()):
         _diverged("weights overflowed", lr, cfg)
-    return total_loss / len(X), correct / len(X)
+    return total_loss / seen, correct / seen
 
 
 def _diverged(what: str, lr: float, cfg: Config):
@@ -268,7 +259,8 @@ def fit(
                 t_epoch = time.perf_counter()
                 lr = lr_at(cfg, epoch)
                 desc = f"epoch {epoch + 1}/{cfg.epochs}"
-                train_loss, train_acc = train_epoch(W, b, velocity, X, y, lr, cfg, rng, progress, desc)
+                order = rng.permutation(len(X))
+                train_loss, train_acc = train_epoch(W, b, velocity, X, y, order, lr, cfg, progress, desc)
                 val_loss, val_acc = evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan)
                 row = {
                     "epoch": epoch + 1,

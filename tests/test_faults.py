@@ -213,15 +213,15 @@ def test_interrupt_mid_epoch_keeps_the_last_completed_epoch_and_resume_matches(m
     cfg = make_config({"epochs": 4, "val_size": 200, "batch_size": 50, "seed": 2})
     full = fit(cfg, data)
     calls = {"n": 0}
-    real = train_mod.softmax_loss_grad
+    real = train_mod.sgd_step
 
-    def interrupting(z, y):
+    def interrupting(*args):
         calls["n"] += 1
         if calls["n"] == 2 * 26 + 10:  # partway through epoch 3 (26 batches an epoch)
             raise KeyboardInterrupt
-        return real(z, y)
+        return real(*args)
 
-    monkeypatch.setattr(train_mod, "softmax_loss_grad", interrupting)
+    monkeypatch.setattr(train_mod, "sgd_step", interrupting)
     with pytest.raises(TrainingInterrupted) as e:
         fit(cfg, data)
     monkeypatch.undo()
