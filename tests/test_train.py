@@ -98,8 +98,15 @@ def test_evaluate_matches_the_math():
     assert acc == np.mean(z.argmax(1) == y)
 
 
-def test_divergence_stops_with_advice():
-    cfg = make_config({"epochs": 2, "val_size": 100, "lr": 1e30, "momentum": 0.0})
+@pytest.mark.parametrize(
+    "lr,weight_decay",
+    [
+        (1e30, 1e-4),  # decay makes W ← W·(1 − lr·wd): it grows geometrically until it overflows
+        (1e38, 0.0),  # no decay: the first step alone puts logits beyond float32
+    ],
+)
+def test_divergence_stops_with_advice(lr, weight_decay):
+    cfg = make_config({"epochs": 2, "val_size": 100, "lr": lr, "momentum": 0.0, "weight_decay": weight_decay})
     with pytest.raises(TrainingDiverged, match="smaller --lr"):
         fit(cfg, synthetic_mnist(500, 100))
 

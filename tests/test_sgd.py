@@ -1,0 +1,91 @@
+"""The SGD update against an independent reference and against torch.optim.SGD.
+
+Every one-line slip in the update shows here as a mismatch: weight decay with the wrong sign or on
+the bias, a sample dropped, momentum or the learning rate ignored, a frozen bias.
+"""
+
+import numpy as np
+import pytest
+
+from mnist_softmax.config import make_config
+from mnist_softmax.sgd import momentum_update_, sgd_step
+from mnist_softmax.train import train_epoch
+
+LR, MOMENTUM, WD, BATCH = 0.3, 0.9, 0.05, 16
+
+
+def reference_epoch(W, b, vW, vb, X, y, order, lr, momentum, wd, batch):
+    """Plain momentum SGD on the mean softmax loss + wd/2·||W||², written out independently."""
+    for s in range(0, len(order), batch):
+        x, t = X[order[s : s + batch]], y[order[s : s + batch]]
+        z = x @ W.T + b
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        p[np.arange(len(t)), t] -= 1.0  # dL/dz = (P - Y) / B
+        vW = momentum * vW + (p.T @ x) / len(t) + wd * W
+        vb = momentum * vb + p.sum(axis=0) / len(t)
+        W, b = W - lr * vW, b - lr * vb
+    return W, b, vW, vb
+
+
+def _problem(seed=0, n=203, N=12, T=10):
+    """float64 data with n not a multiple of the batch, and non-zero starting weights and velocities."""
+    rng = np.random.default_rng(seed)
+    X, y = rng.normal(size=(n, N)), rng.integers(0, T, n)
+    W, b = rng.normal(scale=0.1, size=(T, N)), rng.normal(scale=0.1, size=T)
+    vW, vb = rng.normal(scale=0.01, size=(T, N)), rng.normal(scale=0.01, size=T)
+    return X, y, W, b, vW, vb, rng.permutation(n)
+
+
+def test_one_epoch_equals_an_independent_reference():
+    X, y, W, b, vW, vb, order = _problem()
+    expected = reference_epoch(W, b, vW, vb, X, y, order, LR, MOMENTUM, WD, BATCH)
+    cfg = make_config({"batch_size": BATCH, "momentum": MOMENTUM, "weight_decay": WD})
+    velocity = (vW.copy(), vb.copy())
+    W_, b_ = W.copy(), b.copy()
+    loss, acc = train_epoch(W_, b_, velocity, X, y, order, LR, cfg)
+    for got, want in zip((W_, b_, *velocity), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    assert np.isfinite(loss) and 0 <= acc <= 1
+
+
+def test_one_epoch_equals_torch_sgd_with_the_same_parameter_groups():
+    torch = pytest.importorskip("torch")
+    X, y, W, b, vW, vb, order = _problem(1)
+    w_t, b_t = torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)
+    groups = [{"params": [w_t], "weight_decay": WD}, {"params": [b_t], "weight_decay": 0.0}]
+    opt = torch.optim.SGD(groups, lr=LR, momentum=MOMENTUM)
+    Xt, yt = torch.tensor(X), torch.tensor(y)
+    for s in range(0, len(order), BATCH):
+        idx = torch.tensor(order[s : s + BATCH])
+        loss = torch.nn.functional.cross_entropy(Xt[idx] @ w_t.T + b_t, yt[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    cfg = make_config({"batch_size": BATCH, "momentum": MOMENTUM, "weight_decay": WD})
+    velocity = (np.zeros_like(W), np.zeros_like(b))  # torch starts its momentum buffers at the first gradient
+    train_epoch(W, b, velocity, X, y, order, LR, cfg)
+    np.testing.assert_allclose(W, w_t.detach().numpy(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(b, b_t.detach().numpy(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(velocity[0], opt.state[w_t]["momentum_buffer"].numpy(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(velocity[1], opt.state[b_t]["momentum_buffer"].numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_momentum_update_by_hand_and_gradient_untouched():
+    p, g, v = np.array([1.0, -2.0]), np.array([0.5, 0.25]), np.array([0.1, 0.0])
+    g_copy = g.copy()
+    momentum_update_(p, g, v, lr=0.1, momentum=0.5, weight_decay=0.2)
+    # v = 0.5·v + g + 0.2·p = [0.05 + 0.5 + 0.2, 0 + 0.25 - 0.4]; p = p - 0.1·v
+    np.testing.assert_allclose(v, [0.75, -0.15], rtol=1e-15)
+    np.testing.assert_allclose(p, [0.925, -1.985], rtol=1e-15)
+    np.testing.assert_array_equal(g, g_copy)
+
+
+def test_sgd_step_returns_the_loss_and_logits_before_its_update():
+    X, y, W, b, vW, vb, _ = _problem(2, n=8)
+    z_before = X @ W.T + b
+    loss, z = sgd_step(W, b, (vW, vb), X, y, LR, MOMENTUM, WD)
+    np.testing.assert_allclose(z, z_before, rtol=1e-12)
+    zs = z_before - z_before.max(1, keepdims=True)
+    assert loss == pytest.approx(float(np.mean(np.log(np.exp(zs).sum(1)) - zs[np.arange(8), y])), rel=1e-12)
+    assert not np.allclose(X @ W.T + b, z_before)  # the weights did move
