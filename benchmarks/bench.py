@@ -41,14 +41,16 @@ def run_process(args: list[str], cwd: str | None = None) -> tuple[float, float]:
 def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
     from mnist_softmax.config import Config
     from mnist_softmax.data import load_mnist
+    from mnist_softmax.split import rng_streams
     from mnist_softmax.train import prepare, train_epoch
 
     t = time.perf_counter()
     mnist = load_mnist(data_dir, mirrors, quiet=True)
     load_s = time.perf_counter() - t
     cfg = Config()
-    rng = np.random.default_rng(cfg.seed)
-    model, (X, y), _, _ = prepare(cfg, mnist, rng)
+    streams = rng_streams(cfg.seed)
+    model, (X, y), _, _ = prepare(cfg, mnist, streams)
+    rng = streams["order"]
     W, b = model.W, model.b
     velocity = (np.zeros_like(W), np.zeros_like(b))
     times = []
@@ -88,10 +90,11 @@ def bench_conv_extraction(data_dir: str) -> float:
     from mnist_softmax.config import load_config
     from mnist_softmax.data import load_mnist
     from mnist_softmax.features import CONV
+    from mnist_softmax.split import rng_streams
 
     mnist = load_mnist(data_dir, quiet=True)
     cfg = load_config("conv")
-    params = CONV.fit(mnist.train_images[:55000], np.random.default_rng(cfg.seed), cfg)
+    params = CONV.fit(mnist.train_images[:55000], rng_streams(cfg.seed)["front_end"], cfg)
     images = np.concatenate([mnist.train_images, mnist.test_images])
     t = time.perf_counter()
     CONV.maps(images, params)

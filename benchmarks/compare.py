@@ -39,20 +39,23 @@ CONTENDERS = ("mnist-softmax", "pytorch", "sklearn-lbfgs", "sklearn-sgd")
 def _data(data_dir: str):
     from mnist_softmax.config import Config
     from mnist_softmax.data import load_mnist
+    from mnist_softmax.split import rng_streams
     from mnist_softmax.train import prepare
 
     cfg = Config()
-    model, (X, y), _, (X_test, y_test) = prepare(cfg, load_mnist(data_dir, quiet=True), np.random.default_rng(cfg.seed))
+    model, (X, y), _, (X_test, y_test) = prepare(cfg, load_mnist(data_dir, quiet=True), rng_streams(cfg.seed))
     return cfg, np.ascontiguousarray(X), y, X_test, y_test
 
 
 def work_ours(cfg, X, y, X_test, y_test) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from mnist_softmax.train import evaluate, lr_at, train_epoch
+    from mnist_softmax.model import evaluate
+    from mnist_softmax.split import rng_streams
+    from mnist_softmax.train import lr_at, train_epoch
 
     W, b = np.zeros((10, X.shape[1]), np.float32), np.zeros(10, np.float32)
-    velocity, rng = (np.zeros_like(W), np.zeros_like(b)), np.random.default_rng(cfg.seed)
+    velocity, rng = (np.zeros_like(W), np.zeros_like(b)), rng_streams(cfg.seed)["order"]
     t = time.perf_counter()
     with threadpool_limits(1, user_api="blas"):
         for epoch in range(cfg.epochs):

@@ -24,7 +24,7 @@ from userstyle import MAKERS  # noqa: E402
 from mnist_softmax.checkpoint import load_checkpoint  # noqa: E402
 from mnist_softmax.data import load_mnist  # noqa: E402
 from mnist_softmax.images import to_mnist  # noqa: E402
-from mnist_softmax.predict import classify  # noqa: E402
+from mnist_softmax.model import classify  # noqa: E402
 
 
 def main() -> None:

@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .errors import CheckpointError
 from .features import FRONT_ENDS
 from .fileio import atomic_open
-from .train import N_CLASSES, Model, TrainState
+from .model import N_CLASSES, Model
 
 FORMAT = "mnist-softmax"
-FORMAT_VERSION = 1
+# 2: the split, front-end fitting and batch order draw from separate streams (split.rng_streams);
+#    train_rng_json is the batch-order stream's state. 1: all three drew from one default_rng(seed).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _REQUIRED = (
     "format",
     "format_version",
@@ -34,12 +38,17 @@ _REQUIRED = (
 )
 
 
-def save_checkpoint(
-    path: str | Path, model: Model, config: dict, metrics: dict, state: TrainState | None = None
-) -> None:
+class Checkpoint(NamedTuple):
+    model: Model
+    config: dict  # the Config that trained it, as a dict
+    metrics: dict  # the run's summary numbers
+    format_version: int
+
+
+def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict, state=None) -> None:
     """Write the checkpoint atomically: readers see the old file or the complete new one.
 
-    With `state`, it also holds what `train --resume` needs: momentum buffers, the random
+    With `state` (a train.TrainState), it also holds what `train --resume` needs: momentum buffers, the random
     generator's state and the epoch history (train_vW, train_vb, train_rng_json, train_history_json).
     """
     arrays = {
@@ -67,8 +76,8 @@ def save_checkpoint(
         np.savez(f, **arrays)
 
 
-def load_checkpoint(path: str | Path) -> tuple[Model, dict, dict]:
-    """(model, config dict, metrics dict) from a checkpoint written by save_checkpoint.
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """(model, config dict, metrics dict, format version) from a checkpoint written by save_checkpoint.
 
     Raises CheckpointError for a missing, truncated, foreign, pickled, wrong-version or
     shape-inconsistent file. Never unpickles anything.
@@ -89,8 +98,9 @@ def load_checkpoint(path: str | Path) -> tuple[Model, dict, dict]:
     if str(arrays["format"]) != FORMAT:
         raise CheckpointError(f"{path} is not an mnist-softmax checkpoint")
     version = int(arrays["format_version"])
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format version {version}; this mnist-softmax reads version {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise CheckpointError(f"{path} has format version {version}; this mnist-softmax reads versions {readable}")
     front_end = str(arrays["front_end"])
     if front_end not in FRONT_ENDS:
         raise CheckpointError(f"{path} uses front end {front_end!r}, which this version does not have")
@@ -108,12 +118,19 @@ def load_checkpoint(path: str | Path) -> tuple[Model, dict, dict]:
         raise CheckpointError(f"{path}: damaged config or metrics ({e})") from None
     fe_params = {k[3:]: v for k, v in arrays.items() if k.startswith("fe_")}
     model = Model(front_end, fe_params, arrays["norm_mean"], arrays["norm_scale"], arrays["W"], arrays["b"])
-    return model, config, metrics
+    return Checkpoint(model, config, metrics, version)
 
 
-def load_train_state(path: str | Path) -> tuple[dict, TrainState]:
-    """(config dict, TrainState) from a checkpoint that holds training state, for `train --resume`."""
-    model, config, _ = load_checkpoint(path)
+def load_train_state(path: str | Path):
+    """(config dict, train.TrainState) from a checkpoint that holds training state, for `train --resume`."""
+    from .train import TrainState  # only here: inference never imports the trainer
+
+    model, config, _, version = load_checkpoint(path)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by an older mnist-softmax (format version {version}), whose random streams "
+            "this version does not continue; start a new run instead of --resume"
+        )
     with np.load(path, allow_pickle=False) as z:
         keys = ("train_vW", "train_vb", "train_rng_json", "train_history_json")
         if not all(k in z.files for k in keys):

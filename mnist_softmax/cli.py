@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import FRONT_ENDS, SCHEDULES, Config
+from .config import FEATURE_NAMES, SCHEDULES, Config
 from .errors import MnistSoftmaxError
 
 DEFAULTS = Config()
@@ -101,7 +101,7 @@ def _default(key: str) -> str:
     metavar="FILE_OR_NAME",
     help="Config TOML file, or the name of a shipped one (e.g. pixels). [default: configs/<features>.toml]",
 )
-@click.option("--features", type=click.Choice(FRONT_ENDS), help=f"Feature front end. {_default('features')}")
+@click.option("--features", type=click.Choice(FEATURE_NAMES), help=f"Feature front end. {_default('features')}")
 @click.option("--epochs", type=int, help=f"Passes over the training split. {_default('epochs')}")
 @click.option("--batch-size", type=int, help=f"Mini-batch size. {_default('batch_size')}")
 @click.option("--lr", type=float, help=f"Initial learning rate. {_default('lr')}")
@@ -222,25 +222,16 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
     """
     import json
 
-    import numpy as np
-
     from .checkpoint import load_checkpoint
     from .data import load_mnist
-    from .display import score_table
+    from .display import score_record, score_table
     from .runs import latest_checkpoint
-    from .scoring import score
-    from .train import split_features, split_rows
+    from .scoring import score_split
 
     path = checkpoint or latest_checkpoint()
-    model, cfg, _ = load_checkpoint(path)
+    model, cfg, _, version = load_checkpoint(path)
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
-    part, idx = split_rows(split, len(mnist.train_images), cfg["seed"], cfg["val_size"])
-    images, labels = (a[idx] for a in mnist.part(part))
-    if len(labels) == 0:
-        raise click.ClickException(f"{path} was trained without a validation split (val_size 0)")
-    X = split_features(model, mnist, part, idx, data_dir / "cache", progress=_bars(quiet))
-    y = labels.astype(np.intp)
-    s = score(model.W, model.b, X, y)
+    s, images, labels = score_split(model, cfg, mnist, split, data_dir / "cache", _bars(quiet), version)
     if out is not None:
         from . import plots
         from .scoring import most_confident_errors
@@ -251,21 +242,7 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
             out / "errors.png", images, labels, s.probabilities, most_confident_errors(s.probabilities, labels, 32)
         )
     if as_json:
-        keys = ("precision", "recall", "f1", "support")
-        per = [{"class": k, **{key: getattr(s, key)[k].item() for key in keys}} for k in range(len(s.support))]
-        click.echo(
-            json.dumps(
-                {
-                    "checkpoint": str(path),
-                    "split": split,
-                    "n": len(labels),
-                    "accuracy": s.accuracy,
-                    "loss": s.loss,
-                    "per_class": per,
-                    "confusion": s.confusion.tolist(),
-                }
-            )
-        )
+        click.echo(json.dumps({"checkpoint": str(path), "split": split, **score_record(s)}))
         return
     click.echo(f"checkpoint {path} ({model.front_end}, N = {model.W.shape[1]})   split {split}")
     click.echo(score_table(s))
@@ -295,51 +272,28 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
     import json
 
     from .checkpoint import load_checkpoint
-    from .display import ascii_digit, explain_text, probability_bars
-    from .images import ImageError, image_files, to_mnist
-    from .predict import classify, explain_numbers
+    from .display import prediction_record, prediction_text
+    from .images import ImageError, image_files
+    from .predict import predict_files
     from .runs import latest_checkpoint
 
-    model, _, _ = load_checkpoint(checkpoint or latest_checkpoint())
+    model = load_checkpoint(checkpoint or latest_checkpoint()).model
     if save_input is not None:
         save_input.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for path in image_files(list(images)):
-        try:
-            prepared = to_mnist(path)
-        except ImageError as e:
-            _err(f"error: {e}")
+    for result in predict_files(model, image_files(list(images)), explain, label):
+        if isinstance(result, ImageError):
+            _err(f"error: {result}")
             failed += 1
             continue
-        p = classify(model, prepared.digit[None])[0]
-        k = int(p.argmax())
         if save_input is not None:
             from .fileio import atomic_open
 
-            with atomic_open(save_input / f"{path.stem}.png") as f:
-                _png(prepared.digit, f)
-        numbers = explain_numbers(model, prepared.digit, label) if explain else None
-        if as_json:
-            record = {
-                "path": str(path),
-                "prediction": k,
-                "probability": float(p[k]),
-                "probabilities": p.tolist(),
-                "inverted": prepared.inverted,
-            }
-            if top_k:
-                record["top_k"] = [[int(c), float(p[c])] for c in p.argsort()[::-1][:top_k]]
-            if numbers:
-                record["explain"] = numbers
-            click.echo(json.dumps(record))
-            continue
-        polarity = "dark ink on light, inverted" if prepared.inverted else "light ink on dark"
-        click.echo(f"{path}: {k}  (p = {p[k]:.4f}; {polarity})")
-        click.echo(probability_bars(p, top_k))
-        if show_input or explain:
-            click.echo(ascii_digit(prepared.digit))
-        if numbers:
-            click.echo(explain_text(numbers))
+            with atomic_open(save_input / f"{result.path.stem}.png") as f:
+                _png(result.digit, f)
+        click.echo(
+            json.dumps(prediction_record(result, top_k)) if as_json else prediction_text(result, top_k, show_input)
+        )
     if failed:
         raise SystemExit(1)
 

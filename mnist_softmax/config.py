@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-FRONT_ENDS = ("pixels", "conv")
+FEATURE_NAMES = ("pixels", "conv")  # the names of features.FRONT_ENDS (a test keeps them equal)
 SCHEDULES = ("constant", "step", "cosine")
 STANDARDIZE = ("feature", "global", "none")
 
@@ -47,7 +47,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-_CHOICES = {"features": FRONT_ENDS, "schedule": SCHEDULES, "standardize": STANDARDIZE}
+_CHOICES = {"features": FEATURE_NAMES, "schedule": SCHEDULES, "standardize": STANDARDIZE}
 _POSITIVE = (
     "epochs",
     "batch_size",

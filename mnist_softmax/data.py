@@ -77,7 +77,11 @@ class Mnist(NamedTuple):
 
     def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(images, labels) of "train" (the 60,000) or "test" (the 10,000)."""
-        return (self.train_images, self.train_labels) if name == "train" else (self.test_images, self.test_labels)
+        if name == "train":
+            return self.train_images, self.train_labels
+        if name == "test":
+            return self.test_images, self.test_labels
+        raise ValueError(f"MNIST has parts 'train' and 'test', not {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------

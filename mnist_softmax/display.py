@@ -25,6 +25,46 @@ def score_table(s: Score) -> str:
     return "\n".join(lines)
 
 
+def score_record(s: Score) -> dict:
+    """The score as a JSON-ready dict: accuracy, loss, n, per_class (precision/recall/f1/support), confusion."""
+    keys = ("precision", "recall", "f1", "support")
+    per = [{"class": k, **{key: getattr(s, key)[k].item() for key in keys}} for k in range(len(s.support))]
+    n = int(s.support.sum())
+    return {"n": n, "accuracy": s.accuracy, "loss": s.loss, "per_class": per, "confusion": s.confusion.tolist()}
+
+
+def prediction_record(pred, top_k: int | None = None) -> dict:
+    """A predict.Prediction as a JSON-ready dict (one line of `predict --json`)."""
+    p, k = pred.probabilities, pred.digit_class
+    record = {
+        "path": str(pred.path),
+        "prediction": k,
+        "probability": float(p[k]),
+        "probabilities": p.tolist(),
+        "inverted": pred.inverted,
+    }
+    if top_k:
+        record["top_k"] = [[int(c), float(p[c])] for c in np.argsort(-p, kind="stable")[:top_k]]
+    if pred.explain:
+        record["explain"] = pred.explain
+    return record
+
+
+def prediction_text(pred, top_k: int | None = None, show_input: bool = False) -> str:
+    """A predict.Prediction for the terminal: the answer, the probability bars, the digit, the walk-through."""
+    k = pred.digit_class
+    polarity = "dark ink on light, inverted" if pred.inverted else "light ink on dark"
+    lines = [
+        f"{pred.path}: {k}  (p = {pred.probabilities[k]:.4f}; {polarity})",
+        probability_bars(pred.probabilities, top_k),
+    ]
+    if show_input or pred.explain:
+        lines.append(ascii_digit(pred.digit))
+    if pred.explain:
+        lines.append(explain_text(pred.explain))
+    return "\n".join(lines)
+
+
 def bar(p: float, width: int = 30) -> str:
     """A horizontal bar of `width` characters for p in [0, 1], in eighth-character steps."""
     eighths = int(round(p * width * 8))

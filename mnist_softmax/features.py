@@ -28,6 +28,7 @@ class FrontEnd(NamedTuple):
     fit: Callable[..., Params]  # (train images, rng, cfg) -> params; never sees labels
     maps: Callable[..., np.ndarray]  # (images (n,28,28), params, progress=False) -> (n, C, H, W) float32
     cache: bool  # worth caching the features of the 70,000 MNIST images on disk
+    version: int  # of the extraction: bumped when `maps` changes, so cached features are recomputed
 
     @property
     def n_features(self) -> int:
@@ -45,14 +46,14 @@ def _pixels_maps(images: np.ndarray, params: Params, progress: bool = False) -> 
     return np.multiply(images, np.float32(1 / 255), dtype=np.float32)[:, None]
 
 
-PIXELS = FrontEnd("pixels", (1, 28, 28), _pixels_fit, _pixels_maps, cache=False)
-CONV = FrontEnd("conv", (conv.N_FILTERS, 7, 7), conv.fit, conv.maps, cache=True)
+PIXELS = FrontEnd("pixels", (1, 28, 28), _pixels_fit, _pixels_maps, cache=False, version=1)
+CONV = FrontEnd("conv", (conv.N_FILTERS, 7, 7), conv.fit, conv.maps, cache=True, version=conv.VERSION)
 FRONT_ENDS = {fe.name: fe for fe in (PIXELS, CONV)}
 
 
 def flatten(maps: np.ndarray) -> np.ndarray:
-    """(n, C, H, W) -> (n, C*H*W), C order. A view when `maps` is contiguous."""
-    return maps.reshape(len(maps), -1)
+    """(n, C, H, W) -> (n, C*H*W), C order, n ≥ 0. A view when `maps` is contiguous."""
+    return maps.reshape(len(maps), int(np.prod(maps.shape[1:])))
 
 
 def unflatten(X: np.ndarray, map_shape: tuple[int, int, int]) -> np.ndarray:
@@ -118,7 +119,7 @@ def mnist_rows(fe: FrontEnd, params: Params, mnist, cache_dir: Path | None = Non
 
 def params_key(fe: FrontEnd, params: Params) -> str:
     """A short hash that changes whenever the front end or any of its parameters does."""
-    h = hashlib.sha256(f"{fe.name}/{fe.map_shape}/{conv.VERSION}".encode())
+    h = hashlib.sha256(f"{fe.name}/{fe.map_shape}/{fe.version}".encode())
     for name in sorted(params):
         a = np.ascontiguousarray(params[name])
         h.update(f"{name}/{a.dtype.str}/{a.shape}".encode())
@@ -164,13 +165,13 @@ def mnist_maps(
 
 def cache_name(fe: FrontEnd, params: Params) -> str:
     """The cache file of these features: front end, extraction version, parameter hash."""
-    return f"{fe.name}-v{conv.VERSION}-{params_key(fe, params)}.npy"
+    return f"{fe.name}-v{fe.version}-{params_key(fe, params)}.npy"
 
 
 def remove_outdated(fe: FrontEnd, cache_dir: Path) -> None:
     """Delete this front end's cache files made by other extraction versions (878 MB each for
     conv), which no run can use again. Files of other seeds or settings stay."""
-    current = f"{fe.name}-v{conv.VERSION}-"
+    current = f"{fe.name}-v{fe.version}-"
     for f in cache_dir.glob(f"{fe.name}-*.npy"):
         if not f.name.startswith(current):
             f.unlink(missing_ok=True)

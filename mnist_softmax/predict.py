@@ -1,17 +1,20 @@
-"""Classify prepared digits and show the computation behind one prediction. Pure, given a Model."""
+"""Classify users' image files, and show the computation behind one prediction.
+
+`predict_files` is what `mnist-softmax predict` runs: each file brought into MNIST form
+(images.to_mnist), classified by the model, and, when asked, every number of the computation.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
 import numpy as np
 
-from .features import FRONT_ENDS
-from .softmax import cross_entropy, logits, predict_proba, softmax, softmax_loss
-from .train import Model
-
-
-def classify(model: Model, digits: np.ndarray) -> np.ndarray:
-    """uint8 digits (n, 28, 28) in MNIST form -> probabilities (n, T)."""
-    return predict_proba(model.features(digits), model.W, model.b)
+from .images import ImageError, to_mnist
+from .model import Model, classify
+from .softmax import cross_entropy, logits, softmax, softmax_loss
 
 
 def explain_numbers(model: Model, digit: np.ndarray, label: int | None = None) -> dict:
@@ -26,7 +29,7 @@ def explain_numbers(model: Model, digit: np.ndarray, label: int | None = None) -
     p = e / e.sum()
     assert np.allclose(p, softmax(z)), "walk-through must agree with softmax()"
     out = {
-        "map_shape": list(FRONT_ENDS[model.front_end].map_shape),
+        "map_shape": list(model.front.map_shape),
         "n_features": int(x.size),
         "x_min": float(x.min()),
         "x_max": float(x.max()),
@@ -43,3 +46,40 @@ def explain_numbers(model: Model, digit: np.ndarray, label: int | None = None) -
         out["loss"] = softmax_loss(z[None], y)
         out["cross_entropy"] = cross_entropy(p[None], y)
     return out
+
+
+class Prediction(NamedTuple):
+    """What `predict` found for one image file."""
+
+    path: Path
+    digit: np.ndarray  # (28, 28) uint8: the image in MNIST form, as the model saw it
+    inverted: bool  # True when the ink was darker than its background
+    probabilities: np.ndarray  # (T,)
+    explain: dict | None  # explain_numbers(...), when asked for
+
+    @property
+    def digit_class(self) -> int:
+        return int(self.probabilities.argmax())
+
+
+def predict_files(
+    model: Model, paths: Iterable[Path], explain: bool = False, label: int | None = None
+) -> Iterator[Prediction | ImageError]:
+    """For each image file, in order: its Prediction, or the ImageError saying why it has none."""
+    for path in paths:
+        try:
+            prepared = to_mnist(path)
+        except ImageError as e:
+            yield e
+            continue
+        p = classify(model, prepared.digit[None])[0]
+        numbers = explain_numbers(model, prepared.digit, label) if explain else None
+        yield Prediction(Path(path), prepared.digit, prepared.inverted, p, numbers)
+
+
+def predict_file(model: Model, path: Path, explain: bool = False, label: int | None = None) -> Prediction:
+    """The Prediction for one image file; raises ImageError if it cannot be read or holds no digit."""
+    result = next(predict_files(model, [path], explain, label))
+    if isinstance(result, ImageError):
+        raise result
+    return result

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from .errors import CheckpointError
-from .features import FRONT_ENDS
 from .fileio import atomic_write_text
 
 RUNS_ROOT = Path("runs")
@@ -109,8 +108,10 @@ def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT, painter=None) -
     if model.front_end == "pixels":
         weights = "pixel_weights", {"W": model.W}
     else:
-        shape = FRONT_ENDS[model.front_end].map_shape
-        weights = "conv_weights", {"filters": model.fe_params["filters"], "W": model.W, "map_shape": shape}
+        weights = (
+            "conv_weights",
+            {"filters": model.fe_params["filters"], "W": model.W, "map_shape": model.front.map_shape},
+        )
     jobs = [
         ("curves", run_dir / "curves.png", {"history": result.history, "test_acc": summary["test_accuracy"]}),
         (weights[0], run_dir / "weights.png", weights[1]),

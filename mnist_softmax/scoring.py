@@ -6,8 +6,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import CheckpointError
+from .features import mnist_rows, standardize_
+from .model import Model, evaluate
 from .softmax import predict_proba
-from .train import evaluate
+from .split import split_rows
 
 
 class Score(NamedTuple):
@@ -40,7 +43,7 @@ def per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def score(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray) -> Score:
     """Score (W, b) on standardised features X (n, N) with labels y (n,).
 
-    Loss and accuracy come from train.evaluate, the function `train` reported them with, so for the
+    Loss and accuracy come from model.evaluate, the function `train` reported them with, so for the
     features of the same split they are equal to the last bit.
     """
     loss, accuracy = evaluate(W, b, X, y)
@@ -55,3 +58,24 @@ def most_confident_errors(P: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     pred = P.argmax(1)
     wrong = np.flatnonzero(pred != y)
     return wrong[np.argsort(-P[wrong, pred[wrong]], kind="stable")][:k]
+
+
+class SplitScore(NamedTuple):
+    score: Score
+    images: np.ndarray  # (n, 28, 28) uint8, the split's images in row order
+    labels: np.ndarray  # (n,) uint8
+
+
+def score_split(
+    model: Model, config: dict, mnist, split: str, cache_dir=None, progress: bool = False, format_version: int = 2
+) -> SplitScore:
+    """Score a trained model on "train", "val" or "test" of MNIST, the rows and features built
+    exactly as `train` built them (same split from the seed and size in `config`, same feature
+    path and cache), so the loss and accuracy equal what `train` reported, to the last bit."""
+    part, idx = split_rows(split, len(mnist.train_images), config["seed"], config["val_size"], format_version)
+    images, labels = (a[idx] for a in mnist.part(part))
+    if len(labels) == 0:
+        raise CheckpointError(f"this model was trained without a {split} split (val_size 0); use --split test")
+    rows = mnist_rows(model.front, model.fe_params, mnist, cache_dir, progress)
+    X = standardize_(rows(part, idx), model.mean, model.scale)
+    return SplitScore(score(model.W, model.b, X, labels.astype(np.intp)), images, labels)

@@ -18,27 +18,10 @@ import numpy as np
 from .config import Config
 from .data import Mnist
 from .errors import TrainingDiverged
-from .features import FRONT_ENDS, Params, features, fit_standardizer, mnist_rows, standardize_
+from .features import FRONT_ENDS, fit_standardizer, mnist_rows, standardize_
+from .model import N_CLASSES, Model, evaluate
 from .sgd import sgd_step
-from .softmax import logits, softmax_loss
-
-N_CLASSES = 10
-
-
-@dataclass
-class Model:
-    """Everything needed to turn an image into probabilities: front end, standardiser, W, b."""
-
-    front_end: str
-    fe_params: Params
-    mean: np.ndarray  # (N,) float32
-    scale: np.ndarray  # (N,) float32
-    W: np.ndarray  # (T, N) float32
-    b: np.ndarray  # (T,) float32
-
-    def features(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (n, 28, 28) -> standardised float32 features (n, N)."""
-        return features(images, FRONT_ENDS[self.front_end], self.fe_params, self.mean, self.scale)
+from .split import rng_streams, split_indices
 
 
 @dataclass
@@ -48,7 +31,7 @@ class TrainState:
     W: np.ndarray
     b: np.ndarray
     velocity: tuple[np.ndarray, np.ndarray]
-    rng_state: dict  # np.random.Generator.bit_generator.state after that epoch
+    rng_state: dict  # bit_generator.state of the batch-order stream after that epoch
     history: list[dict]
 
     @property
@@ -77,29 +60,6 @@ class TrainResult:
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
 
-def split_indices(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded split of range(n): (train indices (n - val_size,), val indices (val_size,)), sorted."""
-    perm = rng.permutation(n)
-    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
-
-
-def split_rows(split: str, n_train: int, seed: int, val_size: int) -> tuple[str, np.ndarray | slice]:
-    """(part of MNIST, row index) of "train", "val" or "test", as `fit` split them for this seed and size."""
-    if split == "test":
-        return "test", slice(None)
-    train_idx, val_idx = split_indices(n_train, val_size, np.random.default_rng(seed))
-    return "train", train_idx if split == "train" else val_idx
-
-
-def split_features(
-    model: Model, mnist: Mnist, part: str, idx, cache_dir: Path | None = None, progress: bool = False
-) -> np.ndarray:
-    """Standardised features (n, N) of rows idx of a part of MNIST, built exactly as `fit` built
-    them, so scores match to the bit."""
-    rows = mnist_rows(FRONT_ENDS[model.front_end], model.fe_params, mnist, cache_dir, progress)
-    return standardize_(rows(part, idx), model.mean, model.scale)
-
-
 def lr_at(cfg: Config, epoch: int) -> float:
     """Learning rate for 0-based `epoch` under cfg.schedule."""
     if cfg.schedule == "constant":
@@ -107,17 +67,6 @@ def lr_at(cfg: Config, epoch: int) -> float:
     if cfg.schedule == "step":
         return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
-
-
-def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, float]:
-    """Mean softmax loss and accuracy of (W, b) on X (n, N), y (n,). Chunked to bound memory."""
-    total_loss = 0.0
-    correct = 0
-    for i in range(0, len(X), chunk):
-        z = logits(X[i : i + chunk], W, b)
-        total_loss += softmax_loss(z, y[i : i + chunk]) * len(z)
-        correct += int((z.argmax(axis=1) == y[i : i + chunk]).sum())
-    return total_loss / len(X), correct / len(X)
 
 
 def batches(X: np.ndarray, y: np.ndarray, order: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -189,15 +138,17 @@ def _diverged(what: str, lr: float, cfg: Config):
     raise TrainingDiverged(f"training diverged ({what}) at lr {lr:g}; try a smaller --lr, e.g. --lr {cfg.lr / 10:g}")
 
 
-def prepare(cfg: Config, mnist: Mnist, rng: np.random.Generator, cache_dir: Path | None = None, progress=False):
+def prepare(
+    cfg: Config, mnist: Mnist, streams: dict[str, np.random.Generator], cache_dir: Path | None = None, progress=False
+):
     """Split, fit the front end and standardiser on the training split, build all features.
 
+    streams: rng_streams(cfg.seed); this draws from its "split" and "front_end" generators.
     Returns (model with zero weights, (X_train, y_train), (X_val, y_val), (X_test, y_test)).
     """
     fe = FRONT_ENDS[cfg.features]
-    # The first draw from rng, so split_rows(..., cfg.seed, cfg.val_size) finds it again.
-    train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, rng)
-    fe_params = fe.fit(mnist.train_images[train_idx], rng, cfg)
+    train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, streams["split"])
+    fe_params = fe.fit(mnist.train_images[train_idx], streams["front_end"], cfg)
     rows = mnist_rows(fe, fe_params, mnist, cache_dir, progress)
     X_train = rows("train", train_idx)
     mean, scale = fit_standardizer(X_train, cfg.standardize, cfg.std_floor)
@@ -242,26 +193,28 @@ def fit(
     from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, rng, cache_dir, progress)
+    streams = rng_streams(cfg.seed)
+    model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, streams, cache_dir, progress)
+    order_rng = streams["order"]
     W, b = model.W, model.b
     velocity = (np.zeros_like(W), np.zeros_like(b))
     result = TrainResult(model)
     if resume is not None:
         W[...], b[...] = resume.W, resume.b
         velocity[0][...], velocity[1][...] = resume.velocity
-        rng.bit_generator.state = resume.rng_state
+        order_rng.bit_generator.state = resume.rng_state
         result.history = list(resume.history)
-    result.state = _snapshot(W, b, velocity, rng, result.history)
+    result.state = _snapshot(W, b, velocity, order_rng, result.history)
+    has_val = len(X_val) > 0
     try:
         with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
             for epoch in range(len(result.history), cfg.epochs):
                 t_epoch = time.perf_counter()
                 lr = lr_at(cfg, epoch)
+                order = order_rng.permutation(len(X))
                 desc = f"epoch {epoch + 1}/{cfg.epochs}"
-                order = rng.permutation(len(X))
                 train_loss, train_acc = train_epoch(W, b, velocity, X, y, order, lr, cfg, progress, desc)
-                val_loss, val_acc = evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan)
+                val_loss, val_acc = evaluate(W, b, X_val, y_val) if has_val else (math.nan, math.nan)
                 row = {
                     "epoch": epoch + 1,
                     "lr": lr,
@@ -272,18 +225,19 @@ def fit(
                     "seconds": time.perf_counter() - t_epoch,
                 }
                 result.history.append(row)
-                result.state = _snapshot(W, b, velocity, rng, result.history)
+                result.state = _snapshot(W, b, velocity, order_rng, result.history)
                 on_epoch(row)
+            final = {
+                "train": evaluate(W, b, X, y),
+                "val": evaluate(W, b, X_val, y_val) if has_val else (math.nan, math.nan),
+                "test": evaluate(W, b, X_test, y_test),
+            }
     except KeyboardInterrupt:
         W[...], b[...] = result.state.W, result.state.b  # undo the unfinished epoch
         result.history = list(result.state.history)
         result.seconds = time.perf_counter() - t0
         raise TrainingInterrupted(result) from None
-    result.final = {
-        "train": evaluate(W, b, X, y),
-        "val": evaluate(W, b, X_val, y_val) if len(X_val) else (math.nan, math.nan),
-        "test": evaluate(W, b, X_test, y_test),
-    }
+    result.final = final
     result.seconds = time.perf_counter() - t0
     return result
 

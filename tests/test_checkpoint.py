@@ -7,7 +7,7 @@ import pytest
 
 from mnist_softmax.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from mnist_softmax.errors import CheckpointError
-from mnist_softmax.train import Model
+from mnist_softmax.model import Model
 
 
 def _model(N=784, seed=0) -> Model:
@@ -30,7 +30,7 @@ def test_round_trip_is_exact_and_pickle_free(tmp_path):
     with np.load(path, allow_pickle=False) as z:
         assert int(z["format_version"]) == FORMAT_VERSION and str(z["front_end"]) == "pixels"
         assert all(z[k].dtype != object for k in z.files)
-    m2, cfg, metrics = load_checkpoint(path)
+    m2, cfg, metrics, _ = load_checkpoint(path)
     for a in ("mean", "scale", "W", "b"):
         np.testing.assert_array_equal(getattr(m2, a), getattr(m, a))
         assert getattr(m2, a).dtype == np.float32
@@ -79,3 +79,21 @@ def test_truncated_missing_and_non_npz_files(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable checkpoint") as e:
         load_checkpoint(tmp_path / "text.npz")
     assert "allow_pickle" not in str(e.value) and "never loaded" in str(e.value)  # no advice to unpickle
+
+
+def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
+    from mnist_softmax.checkpoint import load_train_state
+    from mnist_softmax.train import TrainState
+
+    path = tmp_path / "model.npz"
+    m = _model()
+    state = TrainState(m.W, m.b, (np.zeros_like(m.W), np.zeros_like(m.b)), {"state": 1}, [{"epoch": 1}])
+    save_checkpoint(path, m, {"seed": 0}, {}, state)
+    assert load_checkpoint(path).format_version == FORMAT_VERSION == 2
+    assert load_train_state(path)[1].history == [{"epoch": 1}]
+    _resave(path, format_version=np.array(1))
+    old = load_checkpoint(path)
+    assert old.format_version == 1
+    np.testing.assert_array_equal(old.model.W, m.W)
+    with pytest.raises(CheckpointError, match="older mnist-softmax .* start a new run"):
+        load_train_state(path)

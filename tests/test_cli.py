@@ -34,7 +34,7 @@ def test_default_train_reaches_the_accuracy_bar_and_writes_every_file(trained):
     assert [int(r["epoch"]) for r in rows] == list(range(1, 11)) and tuple(rows[0]) == EPOCH_COLUMNS
     assert float(rows[-1]["val_acc"]) == pytest.approx(summary["val_accuracy"])
 
-    model, cfg, metrics = load_checkpoint(run_dir / "model.npz")
+    model, cfg, metrics, _ = load_checkpoint(run_dir / "model.npz")
     assert (
         model.W.shape == (10, 784)
         and cfg == Config().to_dict()
@@ -48,7 +48,7 @@ def test_default_train_reaches_the_accuracy_bar_and_writes_every_file(trained):
 
 def test_checkpoint_reproduces_the_reported_test_accuracy(trained, mnist):
     cwd, _ = trained
-    model, _, metrics = load_checkpoint(cwd / "runs" / "latest" / "model.npz")
+    model, _, metrics, _ = load_checkpoint(cwd / "runs" / "latest" / "model.npz")
     pred = (model.features(mnist.test_images) @ model.W.T + model.b).argmax(1)
     assert np.mean(pred == mnist.test_labels) == metrics["test_accuracy"]
 

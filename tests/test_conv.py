@@ -13,7 +13,7 @@ from mnist_softmax import conv
 from mnist_softmax.checkpoint import load_checkpoint, save_checkpoint
 from mnist_softmax.config import load_config
 from mnist_softmax.features import CONV, cache_name, flatten, mnist_maps, params_key, unflatten
-from mnist_softmax.train import Model
+from mnist_softmax.model import Model
 
 CFG = SimpleNamespace(conv_kernel=5, conv_patches=5000, conv_kmeans_iters=5, conv_whiten_eps=0.1, conv_threshold=0.25)
 
@@ -148,7 +148,7 @@ def test_conv_checkpoint_round_trip(params, mnist, tmp_path):
         rng.normal(size=10).astype(f32),
     )
     save_checkpoint(tmp_path / "m.npz", m, {}, {})
-    m2, _, _ = load_checkpoint(tmp_path / "m.npz")
+    m2 = load_checkpoint(tmp_path / "m.npz").model
     assert m2.front_end == "conv" and set(m2.fe_params) == set(params)
     np.testing.assert_array_equal(m2.features(mnist.test_images[:5]), m.features(mnist.test_images[:5]))
 

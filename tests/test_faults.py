@@ -265,8 +265,8 @@ def test_ctrl_c_in_the_cli_saves_the_epoch_exits_130_and_resume_matches(mnist_di
 
     run("train", "--resume", out, "--data-dir", mnist_dir, "-q")
     run("train", "--data-dir", mnist_dir, "--out", tmp_path / "straight", "--epochs", "40", "-q")
-    a, _, ma = load_checkpoint(out / "model.npz")
-    b, _, mb = load_checkpoint(tmp_path / "straight" / "model.npz")
+    a, _, ma, _ = load_checkpoint(out / "model.npz")
+    b, _, mb, _ = load_checkpoint(tmp_path / "straight" / "model.npz")
     np.testing.assert_array_equal(a.W, b.W)
     assert ma["test_accuracy"] == mb["test_accuracy"] and not ma["interrupted"]
 

@@ -14,7 +14,7 @@ from userstyle import MAKERS
 from mnist_softmax.checkpoint import load_checkpoint
 from mnist_softmax.cli import main
 from mnist_softmax.images import ImageError, box_blur, centre_in_field, to_mnist
-from mnist_softmax.predict import classify
+from mnist_softmax.model import classify
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_mnist_images_as_png_pass_through_and_score_like_eval(model_path, mnist,
         Image.fromarray(mnist.test_images[i]).save(tmp_path / f"{i:05d}.png")
     records = _predict_folder(model_path, tmp_path)
     assert len(records) == 400
-    model, _, _ = load_checkpoint(model_path)
+    model = load_checkpoint(model_path).model
     direct = classify(model, mnist.test_images[np.sort(idx)]).argmax(1)
     via_png = np.array([r["prediction"] for r in records])
     assert np.mean(via_png == direct) >= 0.99
@@ -77,7 +77,7 @@ def test_users_images_are_recognised_like_mnist_digits(style, model_path, conv_t
             for r in records
         ]
     )
-    conv_model, _, _ = load_checkpoint(conv_trained / "model.npz")
+    conv_model = load_checkpoint(conv_trained / "model.npz").model
     conv_acc = np.mean(classify(conv_model, seen).argmax(1) == truth)
     assert conv_acc >= pixel_acc, f"{style}: conv {conv_acc:.3f} < pixels {pixel_acc:.3f}"
 
@@ -97,7 +97,7 @@ def test_explain_prints_the_models_real_numbers(model_path, mnist, tmp_path):
     label = int(mnist.test_labels[0])
     record = _predict_folder(model_path, img, "--explain", "--label", label)[0]
     e = record["explain"]
-    model, _, _ = load_checkpoint(model_path)
+    model = load_checkpoint(model_path).model
     digit = to_mnist(img).digit
     x = ((digit.astype(np.float64).ravel() / 255) - model.mean) / model.scale  # independent of the library
     z = model.W.astype(np.float64) @ x + model.b

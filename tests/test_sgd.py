@@ -89,3 +89,28 @@ def test_sgd_step_returns_the_loss_and_logits_before_its_update():
     zs = z_before - z_before.max(1, keepdims=True)
     assert loss == pytest.approx(float(np.mean(np.log(np.exp(zs).sum(1)) - zs[np.arange(8), y])), rel=1e-12)
     assert not np.allclose(X @ W.T + b, z_before)  # the weights did move
+
+
+def test_fit_follows_the_schedule_and_the_batch_order_stream():
+    from test_train import synthetic_mnist
+
+    from mnist_softmax.split import rng_streams
+    from mnist_softmax.train import fit, prepare
+
+    data = synthetic_mnist(700, 100)
+    cfg = make_config(
+        {"epochs": 3, "val_size": 100, "batch_size": 64, "lr": 0.2, "schedule": "step", "lr_step_epochs": 1}
+        | {"lr_gamma": 0.3, "momentum": 0.8, "weight_decay": 0.01, "seed": 9}
+    )
+    result = fit(cfg, data)
+    streams = rng_streams(cfg.seed)
+    _, (X, y), _, _ = prepare(cfg, data, streams)
+    X = X.astype(np.float64)
+    W, b = np.zeros((10, X.shape[1])), np.zeros(10)
+    vW, vb = np.zeros_like(W), np.zeros_like(b)
+    for epoch, lr in enumerate([0.2, 0.06, 0.018]):
+        order = streams["order"].permutation(len(X))
+        W, b, vW, vb = reference_epoch(W, b, vW, vb, X, y, order, lr, 0.8, 0.01, 64)
+        assert result.history[epoch]["lr"] == pytest.approx(lr)
+    np.testing.assert_allclose(result.model.W, W, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.model.b, b, rtol=1e-4, atol=1e-5)

@@ -10,7 +10,9 @@ from mnist_softmax.config import make_config
 from mnist_softmax.data import Mnist
 from mnist_softmax.errors import TrainingDiverged
 from mnist_softmax.features import PIXELS, fit_standardizer, flatten, standardize, unflatten
-from mnist_softmax.train import batches, evaluate, fit, lr_at, split_indices
+from mnist_softmax.model import evaluate
+from mnist_softmax.split import split_indices
+from mnist_softmax.train import batches, fit, lr_at
 
 
 def synthetic_mnist(n_train=2000, n_test=500, seed=0) -> Mnist:

@@ -1,0 +1,53 @@
+"""A trained classifier: everything inference needs, and the two numbers every command reports.
+
+Model holds the front end's name and parameters, the standardiser and the T×N softmax layer;
+`evaluate` is the one function that computes a mean loss and an accuracy, so `train`, `eval` and
+the benchmarks agree to the last bit; `classify` turns MNIST-form digits into probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .features import FRONT_ENDS, FrontEnd, Params, features
+from .softmax import logits, predict_proba, softmax_loss
+
+N_CLASSES = 10
+
+
+@dataclass
+class Model:
+    """Front end, standardiser, W, b: an image in, probabilities out."""
+
+    front_end: str  # a key of features.FRONT_ENDS
+    fe_params: Params
+    mean: np.ndarray  # (N,) float32
+    scale: np.ndarray  # (N,) float32
+    W: np.ndarray  # (T, N) float32
+    b: np.ndarray  # (T,) float32
+
+    @property
+    def front(self) -> FrontEnd:
+        return FRONT_ENDS[self.front_end]
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (n, 28, 28) -> standardised float32 features (n, N)."""
+        return features(images, self.front, self.fe_params, self.mean, self.scale)
+
+
+def classify(model: Model, digits: np.ndarray) -> np.ndarray:
+    """uint8 digits (n, 28, 28) in MNIST form -> probabilities (n, T)."""
+    return predict_proba(model.features(digits), model.W, model.b)
+
+
+def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, float]:
+    """Mean softmax loss and accuracy of (W, b) on X (n, N), y (n,), n > 0. Chunked to bound memory."""
+    total_loss = 0.0
+    correct = 0
+    for i in range(0, len(X), chunk):
+        z = logits(X[i : i + chunk], W, b)
+        total_loss += softmax_loss(z, y[i : i + chunk]) * len(z)
+        correct += int((z.argmax(axis=1) == y[i : i + chunk]).sum())
+    return total_loss / len(X), correct / len(X)
