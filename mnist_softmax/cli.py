@@ -83,7 +83,7 @@ def download(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
 
     Example: mnist-softmax download --mirror ./my-mnist-copy
     """
-    from .data import FILES, ensure_files
+    from .download import FILES, ensure_files
 
     ensure_files(data_dir, mirrors, quiet, log=_err)
     for name in FILES:

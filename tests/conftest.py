@@ -43,6 +43,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     reset     half the body, then a connection reset            short    half the body, clean close
     stall     headers, then nothing for 3 s                     html     a 200 HTML page
     wronggz   valid gzip of the wrong bytes                     notgz    bytes that are not gzip
+    endless   200 without a length, then bytes until the client hangs up (at most 64 MB)
+    biglength 200 announcing a 600 MB body                    slow      good, but waits 0.3 s first
     <number>  that HTTP status
     """
 
@@ -77,6 +79,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             return self.wfile.write(body)
+        if mode == "endless":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            self.close_connection = True
+            head = b"\x00\x00\x08\x01" + bytes(65532)  # looks like IDX, and never ends
+            for _ in range(1024):
+                self.wfile.write(head)
+            return None
+        if mode == "biglength":
+            self._head(200, 600_000_000)
+            self.wfile.write(b"\x1f\x8b" + bytes(65534))
+            self.close_connection = True
+            return None
+        if mode == "slow":
+            time.sleep(0.3)
+            mode = "good"
         if not path.is_file():
             return self.send_error(404)
         data = path.read_bytes()
@@ -142,7 +161,7 @@ def mnist_server():
 @pytest.fixture(scope="session")
 def mnist_dir(mnist_server, tmp_path_factory) -> Path:
     """A data folder holding the real MNIST files, fetched once per session over loopback HTTP."""
-    from mnist_softmax.data import FILES, fetch_file
+    from mnist_softmax.download import FILES, fetch_file
 
     _, url = mnist_server
     d = tmp_path_factory.mktemp("data")

@@ -21,12 +21,13 @@ from conftest import idx_bytes, run, served_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_softmax import data as data_mod
+from mnist_softmax import download as data_mod
 from mnist_softmax.checkpoint import load_checkpoint
 from mnist_softmax.cli import main
 from mnist_softmax.config import make_config
-from mnist_softmax.data import FILES, _part_path, fetch_file, parse_idx, parse_mnist_file
+from mnist_softmax.download import FILES, _part_path, fetch_file
 from mnist_softmax.errors import DataError, DownloadError
+from mnist_softmax.idx import parse_idx, parse_mnist_file
 from mnist_softmax.runs import new_run_dir
 from mnist_softmax.train import TrainingInterrupted, fit
 
@@ -68,6 +69,54 @@ def test_each_fault_falls_through_and_never_writes_bad_content(mnist_server, tmp
     assert not list(tmp_path.glob(".*")), "partial or temp files left behind"
 
 
+@pytest.mark.parametrize("mode,reason", [("endless", "sent more than"), ("biglength", "announces 600000000 bytes")])
+def test_a_body_longer_than_the_file_can_be_is_cut_off(mnist_server, tmp_path, mode, reason):
+    _, url = mnist_server
+    with pytest.raises(DownloadError, match=reason):
+        fetch_file(SMALL, tmp_path, [f"{url}/{mode}/"], retries=0, **FAST)
+    assert not list(tmp_path.iterdir()), "nothing kept of a body that could not be the file"
+
+
+def test_processes_filling_one_data_folder_take_turns(mnist_server, tmp_path):
+    """Three fetches of one file at once (each flock on its own descriptor, as separate processes
+    would): every one ends with the verified bytes, and the server is asked once."""
+    server, url = mnist_server
+    before = len(server.hits)
+    got, errors = [], []
+
+    def fetch():
+        try:
+            got.append(fetch_file(BIG, tmp_path, [f"{url}/slow/"], **FAST))
+        except Exception as e:  # noqa: BLE001 -- collected and asserted on below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(got) == 3 and all(_sha(g) == FILES[BIG].sha256 for g in got)
+    assert len([h for h in server.hits[before:] if h[1] == f"{BIG}.gz"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [BIG]
+
+
+@pytest.mark.parametrize(
+    "mirror,message",
+    [
+        ("http://[::1", "is not a valid URL"),
+        ("ftp://example.org/mnist/", "only http://"),
+        ("http:///x", "only http://"),
+    ],
+)
+def test_malformed_or_unsupported_mirrors_are_one_line_naming_them(tmp_path, monkeypatch, mirror, message):
+    result = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "--mirror", mirror, "-q"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert mirror in result.output and message in result.output
+    monkeypatch.setenv("MNIST_SOFTMAX_MIRROR", mirror)
+    result = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "-q"])
+    assert result.exit_code == 1 and mirror in result.output and "Traceback" not in result.output
+
+
 def test_retries_are_bounded(mnist_server, tmp_path):
     server, url = mnist_server
     before = len(server.hits)
@@ -82,7 +131,7 @@ def test_backoff_waits_between_retries(mnist_server, tmp_path):
     t = time.perf_counter()
     with pytest.raises(DownloadError):
         fetch_file(SMALL, tmp_path, [f"{url}/503/"], retries=2, timeout=(2, 2), backoff=0.2, quiet=True)
-    assert time.perf_counter() - t >= 0.2 + 0.4
+    assert time.perf_counter() - t >= 0.4  # urllib3's schedule: at once, then 2·backoff
 
 
 def test_reset_mid_file_resumes_with_a_range_request(mnist_server, tmp_path):

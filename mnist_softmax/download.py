@@ -1,0 +1,431 @@
+"""Get the four MNIST files onto disk, verified: mirrors tried in turn, resumable HTTP, checksums.
+
+Files are stored decompressed in the data folder (`data/train-images-idx3-ubyte`, ...), each written
+only after the SHA-256 of its decompressed bytes matched the official value, so that any faithful
+mirror works, gzipped or not. A body is decompressed and hashed as it arrives, and refused as soon
+as it is longer than its file can be. Processes filling one data folder take turns per file.
+
+What the HTTP library does, it does: urllib3's Retry retries refused connections, timeouts before
+the response and HTTP 408/429/5xx, with exponential backoff. What no library here does is done here:
+falling through to the next mirror, and resuming a body cut off midway with an HTTP Range request.
+Nothing here parses, trains or prints; progress bars and the `log` callback aside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import time
+import urllib.parse
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from . import __version__
+from .errors import DownloadError
+from .fileio import atomic_write_bytes
+
+DEFAULT_SOURCES = (
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+MIRROR_ENV = "MNIST_SOFTMAX_MIRROR"
+
+
+class FileSpec(NamedTuple):
+    sha256: str  # of the decompressed bytes
+    size: int  # decompressed bytes
+    shape: tuple[int, ...]
+
+
+FILES = {
+    "train-images-idx3-ubyte": FileSpec(
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47040016, (60000, 28, 28)
+    ),
+    "train-labels-idx1-ubyte": FileSpec(
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008, (60000,)
+    ),
+    "t10k-images-idx3-ubyte": FileSpec(
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016, (10000, 28, 28)
+    ),
+    "t10k-labels-idx1-ubyte": FileSpec(
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10008, (10000,)
+    ),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 16
+TRANSIENT_STATUS = (408, 429, *range(500, 600))
+
+
+def max_body(spec: FileSpec) -> int:
+    """The most bytes a faithful body of this file can have: the raw file, or its gzip (which
+    exceeds the raw size by at most ~0.03% plus a header, for incompressible data)."""
+    return spec.size + spec.size // 1000 + 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+def check_source(source: str) -> str:
+    """The source if it is an http(s) URL with a host, a file:// URL or a plain path; else DownloadError."""
+    if "://" not in source:
+        return source
+    try:
+        parsed = urllib.parse.urlparse(source)
+        parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise DownloadError(f"mirror {source!r} is not a valid URL ({e})") from None
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        return source
+    if parsed.scheme == "file":
+        return source
+    raise DownloadError(f"mirror {source!r}: only http://, https://, file:// URLs and folders are supported")
+
+
+def sources(mirrors: Sequence[str] = (), env: dict | None = None) -> list[str]:
+    """Sources in the order tried: --mirror flags, then $MNIST_SOFTMAX_MIRROR, then the defaults.
+
+    The environment variable may hold several sources separated by whitespace or commas. A
+    malformed or unsupported URL is a DownloadError naming it.
+    """
+    env = os.environ if env is None else env
+    from_env = env.get(MIRROR_ENV, "").replace(",", " ").split()
+    seen: list[str] = []
+    for s in [*mirrors, *from_env, *DEFAULT_SOURCES]:
+        if check_source(s) not in seen:
+            seen.append(s)
+    return seen
+
+
+def _local_dir(source: str) -> Path | None:
+    """The folder a source names, if it is a local path or a file:// URL; None for http(s)."""
+    parsed = urllib.parse.urlparse(source) if "://" in source else None
+    if parsed is None:
+        return Path(source).expanduser()
+    if parsed.scheme == "file":
+        from urllib.request import url2pathname  # only here: slow to import, eval/predict never need it
+
+        return Path(url2pathname(parsed.path))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies
+
+
+class Decoder:
+    """Takes a body chunk by chunk: gzip is decompressed as it arrives, the output hashed and kept.
+
+    Raises ValueError as soon as the body cannot be the file (not gzip or IDX, an HTML page, more
+    output than the file's size); `result()` checks completeness and the SHA-256.
+    """
+
+    def __init__(self, spec: FileSpec):
+        self.spec = spec
+        self.head = b""  # the first bytes, until there are two to tell gzip from IDX
+        self.inflate = None  # a zlib decompressor for gzip bodies; None for raw IDX
+        self.started = False
+        self.out = bytearray()
+        self.sha = hashlib.sha256()
+
+    def feed(self, chunk: bytes) -> None:
+        if not self.started:
+            self.head += chunk
+            if len(self.head) < 2:
+                return
+            chunk, self.head, self.started = self.head, b"", True
+            if chunk[:2] == _GZIP_MAGIC:
+                self.inflate = zlib.decompressobj(wbits=31)
+            elif chunk[:2] != b"\x00\x00":
+                raise ValueError("got an HTML page" if chunk.lstrip()[:1] == b"<" else "got neither gzip nor IDX data")
+        if self.inflate is not None:
+            if self.inflate.eof:
+                return  # bytes after the gzip stream's end are not part of the file
+            try:
+                chunk = self.inflate.decompress(chunk, self.spec.size + 1 - len(self.out))
+            except zlib.error as e:
+                raise ValueError(f"corrupt gzip data ({e})") from None
+        self.out += chunk
+        self.sha.update(chunk)
+        if len(self.out) > self.spec.size:
+            raise ValueError(f"decompresses to more than the expected {self.spec.size} bytes")
+
+    def result(self) -> bytes:
+        """The verified decompressed bytes; ValueError says why not."""
+        if not self.started:
+            raise ValueError("got an empty body")
+        if self.inflate is not None and not self.inflate.eof:
+            raise ValueError("gzip stream is truncated")
+        digest = self.sha.hexdigest()
+        if digest != self.spec.sha256:
+            raise ValueError(f"checksum mismatch (sha256 {digest[:12]}…, expected {self.spec.sha256[:12]}…)")
+        return bytes(self.out)
+
+
+def decode_body(body: bytes, spec: FileSpec) -> bytes:
+    """The verified decompressed bytes of a whole body (gzip or raw IDX); ValueError says why not."""
+    decoder = Decoder(spec)
+    decoder.feed(body)
+    return decoder.result()
+
+
+def _read_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching
+
+
+def _progress(total: int | None, desc: str, quiet: bool, initial: int = 0):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+        disable=quiet or not (sys.stdout.isatty() and sys.stderr.isatty()),
+    )
+
+
+class _Transient(Exception):
+    """A body cut off midway: worth another try at the same source (the partial file is kept)."""
+
+
+def _part_path(data_dir: Path, name: str, url: str) -> Path:
+    """The partial download of `name` from `url`: one per URL, so a resume never mixes sources."""
+    return data_dir / f".{name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.part"
+
+
+def _session(retries: int, backoff: float):
+    """A requests session whose urllib3 Retry handles faults before a response: refused or reset
+    connections, timeouts, and HTTP 408/429/5xx, each at most `retries` times, waiting
+    backoff·2^k seconds (urllib3's schedule: no wait before the first retry). A server's
+    Retry-After is not obeyed, so no server can make a download wait longer than that."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=retries,
+        status_forcelist=TRANSIENT_STATUS,
+        allowed_methods=frozenset({"GET"}),
+        backoff_factor=backoff,
+        raise_on_status=False,  # the last answer comes back, and says which status it was
+        respect_retry_after_header=False,
+    )
+    session = requests.Session()
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, HTTPAdapter(max_retries=retry))
+    session.headers["User-Agent"] = f"mnist-softmax/{__version__} (+https://pypi.org/project/requests)"
+    return session
+
+
+def _fetch_http(session, url: str, part: Path, spec: FileSpec, timeout: tuple[float, float], quiet: bool) -> bytes:
+    """Stream `url` into `part`, resuming from its current length where the server allows (HTTP
+    Range, answered 206) and starting over where it does not (answered 200). Returns the verified
+    decompressed bytes.
+
+    Raises _Transient for a body cut off midway (the partial file stays), ValueError otherwise.
+    """
+    import requests
+
+    have = part.stat().st_size if part.exists() else 0
+    decoder, cap = Decoder(spec), max_body(spec)
+    responded = False
+    try:
+        with session.get(url, headers={"Range": f"bytes={have}-"} if have else {}, stream=True, timeout=timeout) as r:
+            responded = True
+            if r.status_code == 416 and have:  # our partial file is not a prefix the server knows
+                part.unlink()
+                raise _Transient("partial file not resumable; starting over")
+            resumed = have and r.status_code == 206 and r.headers.get("Content-Range", "").startswith(f"bytes {have}-")
+            if r.status_code != 200 and not resumed:
+                raise ValueError(f"HTTP {r.status_code}")
+            if r.headers.get("Content-Type", "").startswith("text/html"):
+                raise ValueError("got an HTML page")
+            start = have if resumed else 0
+            if start:
+                for chunk in _read_chunks(part):
+                    decoder.feed(chunk)
+            length = r.headers.get("Content-Length")
+            # With a Content-Encoding, requests hands over decoded bytes and the length cannot be checked.
+            encoded = r.headers.get("Content-Encoding", "identity") != "identity"
+            total = start + int(length) if length and length.isdigit() and not encoded else None
+            if total is not None and total > cap:
+                raise ValueError(f"announces {total} bytes; this file cannot be more than {cap}")
+            received = start
+            with (
+                open(part, "ab" if resumed else "wb") as f,
+                _progress(total, url.rsplit("/", 1)[-1], quiet, start) as bar,
+            ):
+                for chunk in r.iter_content(_CHUNK):
+                    received += len(chunk)
+                    if received > cap:
+                        raise ValueError(f"sent more than {cap} bytes; this file cannot be more")
+                    f.write(chunk)
+                    decoder.feed(chunk)
+                    bar.update(len(chunk))
+            if total is not None and received != total:
+                raise _Transient(f"connection closed after {received} of {total} bytes")
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+        if not responded:  # urllib3 has already retried these
+            raise ValueError(f"network error: {type(e).__name__}") from None
+        raise _Transient(f"network error: {type(e).__name__}") from None
+    except requests.RequestException as e:
+        raise ValueError(str(e) or type(e).__name__) from None
+    return decoder.result()
+
+
+def _fetch_local(folder: Path, name: str, spec: FileSpec) -> bytes:
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            if candidate.stat().st_size > max_body(spec):
+                raise ValueError(f"{candidate} is larger than this file can be")
+            decoder = Decoder(spec)
+            for chunk in _read_chunks(candidate):
+                decoder.feed(chunk)
+            return decoder.result()
+    raise ValueError(f"no {name}.gz or {name} in {folder}")
+
+
+def _fetch_from(source: str, name: str, data_dir: Path, timeout, retries: int, backoff: float, quiet: bool) -> bytes:
+    """The verified bytes of `name` from one source. A body cut off midway is resumed up to
+    `retries` times, waiting backoff·2^k seconds; ValueError says why the source failed."""
+    spec = FILES[name]
+    folder = _local_dir(source)
+    if folder is not None:
+        return _fetch_local(folder, name, spec)
+    url = urllib.parse.urljoin(source.rstrip("/") + "/", f"{name}.gz")
+    part = _part_path(data_dir, name, url)
+    with _session(retries, backoff) as session:
+        for attempt in range(retries + 1):
+            resuming = part.exists()
+            try:
+                return _fetch_http(session, url, part, spec, timeout, quiet)
+            except _Transient as e:
+                reason = str(e)
+                if attempt < retries:
+                    time.sleep(backoff * 2**attempt)
+                    continue
+            except (ValueError, OSError) as e:
+                reason = str(e) or type(e).__name__
+                part.unlink(missing_ok=True)
+                if resuming and attempt < retries:
+                    continue  # the kept prefix may have been the problem: once more from scratch
+            break
+    raise ValueError(reason)
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock across processes while inside; the lock file is removed on the way out.
+
+    After each flock the lock file is checked to still be the one at `lock`: a process that
+    locked a file which another has meanwhile removed tries again, so two never both hold it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def fetch_file(
+    name: str,
+    data_dir: Path,
+    srcs: Sequence[str],
+    timeout: tuple[float, float] = (10.0, 60.0),
+    retries: int = 2,
+    backoff: float = 0.5,
+    quiet: bool = False,
+) -> bytes:
+    """Fetch, verify and atomically store `data_dir/name`; return its decompressed bytes.
+
+    Sources are tried in turn; any failure at one (HTTP error, HTML page, bad gzip, checksum
+    mismatch, too long a body, retries used up) moves on to the next. The final file is only ever
+    written with verified bytes; partial files are removed once the file is done. Processes that
+    fetch the same file take turns, and a later one uses the file an earlier one stored.
+    """
+    spec = FILES[name]
+    with exclusive(data_dir / f".{name}.lock"):
+        done = read_verified(data_dir / name, spec)
+        if done is not None:
+            return done
+        reasons = []
+        for source in srcs:
+            try:
+                data = _fetch_from(source, name, data_dir, timeout, retries, backoff, quiet)
+            except (ValueError, OSError) as e:
+                reasons.append(f"  {source}: {e}")
+                continue
+            atomic_write_bytes(data_dir / name, data)
+            for leftover in data_dir.glob(f".{name}.*.part"):
+                leftover.unlink(missing_ok=True)
+            return data
+    raise DownloadError(
+        f"could not get a verified {name} from any source:\n"
+        + "\n".join(reasons)
+        + f"\nPoint at a copy of the MNIST files with --mirror URL_OR_DIR or ${MIRROR_ENV}."
+    )
+
+
+def read_verified(path: Path, spec: FileSpec) -> bytes | None:
+    """The file's bytes if it exists with the right size and SHA-256, else None."""
+    try:
+        if path.stat().st_size != spec.size:
+            return None
+        buf = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return buf if hashlib.sha256(buf).hexdigest() == spec.sha256 else None
+
+
+def ensure_files(
+    data_dir: str | os.PathLike,
+    mirrors: Sequence[str] = (),
+    quiet: bool = False,
+    log: Callable[[str], None] = lambda msg: None,
+    **fetch_kwargs,
+) -> dict[str, bytes]:
+    """Verified bytes of the four MNIST files, fetching any that are missing or damaged."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    srcs = None
+    out = {}
+    for name, spec in FILES.items():
+        path = data_dir / name
+        buf = read_verified(path, spec)
+        if buf is None:
+            if path.exists():
+                log(f"{path} is damaged (size or checksum wrong); fetching it again")
+            srcs = srcs or sources(mirrors)
+            buf = fetch_file(name, data_dir, srcs, quiet=quiet, **fetch_kwargs)
+        out[name] = buf
+    return out
