@@ -10,6 +10,7 @@ c*H*W + h*W + w. Standardisation is applied after it, with constants fitted on t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -99,7 +100,14 @@ def features(images: np.ndarray, fe: FrontEnd, params: Params, mean: np.ndarray,
     return standardize(flatten(fe.maps(images, params)), mean, scale)
 
 
-def mnist_rows(fe: FrontEnd, params: Params, mnist, cache_dir: Path | None = None, progress: bool = False):
+def mnist_rows(
+    fe: FrontEnd,
+    params: Params,
+    mnist,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+    about: dict | None = None,
+):
     """A function (part, idx) -> fresh float32 (len(idx), N) feature rows, not standardised, of
     part "train" or "test" of MNIST; the same rows, to the bit, whichever way they are asked for.
 
@@ -107,7 +115,7 @@ def mnist_rows(fe: FrontEnd, params: Params, mnist, cache_dir: Path | None = Non
     rows asked for. Others (pixels) map only those rows: no 60,000-row array is ever held.
     """
     if fe.cache:
-        F = dict(zip(("train", "test"), mnist_maps(fe, params, mnist, cache_dir, progress), strict=True))
+        F = dict(zip(("train", "test"), mnist_maps(fe, params, mnist, cache_dir, progress, about), strict=True))
 
         def rows(part: str, idx) -> np.ndarray:
             X = F[part][idx]
@@ -127,51 +135,45 @@ def params_key(fe: FrontEnd, params: Params) -> str:
     return h.hexdigest()[:16]
 
 
-def mnist_maps(
-    fe: FrontEnd, params: Params, mnist, cache_dir: Path | None = None, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flattened feature maps of MNIST: (train (60000, N), test (10000, N)) float32, not standardised.
-
-    For front ends worth it, they are cached in cache_dir as one .npy per parameter set (written
-    atomically) and memory-mapped when found, so a second run does not recompute them. Train and
-    test images are extracted separately, exactly as `eval` extracts the test set.
-    """
-    path = cache_dir / cache_name(fe, params) if cache_dir and fe.cache else None
-    if path is not None and path.is_file():
-        try:
-            F = np.load(path, mmap_mode="r")
-            if F.shape == (len(mnist.train_images) + len(mnist.test_images), fe.n_features):
-                return F[: len(mnist.train_images)], F[len(mnist.train_images) :]
-        except (ValueError, OSError):
-            pass  # damaged cache file: compute again and replace it
-    F_train = flatten(fe.maps(mnist.train_images, params, progress))
-    F_test = flatten(fe.maps(mnist.test_images, params, progress))
-    if path is not None:
-        from .fileio import atomic_open
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        header = {
-            "descr": np.lib.format.dtype_to_descr(F_train.dtype),
-            "fortran_order": False,
-            "shape": (len(F_train) + len(F_test), fe.n_features),
-        }
-        with atomic_open(path, "wb") as f:  # one .npy of both parts, written without concatenating them
-            np.lib.format.write_array_header_1_0(f, header)
-            f.write(memoryview(np.ascontiguousarray(F_train)))
-            f.write(memoryview(np.ascontiguousarray(F_test)))
-        remove_outdated(fe, cache_dir)
-    return F_train, F_test
-
-
 def cache_name(fe: FrontEnd, params: Params) -> str:
     """The cache file of these features: front end, extraction version, parameter hash."""
     return f"{fe.name}-v{fe.version}-{params_key(fe, params)}.npy"
 
 
-def remove_outdated(fe: FrontEnd, cache_dir: Path) -> None:
-    """Delete this front end's cache files made by other extraction versions (878 MB each for
-    conv), which no run can use again. Files of other seeds or settings stay."""
-    current = f"{fe.name}-v{fe.version}-"
-    for f in cache_dir.glob(f"{fe.name}-*.npy"):
-        if not f.name.startswith(current):
-            f.unlink(missing_ok=True)
+def made_by(config: dict, front_end: str) -> dict:
+    """The settings a front end's parameters came from, to say in the cache what made a file."""
+    keys = ("seed", "val_size")
+    return {"front_end": front_end} | {k: v for k, v in config.items() if k in keys or k.startswith(f"{front_end}_")}
+
+
+def mnist_maps(
+    fe: FrontEnd,
+    params: Params,
+    mnist,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+    about: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened feature maps of MNIST: (train (60000, N), test (10000, N)) float32, not standardised.
+
+    For front ends worth it, they are kept in cache_dir (cache.py), verified and memory-mapped when
+    found, so a second run does not recompute them. The cache is best-effort: a folder that cannot
+    be written (read-only, full) costs the next run the recomputation, never this one its result.
+    Train and test images are extracted separately, exactly as `eval` extracts the test set.
+    """
+    from . import cache
+
+    path = cache_dir / cache_name(fe, params) if cache_dir and fe.cache else None
+    shapes = {"train": (len(mnist.train_images), fe.n_features), "test": (len(mnist.test_images), fe.n_features)}
+    if path is not None and path.is_file():
+        found = cache.load(path, shapes)
+        if found is not None:
+            return found["train"], found["test"]
+    F_train = flatten(fe.maps(mnist.train_images, params, progress))
+    F_test = flatten(fe.maps(mnist.test_images, params, progress))
+    if path is not None:
+        about = {"front_end": fe.name, "version": fe.version, **(about or {})}
+        with contextlib.suppress(OSError):
+            cache.store(path, {"train": F_train, "test": F_test}, about)
+            cache.remove_outdated(cache_dir, fe.name, fe.version)
+    return F_train, F_test

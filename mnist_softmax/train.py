@@ -18,7 +18,7 @@ import numpy as np
 from .config import Config
 from .data import Mnist
 from .errors import TrainingDiverged
-from .features import FRONT_ENDS, fit_standardizer, mnist_rows, standardize_
+from .features import FRONT_ENDS, fit_standardizer, made_by, mnist_rows, standardize_
 from .model import N_CLASSES, Model, evaluate
 from .sgd import sgd_step
 from .split import rng_streams, split_indices
@@ -149,7 +149,7 @@ def prepare(
     fe = FRONT_ENDS[cfg.features]
     train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, streams["split"])
     fe_params = fe.fit(mnist.train_images[train_idx], streams["front_end"], cfg)
-    rows = mnist_rows(fe, fe_params, mnist, cache_dir, progress)
+    rows = mnist_rows(fe, fe_params, mnist, cache_dir, progress, made_by(cfg.to_dict(), fe.name))
     X_train = rows("train", train_idx)
     mean, scale = fit_standardizer(X_train, cfg.standardize, cfg.std_floor)
     model = Model(

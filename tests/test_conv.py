@@ -101,8 +101,8 @@ def test_feature_cache_is_written_once_reused_and_keyed_by_params(params, mnist,
         mnist.train_images[:200], mnist.train_labels[:200], mnist.test_images[:50], mnist.test_labels[:50]
     )
     F_train, F_test = mnist_maps(CONV, params, small, tmp_path)
-    files = list(tmp_path.iterdir())
-    assert [f.name for f in files] == [f"conv-v{conv.VERSION}-{params_key(CONV, params)}.npy"]
+    stem = f"conv-v{conv.VERSION}-{params_key(CONV, params)}"
+    assert sorted(f.name for f in tmp_path.iterdir()) == [f"{stem}.json", f"{stem}.npy"]
     spy = CONV._replace(maps=lambda *a, **k: pytest.fail("features were computed again"))
     G_train, G_test = mnist_maps(spy, params, small, tmp_path)
     assert isinstance(G_train, np.memmap)
@@ -121,19 +121,62 @@ def test_cache_files_of_older_extraction_versions_are_removed(params, mnist, tmp
     for name in [other_seed, *outdated, "notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
     mnist_maps(CONV, params, small, tmp_path)
-    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([other_seed, cache_name(CONV, params), "notes.txt"])
+    current = cache_name(CONV, params)
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(
+        [other_seed, current, current.replace(".npy", ".json"), "notes.txt"]
+    )
 
 
-def test_damaged_feature_cache_is_recomputed(params, mnist, tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "rows zeroed", "test row changed", "sidecar missing"])
+def test_damaged_feature_cache_is_recomputed(params, mnist, tmp_path, damage):
     small = type(mnist)(
         mnist.train_images[:100], mnist.train_labels[:100], mnist.test_images[:20], mnist.test_labels[:20]
     )
-    F_train, _ = mnist_maps(CONV, params, small, tmp_path)
-    path = next(tmp_path.iterdir())
-    path.write_bytes(path.read_bytes()[:1000])
-    G_train, _ = mnist_maps(CONV, params, small, tmp_path)
+    F_train, F_test = mnist_maps(CONV, params, small, tmp_path)
+    path = tmp_path / cache_name(CONV, params)
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        del data[1000:]
+    elif damage == "rows zeroed":
+        data[-20 * 3136 * 4 - 50 * 3136 * 4 : -20 * 3136 * 4] = bytes(50 * 3136 * 4)  # 50 train rows
+    elif damage == "test row changed":
+        data[-100] ^= 0x40
+    else:
+        path.with_suffix(".json").unlink()
+    path.write_bytes(bytes(data))
+    G_train, G_test = mnist_maps(CONV, params, small, tmp_path)
     np.testing.assert_array_equal(G_train, F_train)
-    assert path.stat().st_size > 1000
+    np.testing.assert_array_equal(G_test, F_test)
+    if damage == "sidecar missing":  # recomputed, so written again with its sidecar
+        assert path.with_suffix(".json").is_file()
+    else:
+        assert path.read_bytes() != bytes(data), "the damaged file was replaced"
+    H_train, _ = mnist_maps(CONV._replace(maps=lambda *a, **k: pytest.fail("not trusted")), params, small, tmp_path)
+    np.testing.assert_array_equal(H_train, F_train)
+
+
+def test_an_unwritable_cache_costs_nothing_but_the_cache(params, mnist, tmp_path):
+    small = type(mnist)(
+        mnist.train_images[:50], mnist.train_labels[:50], mnist.test_images[:10], mnist.test_labels[:10]
+    )
+    (tmp_path / "file").write_text("not a folder")
+    F_train, F_test = mnist_maps(CONV, params, small, tmp_path / "file" / "cache")
+    np.testing.assert_array_equal(F_test, conv.maps(small.test_images, params).reshape(10, -1))
+
+
+def test_cache_command_lists_and_clears(params, mnist, tmp_path):
+    small = type(mnist)(
+        mnist.train_images[:50], mnist.train_labels[:50], mnist.test_images[:10], mnist.test_labels[:10]
+    )
+    mnist_maps(CONV, params, small, tmp_path / "cache", about={"seed": 4, "conv_kernel": 5})
+    (tmp_path / "cache" / ".conv-v3-x.npy.1234abcd.tmp").write_bytes(b"left by a killed run")
+    out = run("cache", "--data-dir", tmp_path).output.splitlines()
+    size = sum(f.stat().st_size for f in (tmp_path / "cache").glob("conv-*"))
+    assert len(out) == 2 and cache_name(CONV, params) in out[0] and "seed 4, conv_kernel 5" in out[0]
+    assert f"{size / 1e6:,.1f} MB" in out[0] and out[1].startswith("1 cached feature file,")
+    assert run("cache", "--data-dir", tmp_path, "--clear").output.startswith("removed 3 files")
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert run("cache", "--data-dir", tmp_path / "none").output.startswith("0 cached feature files, 0.0 MB")
 
 
 def test_conv_checkpoint_round_trip(params, mnist, tmp_path):
