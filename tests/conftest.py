@@ -226,3 +226,21 @@ def conv_trained(mnist_dir, tmp_path_factory):
     finally:
         os.chdir(old)
     return d / "run"
+
+
+def assert_figure(path, size=None, drawn="colour", min_fraction=0.005):
+    """A PNG of `size` whose plot area (the middle 60% × 80%) holds a real drawing, not only
+    axes and labels: colour (a pixel whose channels differ by > 60) or, for grey figures, dark
+    pixels, in at least min_fraction of it. A blank figure with titled, gridded axes has no colour
+    and under 0.6% dark pixels."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG", path
+        if size is not None:
+            assert im.size == size, (path, im.size)
+        rgb = np.asarray(im.convert("RGB")).astype(np.int16)
+    h, w, _ = rgb.shape
+    area = rgb[h // 5 : 4 * h // 5, w // 10 : 9 * w // 10]
+    hit = (area.max(-1) - area.min(-1) > 60) if drawn == "colour" else (area.max(-1) < 100)
+    assert hit.mean() >= min_fraction, f"{path}: only {hit.mean():.4f} of the plot area is drawn"

@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import run
-from PIL import Image
+from conftest import assert_figure, run
 
 from mnist_softmax.cli import main
 from mnist_softmax.scoring import confusion_matrix, most_confident_errors, per_class
@@ -55,9 +54,8 @@ def test_eval_table_defaults_to_latest_and_writes_figures(trained, mnist_dir, mo
     assert "true\\pred" in out and "precision" in out
     matrix_rows = [line for line in out.splitlines() if line[:9].strip().isdigit() and len(line.split()) == 11]
     assert len(matrix_rows) == 10 and len({len(r) for r in matrix_rows}) == 1  # aligned
-    for name in ("confusion.png", "errors.png"):
-        with Image.open(tmp_path / "report" / name) as im:
-            assert im.format == "PNG" and im.width > 500
+    assert_figure(tmp_path / "report" / "confusion.png", min_fraction=0.01)
+    assert_figure(tmp_path / "report" / "errors.png", drawn="dark", min_fraction=0.03)
 
 
 def test_eval_without_any_run_says_what_to_do(tmp_path, monkeypatch, mnist_dir):
