@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results import machine, reference_speeds, write_section  # this folder is on sys.path
 
 
 def run_process(args: list[str], cwd: str | None = None) -> tuple[float, float]:
@@ -62,27 +63,6 @@ def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
             train_epoch(W, b, velocity, X, y, rng.permutation(len(X)), cfg.lr, cfg)
             times.append(time.perf_counter() - t)
     return {"load_s": load_s, "samples_per_s": len(X) / statistics.median(times), "n_train": len(X)}
-
-
-def matmul_gflops(size: int, reps: int = 5) -> float:
-    """GFLOP/s of a size² float32 matrix product (BLAS with its default threads): mean of reps, after one."""
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ a
-    return 2 * size**3 * reps / (time.perf_counter() - t) / 1e9
-
-
-def reference_speeds() -> str:
-    """A 2000² float32 matmul's GFLOP/s and a 200 MB scale-copy's GB/s: to compare runs made at
-    different moments on a machine whose speed varies."""
-    gflops = matmul_gflops(2000)
-    b = np.ones(50_000_000, np.float32)
-    t = time.perf_counter()
-    np.multiply(b, 2, out=b)
-    gbs = 2 * b.nbytes / (time.perf_counter() - t) / 1e9
-    return f"{gflops:.0f} GFLOP/s matmul, {gbs:.1f} GB/s memory"
 
 
 def bench_conv_extraction(data_dir: str) -> float:
@@ -124,6 +104,7 @@ def main() -> None:
     ap.add_argument("--mirror", action="append", default=[])
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
+    machine_before = reference_speeds()
 
     cli = [sys.executable, "-m", "mnist_softmax"]
     # In a child, so this process stays small: a child's peak RSS includes its parent's at fork.
@@ -155,24 +136,27 @@ def main() -> None:
         rows.append(("whole `train --features conv`, cold cache", repeat(conv, 1)))
         rows.append(("whole `train --features conv`, warm cache", repeat(conv)))
 
-    machine_before = reference_speeds()
     loop = bench_loop(a.data_dir, a.mirror)  # last: it holds the dataset in memory
     extraction_s = bench_conv_extraction(a.data_dir)
-    print(
-        f"machine: {os.cpu_count()} cores, numpy {np.__version__}, python {sys.version.split()[0]}; "
-        f"reference speeds now (a shared machine varies): {machine_before} at the start, "
-        f"{reference_speeds()} at the end"
-    )
-    print(f"{'measure':<58}{'value':>10}")
-    print(f"{'load cached MNIST (verify + parse), s':<58}{loop['load_s']:>10.3f}")
-    print(f"{'training loop, samples/s (median epoch)':<58}{loop['samples_per_s']:>10,.0f}")
-    print(f"{'conv feature extraction, 70,000 images, s':<58}{extraction_s:>10.2f}")
+    lines = [
+        "## Whole commands",
+        "",
+        f"`python benchmarks/bench.py --data-dir DATA --repeat {a.repeat}`, data already downloaded.",
+        f"Machine: {machine()}; reference speeds {machine_before} at the start, {reference_speeds()} at the end.",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| load cached MNIST (verify + parse), s | {loop['load_s']:.3f} |",
+        f"| pixel training loop, samples/s (median epoch) | {loop['samples_per_s']:,.0f} |",
+        f"| conv feature extraction, 70,000 images, s | {extraction_s:.2f} |",
+    ]
     for label, results in rows:
         walls, rss = zip(*results, strict=True)
-        print(f"{label + f', s (median of {len(walls)})':<58}{statistics.median(walls):>10.2f}")
-        print(f"{label + ', peak RSS MiB':<58}{max(rss):>10.0f}")
-    label = "whole `train`: its figure helper process, peak RSS MiB"
-    print(f"{label:<58}{painter_rss_mb():>10.0f}")
+        lines.append(f"| {label}, s (median of {len(walls)}) | {statistics.median(walls):.2f} |")
+        lines.append(f"| {label}, peak RSS MiB | {max(rss):.0f} |")
+    lines.append(f"| whole `train`: its figure helper process, peak RSS MiB | {painter_rss_mb():.0f} |")
+    print("\n".join(lines))
+    write_section("bench", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench import matmul_gflops  # this folder is on sys.path when run as a script
+from results import machine, matmul_gflops, reference_speeds, write_section  # this folder is on sys.path
 
 CONTENDERS = ("mnist-softmax", "pytorch", "sklearn-lbfgs", "sklearn-sgd")
 
@@ -152,6 +152,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    before = reference_speeds()
     results: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
     for r in range(a.rounds):
         order = CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]  # A B C D, then D C B A, ...
@@ -161,15 +162,20 @@ def main() -> None:
 
     n = 55_000
     med = {k: statistics.median(x["seconds"] for x in v) for k, v in results.items()}
-    print(
-        f"machine: {os.cpu_count()} cores, numpy {np.__version__}, python {sys.version.split()[0]}; "
-        f"medians of {a.rounds} alternating rounds; training time only"
-    )
-    print("| tool | wall s | samples/s | passes | test accuracy | peak RSS MiB | time ÷ ours |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    lines = [
+        "## Against PyTorch and scikit-learn",
+        "",
+        f"`python benchmarks/compare.py --data-dir DATA --rounds {a.rounds}`: the same 10×784 softmax classifier",
+        "on the same 55,000 standardised images; each tool in its own process, alternating order, medians of",
+        f"{a.rounds} rounds, training time only. PyTorch {_torch_version()} with its default threads.",
+        f"Machine: {machine()}; reference speeds {before} at the start, {reference_speeds()} at the end.",
+        "",
+        "| tool | wall s | samples/s | passes | test accuracy | peak RSS MiB | time ÷ ours |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, runs in results.items():
         passes = runs[0]["passes"]
-        print(
+        lines.append(
             f"| {name} | {med[name]:.2f} | {passes * n / med[name]:,.0f} | {passes} | "
             f"{statistics.median(x['test_acc'] for x in runs):.4f} | {max(x['peak_rss_mb'] for x in runs):.0f} | "
             f"{med[name] / med['mnist-softmax']:.2f} |"
@@ -177,15 +183,21 @@ def main() -> None:
     ours_sps = results["mnist-softmax"][0]["passes"] * n / med["mnist-softmax"]
     loop_gflops = 4 * 784 * 10 * ours_sps / 1e9
     peak = matmul_gflops(2048)
-    print(
-        f"\nour loop: {loop_gflops:.1f} GFLOP/s (4·784·10 flops per sample) on one BLAS thread "
-        "(batches gathered on a second thread); "
-        f"a 2048² float32 matmul here: {peak:.0f} GFLOP/s on {os.cpu_count()} cores "
-        f"({loop_gflops / peak:.1%} of it)\n",
-        flush=True,
-    )
+    lines += [
+        "",
+        f"Our loop: {loop_gflops:.1f} GFLOP/s (4·784·10 flops per sample) on one BLAS thread, batches gathered",
+        f"on a second thread; a 2048² float32 matmul in the same run: {peak:.0f} GFLOP/s on {os.cpu_count()} cores"
+        f" ({loop_gflops / peak:.1%} of it).",
+    ]
+    print("\n".join(lines), flush=True)
+    write_section("compare", "\n".join(lines))
     # The whole commands (train, train --features conv, eval, predict, conv extraction), same run.
     subprocess.run([sys.executable, str(Path(__file__).with_name("bench.py")), "--data-dir", a.data_dir], check=True)
+
+
+def _torch_version() -> str:
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True)
+    return out.stdout.decode().strip() or "(not installed)"
 
 
 if __name__ == "__main__":
