@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,70 +77,191 @@ def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict,
         np.savez(f, **arrays)
 
 
+_SMALL = 1 << 20  # the most bytes a scalar, string or JSON member may declare
+_STRINGS = ("format", "front_end", "config_json", "metrics_json", "train_rng_json", "train_history_json")
+_FLOATS = ("W", "b", "norm_mean", "norm_scale", "train_vW", "train_vb")
+
+
+def _fail(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {what}")
+
+
+def _read_member(zf: zipfile.ZipFile, path: Path, key: str, max_bytes: int) -> np.ndarray:
+    """Member `key` of the .npz as an array, read only after its declared size (≤ max_bytes) and its
+    .npy header (no objects, no more data than the member holds) were checked."""
+    info = zf.getinfo(f"{key}.npy")
+    if info.file_size > max_bytes:
+        raise _fail(path, f"{key} declares {info.file_size:,} bytes, more than a checkpoint's {key} can hold")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise _fail(path, f"{key} is not a .npy array of a known version")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject:
+            raise _fail(path, f"{key} holds Python objects, which are never unpickled")
+        n = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if n > info.file_size:
+            raise _fail(path, f"{key} claims shape {shape}, more data than it holds")
+        data = f.read(n)
+    if len(data) != n:
+        raise _fail(path, f"{key} is truncated")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _string(path: Path, key: str, a: np.ndarray) -> str:
+    if a.shape != () or a.dtype.kind != "U":
+        raise _fail(path, f"{key} must be a string, found {a.dtype} of shape {a.shape}")
+    return str(a)
+
+
+def _integer(path: Path, key: str, a: np.ndarray) -> int:
+    if a.shape != () or a.dtype.kind not in "iu":
+        raise _fail(path, f"{key} must be an integer, found {a.dtype} of shape {a.shape}")
+    return int(a)
+
+
+def _json(path: Path, key: str, text: str, kind: type):
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise _fail(path, f"{key} is damaged ({e})") from None
+    if not isinstance(value, kind):
+        raise _fail(path, f"{key} must hold a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
+def _floats(path: Path, key: str, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if a.dtype != np.float32:
+        raise _fail(path, f"{key} must be float32, found {a.dtype}")
+    if a.shape != shape:
+        raise _fail(path, f"{key} has shape {a.shape}, expected {shape}")
+    if not np.isfinite(a).all():
+        raise _fail(path, f"{key} holds NaN or infinite values")
+    return np.array(a)  # writable, aligned, ours
+
+
+def _open(path: Path) -> zipfile.ZipFile:
+    import stat
+
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise CheckpointError(f"{path} is not a regular file")
+        return zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (not an .npz file: {e})") from None
+
+
+def _load(path: str | Path, with_state: bool):
+    """The checkpoint's validated contents: (Checkpoint, {train_* key: value} or None)."""
+    path = Path(path)
+    from .config import make_config
+    from .errors import ConfigError
+
+    try:
+        with _open(path) as zf:
+            members = {name[:-4] for name in zf.namelist() if name.endswith(".npy")}
+            missing = [k for k in _REQUIRED if k not in members]
+            if missing:
+                raise CheckpointError(f"{path} is not an mnist-softmax checkpoint (missing {', '.join(missing)})")
+            small = {k: _read_member(zf, path, k, _SMALL) for k in _REQUIRED if k not in _FLOATS}
+            if _string(path, "format", small["format"]) != FORMAT:
+                raise CheckpointError(f"{path} is not an mnist-softmax checkpoint")
+            version = _integer(path, "format_version", small["format_version"])
+            if version not in READABLE_VERSIONS:
+                readable = " and ".join(map(str, READABLE_VERSIONS))
+                raise _fail(path, f"format version {version}; this mnist-softmax reads versions {readable}")
+            front_end = _string(path, "front_end", small["front_end"])
+            if front_end not in FRONT_ENDS:
+                raise _fail(path, f"front end {front_end!r}, which this version does not have")
+            fe = FRONT_ENDS[front_end]
+            if _integer(path, "n_classes", small["n_classes"]) != N_CLASSES:
+                raise _fail(path, f"n_classes must be {N_CLASSES}")
+            map_shape = small["map_shape"]
+            if map_shape.dtype.kind not in "iu" or tuple(map_shape.tolist()) != fe.map_shape:
+                raise _fail(path, f"map_shape {map_shape.tolist()} does not match front end {front_end} {fe.map_shape}")
+            values = _json(path, "config_json", _string(path, "config_json", small["config_json"]), dict)
+            try:
+                config = make_config(values, source=f"{path} config_json").to_dict()
+            except ConfigError as e:
+                raise _fail(path, f"config_json: {e}") from None
+            if config["features"] != front_end:
+                raise _fail(path, f"config_json trains features {config['features']!r}, not {front_end!r}")
+            metrics = _json(path, "metrics_json", _string(path, "metrics_json", small["metrics_json"]), dict)
+
+            T, N = N_CLASSES, fe.n_features
+            shapes = {"W": (T, N), "b": (T,), "norm_mean": (N,), "norm_scale": (N,)}
+            fe_shapes = {f"fe_{k}": shape for k, shape in fe.param_shapes(config).items()}
+            extra = sorted(k for k in members if k.startswith("fe_") and k not in fe_shapes)
+            if extra:
+                raise _fail(path, f"{', '.join(extra)} is not a parameter of front end {front_end}")
+            if with_state:
+                state_keys = ("train_vW", "train_vb", "train_rng_json", "train_history_json")
+                if not all(k in members for k in state_keys):
+                    raise CheckpointError(f"{path} holds no training state to resume from")
+                shapes |= {"train_vW": (T, N), "train_vb": (T,)}
+            arrays = {}
+            for key, shape in (shapes | fe_shapes).items():
+                if key not in members:
+                    raise CheckpointError(f"{path} is not an mnist-softmax checkpoint (missing {key})")
+                max_bytes = 4096 + 8 * int(np.prod(shape, dtype=object))  # room for a float64 to be named
+                arrays[key] = _floats(path, key, _read_member(zf, path, key, max_bytes), shape)
+            state = None
+            if with_state:
+                rng = _json(
+                    path,
+                    "train_rng_json",
+                    _string(path, "train_rng_json", _read_member(zf, path, "train_rng_json", _SMALL)),
+                    dict,
+                )
+                history = _json(
+                    path,
+                    "train_history_json",
+                    _string(path, "train_history_json", _read_member(zf, path, "train_history_json", _SMALL)),
+                    list,
+                )
+                state = {"velocity": (arrays["train_vW"], arrays["train_vb"]), "rng_state": rng, "history": history}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error) as e:
+        if isinstance(e, OSError) and e.filename:
+            raise
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+    if not (arrays["norm_scale"] > 0).all():
+        raise _fail(path, "norm_scale must be positive")
+    fe_params = {k[3:]: arrays[k] for k in fe_shapes}
+    model = Model(front_end, fe_params, arrays["norm_mean"], arrays["norm_scale"], arrays["W"], arrays["b"])
+    return Checkpoint(model, config, metrics, version), state
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """(model, config dict, metrics dict, format version) from a checkpoint written by save_checkpoint.
 
-    Raises CheckpointError for a missing, truncated, foreign, pickled, wrong-version or
-    shape-inconsistent file. Never unpickles anything.
+    Every member is validated before use and a CheckpointError names what is wrong: a missing,
+    truncated, foreign, pickled or wrong-version file; weights that are not finite float32 of the
+    right shapes; front-end parameters that do not fit the front end; a config that would not
+    pass as a config file. Each member's declared size is checked before it is read, members
+    this version does not know are never read, and nothing is ever unpickled.
     """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _REQUIRED if k not in z.files]
-            if missing:
-                raise CheckpointError(f"{path} is not an mnist-softmax checkpoint (missing {', '.join(missing)})")
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        # NumPy's own message for these suggests loading with pickle; a checkpoint never needs it.
-        why = "not an .npz file, or it holds pickled objects, which are never loaded" if "pickle" in str(e) else e
-        raise CheckpointError(f"{path} is not a readable checkpoint ({why})") from None
-    if str(arrays["format"]) != FORMAT:
-        raise CheckpointError(f"{path} is not an mnist-softmax checkpoint")
-    version = int(arrays["format_version"])
-    if version not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
-        raise CheckpointError(f"{path} has format version {version}; this mnist-softmax reads versions {readable}")
-    front_end = str(arrays["front_end"])
-    if front_end not in FRONT_ENDS:
-        raise CheckpointError(f"{path} uses front end {front_end!r}, which this version does not have")
-    fe = FRONT_ENDS[front_end]
-    T, N = int(arrays["n_classes"]), fe.n_features
-    shapes = {"W": (T, N), "b": (T,), "norm_mean": (N,), "norm_scale": (N,)}
-    for key, shape in shapes.items():
-        if arrays[key].shape != shape:
-            raise CheckpointError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
-    if tuple(arrays["map_shape"]) != fe.map_shape or T != N_CLASSES:
-        raise CheckpointError(f"{path}: feature map {tuple(arrays['map_shape'])} or class count {T} does not match")
-    try:
-        config, metrics = json.loads(str(arrays["config_json"])), json.loads(str(arrays["metrics_json"]))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: damaged config or metrics ({e})") from None
-    fe_params = {k[3:]: v for k, v in arrays.items() if k.startswith("fe_")}
-    model = Model(front_end, fe_params, arrays["norm_mean"], arrays["norm_scale"], arrays["W"], arrays["b"])
-    return Checkpoint(model, config, metrics, version)
+    return _load(path, with_state=False)[0]
 
 
 def load_train_state(path: str | Path):
     """(config dict, train.TrainState) from a checkpoint that holds training state, for `train --resume`."""
     from .train import TrainState  # only here: inference never imports the trainer
 
-    model, config, _, version = load_checkpoint(path)
-    if version != FORMAT_VERSION:
+    checkpoint, state = _load(path, with_state=True)
+    if checkpoint.format_version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} was written by an older mnist-softmax (format version {version}), whose random streams "
-            "this version does not continue; start a new run instead of --resume"
+            f"{path} was written by an older mnist-softmax (format version {checkpoint.format_version}), whose "
+            "random streams this version does not continue; start a new run instead of --resume"
         )
-    with np.load(path, allow_pickle=False) as z:
-        keys = ("train_vW", "train_vb", "train_rng_json", "train_history_json")
-        if not all(k in z.files for k in keys):
-            raise CheckpointError(f"{path} holds no training state to resume from")
-        vW, vb = z["train_vW"], z["train_vb"]
-        try:
-            rng_state, history = json.loads(str(z["train_rng_json"])), json.loads(str(z["train_history_json"]))
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}: damaged training state ({e})") from None
-    if vW.shape != model.W.shape or vb.shape != model.b.shape:
-        raise CheckpointError(f"{path}: training state does not match the weights' shapes")
-    return config, TrainState(model.W, model.b, (vW, vb), rng_state, history)
+    model, config = checkpoint.model, checkpoint.config
+    history = state["history"]
+    if len(history) > config["epochs"] or not all(isinstance(row, dict) for row in history):
+        raise CheckpointError(f"{path}: train_history_json does not fit the run's {config['epochs']} epochs")
+    try:
+        np.random.default_rng().bit_generator.state = state["rng_state"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: train_rng_json is not a random generator's state ({e})") from None
+    return config, TrainState(model.W, model.b, state["velocity"], state["rng_state"], history)

@@ -73,6 +73,12 @@ def spherical_kmeans(X: np.ndarray, k: int, iters: int, rng: np.random.Generator
     return D
 
 
+def param_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """The shape of each parameter `fit` returns for a config (a dict of Config's fields)."""
+    k = int(config["conv_kernel"])
+    return {"filters": (k * k, N_FILTERS), "offset": (N_FILTERS,), "threshold": ()}
+
+
 def fit(images: np.ndarray, rng: np.random.Generator, cfg) -> dict[str, np.ndarray]:
     """Learn the filters from training images uint8 (n, 28, 28), without labels.
 

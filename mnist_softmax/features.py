@@ -30,6 +30,7 @@ class FrontEnd(NamedTuple):
     maps: Callable[..., np.ndarray]  # (images (n,28,28), params, progress=False) -> (n, C, H, W) float32
     cache: bool  # worth caching the features of the 70,000 MNIST images on disk
     version: int  # of the extraction: bumped when `maps` changes, so cached features are recomputed
+    param_shapes: Callable[[dict], dict[str, tuple[int, ...]]]  # config dict -> {param name: shape}
 
     @property
     def n_features(self) -> int:
@@ -47,8 +48,16 @@ def _pixels_maps(images: np.ndarray, params: Params, progress: bool = False) -> 
     return np.multiply(images, np.float32(1 / 255), dtype=np.float32)[:, None]
 
 
-PIXELS = FrontEnd("pixels", (1, 28, 28), _pixels_fit, _pixels_maps, cache=False, version=1)
-CONV = FrontEnd("conv", (conv.N_FILTERS, 7, 7), conv.fit, conv.maps, cache=True, version=conv.VERSION)
+PIXELS = FrontEnd("pixels", (1, 28, 28), _pixels_fit, _pixels_maps, cache=False, version=1, param_shapes=lambda c: {})
+CONV = FrontEnd(
+    "conv",
+    (conv.N_FILTERS, 7, 7),
+    conv.fit,
+    conv.maps,
+    cache=True,
+    version=conv.VERSION,
+    param_shapes=conv.param_shapes,
+)
 FRONT_ENDS = {fe.name: fe for fe in (PIXELS, CONV)}
 
 

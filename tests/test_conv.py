@@ -190,7 +190,7 @@ def test_conv_checkpoint_round_trip(params, mnist, tmp_path):
         rng.normal(size=(10, 3136)).astype(f32),
         rng.normal(size=10).astype(f32),
     )
-    save_checkpoint(tmp_path / "m.npz", m, {}, {})
+    save_checkpoint(tmp_path / "m.npz", m, load_config("conv").to_dict(), {})
     m2 = load_checkpoint(tmp_path / "m.npz").model
     assert m2.front_end == "conv" and set(m2.fe_params) == set(params)
     np.testing.assert_array_equal(m2.features(mnist.test_images[:5]), m.features(mnist.test_images[:5]))
