@@ -48,18 +48,25 @@ class Config:
 
 
 _CHOICES = {"features": FEATURE_NAMES, "schedule": SCHEDULES, "standardize": STANDARDIZE}
-_POSITIVE = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "lr_step_epochs",
-    "lr_gamma",
-    "conv_kernel",
-    "conv_patches",
-    "conv_kmeans_iters",
-    "conv_whiten_eps",
-)
-_NON_NEGATIVE = ("weight_decay", "val_size", "seed", "std_floor", "momentum", "conv_threshold")
+# Every numeric key's range: what the code can honour, checked before any work starts.
+# (low, high, low allowed, high allowed)
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "epochs": (1, 10_000, True, True),
+    "batch_size": (1, 60_000, True, True),
+    "lr": (0, 1e40, False, True),  # huge rates are allowed: they diverge, and training says so
+    "momentum": (0, 1, True, False),
+    "weight_decay": (0, 1, True, True),  # beyond 1 the penalty, not the data, decides every weight
+    "lr_step_epochs": (1, 10_000, True, True),
+    "lr_gamma": (0, 1, False, True),
+    "val_size": (0, 59_999, True, True),  # the training split keeps at least one image
+    "seed": (0, 2**63 - 1, True, True),
+    "std_floor": (0, 1e3, False, True),  # 0 would divide features that never vary by zero
+    "conv_kernel": (3, 15, True, True),  # odd as well; 1×1 patches have no contrast to normalise
+    "conv_patches": (1_000, 1_000_000, True, True),  # 3× that are drawn: ≤ 2.7 GB for 15×15 patches
+    "conv_kmeans_iters": (1, 1_000, True, True),
+    "conv_whiten_eps": (0, 10, False, True),
+    "conv_threshold": (0, 10, True, True),
+}
 
 
 def _check_type(key: str, value: Any, want: type) -> Any:
@@ -70,27 +77,25 @@ def _check_type(key: str, value: Any, want: type) -> Any:
     return value
 
 
+def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    return f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
 def validate(cfg: Config) -> Config:
     """Range checks that no type can express; returns cfg unchanged or raises ConfigError."""
     for key, allowed in _CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
-    for key in _POSITIVE:
+    for key, (low, high, low_in, high_in) in RANGES.items():
         v = getattr(cfg, key)
-        if not (v > 0 and math.isfinite(v)):
-            raise ConfigError(f"config key '{key}' must be > 0, got {v!r}")
-    for key in _NON_NEGATIVE:
-        v = getattr(cfg, key)
-        if not (v >= 0 and math.isfinite(v)):
-            raise ConfigError(f"config key '{key}' must be >= 0, got {v!r}")
-    if cfg.momentum >= 1:
-        raise ConfigError(f"config key 'momentum' must be < 1, got {cfg.momentum!r}")
-    if cfg.conv_kernel % 2 == 0 or cfg.conv_kernel > 15:
-        raise ConfigError(f"config key 'conv_kernel' must be odd and at most 15, got {cfg.conv_kernel}")
-    if cfg.conv_patches < 1000:
-        raise ConfigError(f"config key 'conv_patches' must be at least 1000, got {cfg.conv_patches}")
-    if cfg.val_size >= 60_000:
-        raise ConfigError(f"config key 'val_size' must be < 60000 (the training set), got {cfg.val_size}")
+        above = v >= low if low_in else v > low
+        below = v <= high if high_in else v < high
+        if not (math.isfinite(v) and above and below):
+            if low == 0 and not low_in and high >= 1e3:
+                raise ConfigError(f"config key '{key}' must be > 0, got {v!r}")
+            raise ConfigError(f"config key '{key}' must be in {_interval(low, high, low_in, high_in)}, got {v!r}")
+    if cfg.conv_kernel % 2 == 0:
+        raise ConfigError(f"config key 'conv_kernel' must be odd, got {cfg.conv_kernel}")
     return cfg
 
 

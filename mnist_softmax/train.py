@@ -135,7 +135,14 @@ def train_epoch(
 
 
 def _diverged(what: str, lr: float, cfg: Config):
-    raise TrainingDiverged(f"training diverged ({what}) at lr {lr:g}; try a smaller --lr, e.g. --lr {cfg.lr / 10:g}")
+    advice = f"try a smaller --lr, e.g. --lr {cfg.lr / 10:g}"
+    if lr * cfg.weight_decay > 2 * (1 + cfg.momentum):
+        # Then the decay term alone, W ← W − lr·wd·W with momentum, overshoots and grows without bound.
+        advice = (
+            f"lr × weight decay = {lr * cfg.weight_decay:g} is too large for the decay step to be stable; "
+            f"{advice}, or a smaller --weight-decay"
+        )
+    raise TrainingDiverged(f"training diverged ({what}) at lr {lr:g}; {advice}")
 
 
 def prepare(

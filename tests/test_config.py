@@ -67,6 +67,36 @@ def test_out_of_range_values_are_rejected_naming_the_key(values, key):
         make_config(values)
 
 
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"conv_kernel": 1}, r"'conv_kernel' must be in \[3, 15\], got 1"),
+        ({"conv_kernel": 4}, "'conv_kernel' must be odd"),
+        ({"conv_patches": 10**12}, r"'conv_patches' must be in \[1000, 1e\+06\]"),
+        ({"std_floor": 0.0}, "'std_floor' must be > 0"),
+        ({"weight_decay": 1e308}, r"'weight_decay' must be in \[0, 1\]"),
+        ({"batch_size": 10**9}, "'batch_size' must be in"),
+        ({"epochs": 10**7}, "'epochs' must be in"),
+        ({"lr": float("inf")}, "'lr' must be > 0"),
+        ({"seed": -1}, "'seed' must be in"),
+        ({"lr_gamma": 0.0}, "'lr_gamma' must be in"),
+        ({"conv_whiten_eps": 0.0}, "'conv_whiten_eps' must be in"),
+    ],
+)
+def test_values_the_code_cannot_honour_are_refused_up_front(values, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(values)
+
+
+def test_every_numeric_key_has_a_range():
+    from mnist_softmax.config import RANGES
+
+    numeric = {f.name for f in dataclasses.fields(Config) if type(getattr(Config(), f.name)) in (int, float)}
+    assert numeric == set(RANGES)
+    for key, (low, high, *_) in RANGES.items():
+        assert low <= getattr(Config(), key) <= high, key
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")

@@ -109,8 +109,9 @@ def test_evaluate_matches_the_math():
 )
 def test_divergence_stops_with_advice(lr, weight_decay):
     cfg = make_config({"epochs": 2, "val_size": 100, "lr": lr, "momentum": 0.0, "weight_decay": weight_decay})
-    with pytest.raises(TrainingDiverged, match="smaller --lr"):
+    with pytest.raises(TrainingDiverged, match="smaller --lr") as e:
         fit(cfg, synthetic_mnist(500, 100))
+    assert ("smaller --weight-decay" in str(e.value)) == (weight_decay > 0)  # the decay is named when it is the cause
 
 
 def test_batches_come_in_order_whole_and_the_helper_thread_ends():
