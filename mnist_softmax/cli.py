@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import click
 
 from . import __version__
 from .config import FEATURE_NAMES, SCHEDULES, Config
-from .errors import MnistSoftmaxError
+from .errors import MnistSoftmaxError, Terminated, escape_controls, exit_code, path_text, shown
 
 DEFAULTS = Config()
 
@@ -20,17 +21,24 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if ctx.params.get("debug"):
                 raise
             click.echo("interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(exit_code(e))
+        except BrokenPipeError:
+            # The reader went away (`… | head -1`): stop quietly, as a shell tool does. Later writes
+            # to stdout, and the interpreter's final flush, go to /dev/null instead of failing.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(141)
         except (MnistSoftmaxError, OSError) as e:
             if ctx.params.get("debug"):
                 raise
             if isinstance(e, OSError) and not isinstance(e, MnistSoftmaxError):
-                e = f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
-            raise click.ClickException(str(e)) from None
+                e = f"{e.strerror or e}: {shown(e.filename)}" if e.filename else str(e)
+            # Messages may carry a user's file names: escape what could break or forge a line.
+            raise click.ClickException("\n".join(escape_controls(line) for line in str(e).split("\n"))) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -44,6 +52,20 @@ def main(debug: bool) -> None:
       mnist-softmax train                  # download MNIST, train, write runs/<timestamp>/
       mnist-softmax train --epochs 5 --lr 0.05
     """
+    _handle_sigterm()
+
+
+def _handle_sigterm() -> None:
+    """SIGTERM (timeout, kill, docker stop, a job scheduler) stops a command the way Ctrl-C does:
+    what is complete is saved, temp files are removed, and the exit code is 143."""
+    import signal
+    import threading
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
 
 
 data_dir_option = click.option(
@@ -160,10 +182,14 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     """
     from .data import load_mnist
     from .plots import Painter
-    from .runs import new_run_dir, save_run
+    from .runs import new_run_dir
     from .train import TrainingInterrupted, fit
 
     cfg, state = _recipe(config_path, overrides, resume, out)
+    if out is not None and out.is_dir() and any(out.iterdir()):
+        raise click.ClickException(
+            f"--out {shown(out)} already holds files; runs are never overwritten: choose a new folder"
+        )
     with Painter() as painter:  # imports matplotlib in a helper process while this one trains
         mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
         run_dir = resume or out or new_run_dir()
@@ -172,18 +198,43 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
         try:
             result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state)
         except TrainingInterrupted as e:
-            _save_interrupted(run_dir, e.result, cfg, painter)
-            _remove_if_empty(run_dir)
-            raise SystemExit(130) from None
+            if e.result.history:
+                _save(run_dir, e.result, cfg, painter)
+                _err(
+                    f"interrupted: saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/; "
+                    f"continue with: mnist-softmax train --resume {shown(run_dir)}"
+                )
+            else:
+                _err("interrupted before the first epoch finished; nothing saved")
+                _remove_if_empty(run_dir)
+            raise SystemExit(e.exit_code) from None
         except BaseException:
             _remove_if_empty(run_dir)
             raise
-        save_run(run_dir, result, cfg, painter=painter)
+        _save(run_dir, result, cfg, painter)
     click.echo(
         f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
-        f"({result.seconds:.1f}s, features {cfg.features})\nwrote {run_dir}/"
+        f"({result.seconds:.1f}s, features {cfg.features})\nwrote {shown(run_dir)}/"
         " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
     )
+
+
+def _save(run_dir: Path, result, cfg, painter) -> None:
+    """Write the run (runs.save_outputs), point runs/latest at it, then draw its figures. A signal
+    while the figures are drawn leaves a complete run without them, and the message says so."""
+    from .runs import FIGURES, draw_figures, save_outputs
+
+    if not save_outputs(run_dir, result, cfg):
+        _err("note: runs/latest is not a link that can be replaced (a real folder?); it was left as it is")
+    try:
+        draw_figures(run_dir, result, painter)
+    except KeyboardInterrupt as e:
+        missing = [f for f in FIGURES if not (run_dir / f).exists()]
+        _err(
+            f"interrupted while drawing the figures: {shown(run_dir)}/ holds the model, metrics and summary"
+            + (f"; {', '.join(missing)} not drawn" if missing else "")
+        )
+        raise SystemExit(exit_code(e)) from None
 
 
 def _recipe(config_path, overrides: dict, resume: Path | None, out: Path | None):
@@ -205,20 +256,6 @@ def _epoch_line(row: dict) -> str:
         f"epoch {row['epoch']:>3}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
         f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['seconds']:.2f}s"
     )
-
-
-def _save_interrupted(run_dir: Path, result, cfg, painter) -> None:
-    """After Ctrl-C in training: keep the last completed epoch, if there is one, and say so."""
-    from .runs import save_run
-
-    if result.history:
-        save_run(run_dir, result, cfg, painter=painter)
-        _err(
-            f"interrupted: saved epoch {len(result.history)}/{cfg.epochs} to {run_dir}/; "
-            f"continue with: mnist-softmax train --resume {run_dir}"
-        )
-    else:
-        _err("interrupted before the first epoch finished; nothing saved")
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -271,9 +308,9 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
             out / "errors.png", images, labels, s.probabilities, most_confident_errors(s.probabilities, labels, 32)
         )
     if as_json:
-        click.echo(json.dumps({"checkpoint": str(path), "split": split, **score_record(s)}))
+        click.echo(json.dumps({"checkpoint": path_text(path), "split": split, **score_record(s)}))
         return
-    click.echo(f"checkpoint {path} ({model.front_end}, N = {model.W.shape[1]})   split {split}")
+    click.echo(f"checkpoint {shown(path)} ({model.front_end}, N = {model.W.shape[1]})   split {split}")
     click.echo(score_table(s))
     if out is not None:
         click.echo(f"wrote {out}/confusion.png, {out}/errors.png")
@@ -312,7 +349,7 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
     failed = 0
     for result in predict_files(model, image_files(list(images)), explain, label):
         if isinstance(result, ImageError):
-            _err(f"error: {result}")
+            _err(f"error: {escape_controls(path_text(str(result)))}")
             failed += 1
             continue
         if save_input is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import path_text
 from .scoring import Score
 
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -37,7 +38,7 @@ def prediction_record(pred, top_k: int | None = None) -> dict:
     """A predict.Prediction as a JSON-ready dict (one line of `predict --json`)."""
     p, k = pred.probabilities, pred.digit_class
     record = {
-        "path": str(pred.path),
+        "path": path_text(pred.path),
         "prediction": k,
         "probability": float(p[k]),
         "probabilities": p.tolist(),

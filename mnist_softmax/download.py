@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from . import __version__
 from .errors import DownloadError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, remove_stale_temps
 
 DEFAULT_SOURCES = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -417,6 +417,7 @@ def ensure_files(
     """Verified bytes of the four MNIST files, fetching any that are missing or damaged."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(data_dir)
     srcs = None
     out = {}
     for name, spec in FILES.items():

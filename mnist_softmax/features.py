@@ -173,6 +173,10 @@ def mnist_maps(
     from . import cache
 
     path = cache_dir / cache_name(fe, params) if cache_dir and fe.cache else None
+    if path is not None:
+        from .fileio import remove_stale_temps
+
+        remove_stale_temps(cache_dir)  # up to 878 MB each, left by runs that were killed
     shapes = {"train": (len(mnist.train_images), fe.n_features), "test": (len(mnist.test_images), fe.n_features)}
     if path is not None and path.is_file():
         found = cache.load(path, shapes)

@@ -13,14 +13,14 @@ TEMP_SUFFIX = ".tmp"
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
-    """A new file beside `path`, named .<name>.<random>.tmp, opened for writing.
+    """A new file beside `path`, named .<name>.<pid>-<random>.tmp, opened for writing.
 
     Created with mode 0o666 so the kernel applies the process umask itself (mkstemp makes 0600,
     and reading the umask means setting it, which is not thread-safe).
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
@@ -61,3 +61,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files in `folder` whose writer is no longer running (killed before it could
+    clean up: SIGKILL, a power cut); returns them. The writer's pid is in the name (_create_temp)."""
+    removed = []
+    folder = Path(folder)
+    for tmp in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else []:
+        owner = tmp.name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not _alive(int(owner)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -33,14 +34,25 @@ def new_run_dir(root: Path = RUNS_ROOT) -> Path:
     raise OSError(f"could not create a new run folder in {root}")
 
 
-def mark_latest(run_dir: Path, root: Path = RUNS_ROOT) -> None:
-    """Point root/latest at run_dir, replacing the old link atomically."""
+def mark_latest(run_dir: Path, root: Path = RUNS_ROOT) -> bool:
+    """Point root/latest at run_dir, replacing the old link atomically. False (and nothing changed)
+    when root/latest is not a link this can replace, a real folder say: the run is saved either way."""
+    latest = root / LATEST
+    if latest.exists() and not latest.is_symlink():
+        return False
     root.mkdir(parents=True, exist_ok=True)
     target = os.path.relpath(run_dir.resolve(), root.resolve())
     tmp = root / f".{LATEST}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target, target_is_directory=True)
-    os.replace(tmp, root / LATEST)
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target, target_is_directory=True)
+        os.replace(tmp, latest)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise OSError(e.errno, e.strerror, str(latest)) from None
+    return True
 
 
 def latest_checkpoint(root: Path = RUNS_ROOT) -> Path:
@@ -90,12 +102,9 @@ def summary_of(result, cfg) -> dict:
     }
 
 
-def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT, painter=None) -> dict:
-    """Write every output of a run into run_dir, each file atomically, then mark it latest.
-
-    painter: a plots.Painter started before training, to draw the figures; None draws them here.
-    """
-    from . import plots
+def save_outputs(run_dir: Path, result, cfg, root: Path = RUNS_ROOT) -> bool:
+    """Write the run's files (checkpoint, metrics, summary, config), each atomically, then point
+    root/latest at it. Returns whether root/latest could be pointed at it (see mark_latest)."""
     from .checkpoint import save_checkpoint
     from .config import to_toml
 
@@ -104,7 +113,19 @@ def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT, painter=None) -
     write_metrics_csv(run_dir / "metrics.csv", result.history)
     write_json(run_dir / "summary.json", {**summary, "config": cfg.to_dict()})
     atomic_write_text(run_dir / "config.toml", to_toml(cfg))
+    return mark_latest(run_dir, root)
+
+
+FIGURES = ("curves.png", "weights.png")
+
+
+def draw_figures(run_dir: Path, result, painter=None) -> None:
+    """curves.png and weights.png of a run, drawn by `painter` (a plots.Painter started before
+    training) or, without one, here."""
+    from . import plots
+
     model = result.model
+    test_acc = result.final["test"][1] if result.final else None
     if model.front_end == "pixels":
         weights = "pixel_weights", {"W": model.W}
     else:
@@ -113,9 +134,14 @@ def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT, painter=None) -
             {"filters": model.fe_params["filters"], "W": model.W, "map_shape": model.front.map_shape},
         )
     jobs = [
-        ("curves", run_dir / "curves.png", {"history": result.history, "test_acc": summary["test_accuracy"]}),
-        (weights[0], run_dir / "weights.png", weights[1]),
+        ("curves", run_dir / FIGURES[0], {"history": result.history, "test_acc": test_acc}),
+        (weights[0], run_dir / FIGURES[1], weights[1]),
     ]
     (painter.draw if painter is not None else plots.draw)(jobs)
-    mark_latest(run_dir, root)
-    return summary
+
+
+def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT, painter=None) -> bool:
+    """Every output of a run: save_outputs, then draw_figures. Returns save_outputs' answer."""
+    marked = save_outputs(run_dir, result, cfg, root)
+    draw_figures(run_dir, result, painter)
+    return marked

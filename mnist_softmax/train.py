@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import Config
 from .data import Mnist
-from .errors import TrainingDiverged
+from .errors import TrainingDiverged, exit_code
 from .features import FRONT_ENDS, fit_standardizer, made_by, mnist_rows, standardize_
 from .model import N_CLASSES, Model, evaluate
 from .sgd import sgd_step
@@ -175,11 +175,13 @@ def prepare(
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; .result holds the model and state of the last completed epoch."""
+    """Ctrl-C (or SIGTERM) during training; .result holds the model and state of the last completed
+    epoch, .exit_code the shell's code for the signal (130 or 143)."""
 
-    def __init__(self, result: TrainResult):
+    def __init__(self, result: TrainResult, exit_code: int = 130):
         super().__init__()
         self.result = result
+        self.exit_code = exit_code
 
 
 def fit(
@@ -239,11 +241,12 @@ def fit(
                 "val": evaluate(W, b, X_val, y_val) if has_val else (math.nan, math.nan),
                 "test": evaluate(W, b, X_test, y_test),
             }
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # also during the final scoring: the completed epochs are kept
         W[...], b[...] = result.state.W, result.state.b  # undo the unfinished epoch
+        velocity[0][...], velocity[1][...] = result.state.velocity
         result.history = list(result.state.history)
         result.seconds = time.perf_counter() - t0
-        raise TrainingInterrupted(result) from None
+        raise TrainingInterrupted(result, exit_code(e)) from None
     result.final = final
     result.seconds = time.perf_counter() - t0
     return result
