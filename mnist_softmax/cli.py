@@ -322,9 +322,17 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
 @click.option("--top-k", type=click.IntRange(1, 10), help="Show only the K most probable classes.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
 @click.option("--explain", is_flag=True, help="Walk through the computation: features, logits, exp, sum, p.")
-@click.option("--label", type=click.IntRange(0, 9), help="The true digit: --explain then shows the loss.")
+@click.option(
+    "--label",
+    type=click.IntRange(0, 9),
+    help="The true digit: each image's softmax loss −log p(label) is shown (in --explain's walk-through, with it).",
+)
 @click.option("--show-input", is_flag=True, help="Print the 28×28 image the model saw, as ASCII art.")
-@click.option("--save-input", type=click.Path(file_okay=False, path_type=Path), help="Write it to DIR/<name>.png.")
+@click.option(
+    "--save-input",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write it to DIR/<name>.png (<name>-2.png, … if taken: never over a file).",
+)
 def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save_input) -> None:
     """Classify your own digit images (files or folders) and print the class probabilities.
 
@@ -347,21 +355,38 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
     if save_input is not None:
         save_input.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for result in predict_files(model, image_files(list(images)), explain, label):
+    files = []
+    for path in images:
+        found = image_files([path])
+        if path.is_dir() and not found:
+            _err(f"error: {shown(path)}: no image files in this folder")
+            failed += 1
+        files += found
+    for result in predict_files(model, files, explain, label):
         if isinstance(result, ImageError):
             _err(f"error: {escape_controls(path_text(str(result)))}")
             failed += 1
             continue
-        if save_input is not None:
-            from .fileio import atomic_open
-
-            with atomic_open(save_input / f"{result.path.stem}.png") as f:
-                _png(result.digit, f)
-        click.echo(
-            json.dumps(prediction_record(result, top_k)) if as_json else prediction_text(result, top_k, show_input)
-        )
+        saved = _save_input(save_input, result) if save_input is not None else None
+        if as_json:
+            click.echo(
+                json.dumps(prediction_record(result, top_k) | ({"saved_input": path_text(saved)} if saved else {}))
+            )
+        else:
+            click.echo(prediction_text(result, top_k, show_input) + (f"\n  saved as {shown(saved)}" if saved else ""))
     if failed:
         raise SystemExit(1)
+
+
+def _save_input(folder: Path, result) -> Path:
+    """Write the 28×28 image the model saw to folder/<name>.png, or <name>-2.png, -3, … : never over a file."""
+    import io
+
+    from .fileio import write_new
+
+    buf = io.BytesIO()
+    _png(result.digit, buf)
+    return write_new(folder, result.path.stem, ".png", buf.getvalue())
 
 
 def _png(digit, f) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import path_text
+from .errors import path_text, shown
 from .scoring import Score
 
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -46,6 +46,8 @@ def prediction_record(pred, top_k: int | None = None) -> dict:
     }
     if top_k:
         record["top_k"] = [[int(c), float(p[c])] for c in np.argsort(-p, kind="stable")[:top_k]]
+    if pred.label is not None:
+        record["label"], record["loss"] = pred.label, pred.loss
     if pred.explain:
         record["explain"] = pred.explain
     return record
@@ -56,9 +58,12 @@ def prediction_text(pred, top_k: int | None = None, show_input: bool = False) ->
     k = pred.digit_class
     polarity = "dark ink on light, inverted" if pred.inverted else "light ink on dark"
     lines = [
-        f"{pred.path}: {k}  (p = {pred.probabilities[k]:.4f}; {polarity})",
+        f"{shown(pred.path)}: {k}  (p = {pred.probabilities[k]:.4f}; {polarity})",
         probability_bars(pred.probabilities, top_k),
     ]
+    if pred.label is not None and not pred.explain:  # --explain shows the loss in its walk-through
+        y = pred.label
+        lines.append(f"  softmax loss for label {y}: −log p_{y} = −log {pred.probabilities[y]:.6f} = {pred.loss:.6f}")
     if show_input or pred.explain:
         lines.append(ascii_digit(pred.digit))
     if pred.explain:

@@ -85,3 +85,27 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+def write_new(folder: str | os.PathLike, stem: str, suffix: str, data: bytes) -> Path:
+    """Write `data` to folder/<stem><suffix>, or <stem>-2<suffix>, -3, …: the first name not taken,
+    never replacing a file (the complete file is linked into place, which fails if the name is
+    taken, even by a file created a moment ago by another process). Returns the path written."""
+    folder = Path(folder)
+    fd, tmp = _create_temp(folder / f"{stem}{suffix}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        for k in range(1, 100_000):
+            target = folder / f"{stem}{'' if k == 1 else f'-{k}'}{suffix}"
+            try:
+                os.link(tmp, target)
+                return target
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free name for {stem}{suffix} in {folder}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

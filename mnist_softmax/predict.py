@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .images import ImageError, to_mnist
-from .model import Model, classify
+from .model import Model
 from .softmax import cross_entropy, logits, softmax, softmax_loss
 
 
@@ -55,7 +55,9 @@ class Prediction(NamedTuple):
     digit: np.ndarray  # (28, 28) uint8: the image in MNIST form, as the model saw it
     inverted: bool  # True when the ink was darker than its background
     probabilities: np.ndarray  # (T,)
-    explain: dict | None  # explain_numbers(...), when asked for
+    explain: dict | None = None  # explain_numbers(...), when asked for
+    label: int | None = None  # the true digit, when the user gave it
+    loss: float | None = None  # softmax loss -log p(label), when a label was given
 
     @property
     def digit_class(self) -> int:
@@ -65,16 +67,33 @@ class Prediction(NamedTuple):
 def predict_files(
     model: Model, paths: Iterable[Path], explain: bool = False, label: int | None = None
 ) -> Iterator[Prediction | ImageError]:
-    """For each image file, in order: its Prediction, or the ImageError saying why it has none."""
+    """For each image file, in order: its Prediction, or the ImageError saying why it has none.
+
+    With `label`, each Prediction carries the softmax loss for it; with `explain`, every number
+    of the computation (explain_numbers).
+    """
     for path in paths:
         try:
+            if not _regular_file(path):
+                raise ImageError(f"{path}: not a regular file")  # a FIFO would block, a device never end
             prepared = to_mnist(path)
         except ImageError as e:
             yield e
             continue
-        p = classify(model, prepared.digit[None])[0]
+        z = logits(model.features(prepared.digit[None]), model.W, model.b)
+        p = softmax(z)[0]
+        loss = softmax_loss(z, np.array([label])) if label is not None else None
         numbers = explain_numbers(model, prepared.digit, label) if explain else None
-        yield Prediction(Path(path), prepared.digit, prepared.inverted, p, numbers)
+        yield Prediction(Path(path), prepared.digit, prepared.inverted, p, numbers, label, loss)
+
+
+def _regular_file(path) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(Path(path).stat().st_mode)
+    except OSError:
+        return True  # missing or unreadable: to_mnist says which, in its own words
 
 
 def predict_file(model: Model, path: Path, explain: bool = False, label: int | None = None) -> Prediction:

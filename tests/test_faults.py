@@ -367,6 +367,7 @@ def test_full_disk_or_unwritable_folder_is_one_clear_line_and_no_half_checkpoint
     monkeypatch.setattr(fileio.os, "fsync", failing_fsync)
     result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(out), "-q", "--epochs", "1"])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and message in result.output
+    assert f"{message}: {out / 'model.npz'}" in result.output  # the real file, not a temp file
     assert not (out / "model.npz").exists() and not list(out.glob(".*")), "nothing half-written left"
 
 

@@ -1,0 +1,157 @@
+"""Nothing lost: Ctrl-C and SIGTERM at every stage of a run, --out over an existing run, runs/latest."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import run
+
+import mnist_softmax.train as train_mod
+from mnist_softmax.checkpoint import load_checkpoint
+from mnist_softmax.cli import main
+from mnist_softmax.config import make_config
+from mnist_softmax.fileio import remove_stale_temps
+from mnist_softmax.train import TrainingInterrupted, fit
+
+
+def _interrupt_call(monkeypatch, n: int, exc=KeyboardInterrupt):
+    """Make the n-th call of train.evaluate raise `exc` (2 epochs: calls 1-2 score the validation
+    split after each epoch, 3-5 the final train, val and test scores)."""
+    real, calls = train_mod.evaluate, {"n": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", evaluate)
+
+
+@pytest.mark.parametrize("call", [3, 5])
+def test_an_interrupt_while_the_final_scores_are_computed_keeps_every_epoch(monkeypatch, call):
+    from test_train import synthetic_mnist
+
+    data = synthetic_mnist(600, 100)
+    cfg = make_config({"epochs": 2, "val_size": 100, "batch_size": 50})
+    straight = fit(cfg, data)
+    _interrupt_call(monkeypatch, call)
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(cfg, data)
+    monkeypatch.undo()
+    partial = e.value.result
+    assert len(partial.history) == 2 and not partial.final and e.value.exit_code == 130
+    np.testing.assert_array_equal(partial.model.W, straight.model.W)
+    resumed = fit(cfg, data, resume=partial.state)  # no epoch left: only the scores
+    assert resumed.final == straight.final
+
+
+def test_ctrl_c_after_the_last_epoch_saves_the_run_with_the_resume_hint(mnist_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _interrupt_call(monkeypatch, 5)
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(out), "--epochs", "2", "-q"])
+    monkeypatch.undo()
+    assert result.exit_code == 130, result.output
+    assert f"saved epoch 2/2 to {out}/; continue with: mnist-softmax train --resume {out}" in result.stderr
+    assert json.loads((out / "summary.json").read_text())["interrupted"]
+    run("train", "--resume", out, "--data-dir", mnist_dir, "-q")
+    run("train", "--data-dir", mnist_dir, "--out", tmp_path / "straight", "--epochs", "2", "-q")
+    a, b = load_checkpoint(out / "model.npz"), load_checkpoint(tmp_path / "straight" / "model.npz")
+    np.testing.assert_array_equal(a.model.W, b.model.W)
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"] and not a.metrics["interrupted"]
+
+
+def test_out_over_an_existing_run_is_refused(trained, mnist_dir, tmp_path):
+    cwd, _ = trained
+    run_dir = (cwd / "runs" / "latest").resolve()
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(run_dir), "-q"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert f"--out {run_dir} already holds files" in result.output
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+    (tmp_path / "empty").mkdir()  # an empty folder is fine
+    run("train", "--data-dir", mnist_dir, "--out", tmp_path / "empty", "--epochs", "1", "-q")
+
+
+def _start_train(mnist_dir, out, cwd, *extra):
+    cmd = [sys.executable, "-m", "mnist_softmax", "train", "--data-dir", str(mnist_dir), "--out", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+
+
+def test_sigterm_saves_the_completed_epochs_and_exits_143(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = _start_train(mnist_dir, out, tmp_path, "--epochs", "40")
+    for line in proc.stdout:
+        if line.startswith("epoch   2"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "continue with: mnist-softmax train --resume" in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and 2 <= summary["epochs"] < 40
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_sigterm_before_the_first_epoch_leaves_no_empty_folder(mnist_dir, tmp_path):
+    import time
+
+    out = tmp_path / "run"
+    proc = _start_train(mnist_dir, out, tmp_path, "--epochs", "2", "--batch-size", "1")  # a first epoch of seconds
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted before the first epoch finished; nothing saved" in err or err.strip() == "interrupted"
+    assert not out.exists()
+
+
+def test_temp_files_of_killed_writers_are_removed_later(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".conv-v3-abc.npy.{dead.stdout.strip()}-1a2b3c4d.tmp"
+    live = tmp_path / f".conv-v3-abc.npy.{os.getppid()}-1a2b3c4d.tmp"
+    other = tmp_path / ".notes.txt"
+    for f in (stale, live, other):
+        f.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
+def test_a_real_folder_at_runs_latest_does_not_fail_a_saved_run(mnist_dir, tmp_path):
+    (tmp_path / "runs" / "latest").mkdir(parents=True)
+    result = run("train", "--data-dir", mnist_dir, "--epochs", "1", "-q")
+    assert "runs/latest is not a link that can be replaced" in result.stderr
+    run_dirs = [p for p in (tmp_path / "runs").iterdir() if p.name != "latest"]
+    assert len(run_dirs) == 1 and (run_dirs[0] / "model.npz").is_file() and (run_dirs[0] / "weights.png").is_file()
+
+
+def test_ctrl_c_while_the_figures_are_drawn_says_what_was_saved(mnist_dir, tmp_path, monkeypatch):
+    import mnist_softmax.runs as runs_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs_mod, "draw_figures", interrupted)
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--epochs", "1", "-q"])
+    assert result.exit_code == 130
+    assert "interrupted while drawing the figures" in result.stderr
+    assert "curves.png, weights.png not drawn" in result.stderr
+    latest = tmp_path / "runs" / "latest"
+    assert latest.is_symlink() and (latest / "model.npz").is_file()
+    assert not json.loads((latest / "summary.json").read_text())["interrupted"]  # training did finish
+
+
+def test_train_and_eval_without_a_validation_split(mnist_dir, tmp_path):
+    run("train", "--data-dir", mnist_dir, "--out", tmp_path / "run", "--val-size", "0", "--epochs", "1", "-q")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["val_accuracy"] is None and summary["test_accuracy"] > 0.85
+    result = CliRunner().invoke(
+        main,
+        ["eval", "--checkpoint", str(tmp_path / "run" / "model.npz"), "--split", "val", "--data-dir", str(mnist_dir)],
+    )
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "without a val split" in result.output

@@ -1,0 +1,111 @@
+"""`predict` at its edges: odd file names, FIFOs, empty folders, --save-input, --label, a closed pipe."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mnist_softmax.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_path(trained):
+    cwd, _ = trained
+    return cwd / "runs" / "latest" / "model.npz"
+
+
+@pytest.fixture(scope="module")
+def seven(mnist, tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "seven.png"
+    Image.fromarray(mnist.test_images[0]).save(path)
+    return path
+
+
+def _predict(model_path, *args):
+    return CliRunner().invoke(main, ["predict", *map(str, args), "--checkpoint", str(model_path)])
+
+
+def test_file_names_cannot_break_or_forge_lines_and_json_stays_utf8(model_path, seven, tmp_path):
+    odd = tmp_path / "a\nfake: 3  (p = 1.0000)\x1b[2J.png"
+    odd.write_bytes(seven.read_bytes())
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.png"  # a Latin-1 name: not UTF-8
+    with open(raw, "wb") as f:
+        f.write(seven.read_bytes())
+    text = _predict(model_path, tmp_path)
+    assert text.exit_code == 0, text.output
+    firsts = [line for line in text.stdout.splitlines() if ": 7  (p = " in line]
+    assert len(firsts) == 2 and "\\n" in firsts[0] + firsts[1] and "\\x1b" in firsts[0] + firsts[1]
+    assert "\x1b" not in text.stdout and "caf\\xe9.png" in text.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_softmax", "predict", str(tmp_path), "--checkpoint", str(model_path), "--json"],
+        capture_output=True,
+    )
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line.decode("utf-8")) for line in out.stdout.splitlines()]  # strict UTF-8
+    assert {r["path"].rsplit("/", 1)[1] for r in records} == {odd.name, "caf\\xe9.png"}
+
+
+def test_a_fifo_is_refused_not_waited_on(model_path, seven, tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    result = _predict(model_path, fifo, seven)
+    assert result.exit_code == 1 and f"error: {fifo}: not a regular file" in result.stderr
+    assert result.stdout.startswith(f"{seven}: 7")
+
+
+def test_a_folder_without_images_is_an_error_naming_it(model_path, seven, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    result = _predict(model_path, tmp_path / "empty", tmp_path / "notes", seven)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'empty'}: no image files in this folder",
+        f"error: {tmp_path / 'notes'}: no image files in this folder",
+    ]
+    assert result.stdout.startswith(f"{seven}: 7")
+
+
+def test_save_input_never_overwrites(model_path, seven, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.png").write_bytes(seven.read_bytes())
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    (seen / "x.png").write_bytes(b"the user's own file")
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--checkpoint",
+            str(model_path),
+            "--save-input",
+            str(seen),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (seen / "x.png").read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in seen.iterdir()) == ["x-2.png", "x-3.png", "x.png"]
+    assert f"saved as {seen / 'x-2.png'}" in result.stdout and f"saved as {seen / 'x-3.png'}" in result.stdout
+
+
+def test_label_without_explain_shows_the_loss(model_path, seven):
+    text = _predict(model_path, seven, "--label", "7")
+    assert text.exit_code == 0 and "softmax loss for label 7: −log p_7 = −log 0." in text.stdout
+    record = json.loads(_predict(model_path, seven, "--label", "3", "--json").stdout)
+    assert record["label"] == 3 and record["loss"] > 1 and "explain" not in record
+
+
+def test_a_closed_pipe_ends_quietly(model_path, seven, tmp_path):
+    for i in range(30):
+        (tmp_path / f"{i:02d}.png").write_bytes(seven.read_bytes())
+    cmd = f"{sys.executable} -m mnist_softmax predict {tmp_path} --checkpoint {model_path} | head -1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert out.stdout.startswith(f"{tmp_path / '00.png'}: 7") and len(out.stdout.splitlines()) == 1
+    assert out.stderr == "" and out.returncode in (0, 141)
