@@ -203,10 +203,14 @@ def maps(images: np.ndarray, params: dict[str, np.ndarray], progress: bool = Fal
         bar = tqdm(total=len(images), desc="conv features", unit="img", leave=False)
     # NumPy releases the GIL in these array operations, so two threads use both cores; BLAS is held
     # to one thread meanwhile, as two threads each running a two-thread BLAS oversubscribe the cores.
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
-        for m in pool.map(work, range(0, len(images), CHUNK)):
-            if bar is not None:
-                bar.update(m)
+    pool = ThreadPoolExecutor(2)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            for m in pool.map(work, range(0, len(images), CHUNK)):
+                if bar is not None:
+                    bar.update(m)
+    finally:  # on Ctrl-C, drop the chunks not started instead of finishing all 70,000 images first
+        pool.shutdown(wait=True, cancel_futures=True)
     if bar is not None:
         bar.close()
     return out
