@@ -49,8 +49,9 @@ class Checkpoint(NamedTuple):
 def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict, state=None) -> None:
     """Write the checkpoint atomically: readers see the old file or the complete new one.
 
-    With `state` (a train.TrainState), it also holds what `train --resume` needs: momentum buffers, the random
-    generator's state and the epoch history (train_vW, train_vb, train_rng_json, train_history_json).
+    With `state` (a train.TrainState), it also holds what `train --resume` needs: the momentum
+    buffer of each trained parameter (train_v_<name>), the random streams' states
+    (train_rng_json) and the epoch history (train_history_json).
     """
     arrays = {
         "format": np.array(FORMAT),
@@ -67,10 +68,9 @@ def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict,
         **{f"fe_{k}": v for k, v in model.fe_params.items()},
     }
     if state is not None:
+        arrays |= {f"train_v_{name}": v for name, v in state.velocity.items()}
         arrays |= {
-            "train_vW": state.velocity[0],
-            "train_vb": state.velocity[1],
-            "train_rng_json": np.array(json.dumps(state.rng_state)),
+            "train_rng_json": np.array(json.dumps(state.rng_states)),
             "train_history_json": np.array(json.dumps(state.history)),
         }
     with atomic_open(path, "wb") as f:
@@ -79,7 +79,7 @@ def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict,
 
 _SMALL = 1 << 20  # the most bytes a scalar, string or JSON member may declare
 _STRINGS = ("format", "front_end", "config_json", "metrics_json", "train_rng_json", "train_history_json")
-_FLOATS = ("W", "b", "norm_mean", "norm_scale", "train_vW", "train_vb")
+_FLOATS = ("W", "b", "norm_mean", "norm_scale")
 
 
 def _fail(path: Path, what: str) -> CheckpointError:
@@ -197,11 +197,14 @@ def _load(path: str | Path, with_state: bool):
             extra = sorted(k for k in members if k.startswith("fe_") and k not in fe_shapes)
             if extra:
                 raise _fail(path, f"{', '.join(extra)} is not a parameter of front end {front_end}")
+            trained = {"W": (T, N), "b": (T,)} | (
+                {k: fe_shapes[f"fe_{k}"] for k in fe.param_shapes(config)} if fe.trained else {}
+            )
             if with_state:
-                state_keys = ("train_vW", "train_vb", "train_rng_json", "train_history_json")
+                state_keys = [f"train_v_{k}" for k in trained] + ["train_rng_json", "train_history_json"]
                 if not all(k in members for k in state_keys):
                     raise CheckpointError(f"{path} holds no training state to resume from")
-                shapes |= {"train_vW": (T, N), "train_vb": (T,)}
+                shapes |= {f"train_v_{k}": shape for k, shape in trained.items()}
             arrays = {}
             for key, shape in (shapes | fe_shapes).items():
                 if key not in members:
@@ -222,7 +225,8 @@ def _load(path: str | Path, with_state: bool):
                     _string(path, "train_history_json", _read_member(zf, path, "train_history_json", _SMALL)),
                     list,
                 )
-                state = {"velocity": (arrays["train_vW"], arrays["train_vb"]), "rng_state": rng, "history": history}
+                velocity = {k: arrays[f"train_v_{k}"] for k in trained}
+                state = {"velocity": velocity, "rng_states": rng, "history": history, "trained": list(trained)}
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error) as e:
         if isinstance(e, OSError) and e.filename:
             raise
@@ -260,8 +264,15 @@ def load_train_state(path: str | Path):
     history = state["history"]
     if len(history) > config["epochs"] or not all(isinstance(row, dict) for row in history):
         raise CheckpointError(f"{path}: train_history_json does not fit the run's {config['epochs']} epochs")
+    rng_states = state["rng_states"]
     try:
-        np.random.default_rng().bit_generator.state = state["rng_state"]
+        for one in rng_states.values():
+            np.random.default_rng().bit_generator.state = one
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: train_rng_json is not a random generator's state ({e})") from None
-    return config, TrainState(model.W, model.b, state["velocity"], state["rng_state"], history)
+    from .split import STREAMS
+
+    if not rng_states or not set(rng_states) <= set(STREAMS):
+        raise CheckpointError(f"{path}: train_rng_json names no known random stream")
+    params = {"W": model.W, "b": model.b} | {k: model.fe_params[k] for k in state["trained"] if k not in ("W", "b")}
+    return config, TrainState(params, state["velocity"], rng_states, history)

@@ -31,6 +31,7 @@ class FrontEnd(NamedTuple):
     cache: bool  # worth caching the features of the 70,000 MNIST images on disk
     version: int  # of the extraction: bumped when `maps` changes, so cached features are recomputed
     param_shapes: Callable[[dict], dict[str, tuple[int, ...]]]  # config dict -> {param name: shape}
+    trained: bool = False  # its parameters are trained with W by backpropagation (not fitted without labels)
 
     @property
     def n_features(self) -> int:

@@ -28,10 +28,9 @@ from .split import rng_streams, split_indices
 class TrainState:
     """Where training stands after a completed epoch: enough to continue it exactly."""
 
-    W: np.ndarray
-    b: np.ndarray
-    velocity: tuple[np.ndarray, np.ndarray]
-    rng_state: dict  # bit_generator.state of the batch-order stream after that epoch
+    params: dict[str, np.ndarray]  # every parameter training changes: "W", "b" (and a trained front end's)
+    velocity: dict[str, np.ndarray]  # the momentum buffer of each, by the same names
+    rng_states: dict[str, dict]  # bit_generator.state of each stream drawn from during epochs ("order")
     history: list[dict]
 
     @property
@@ -206,14 +205,13 @@ def fit(
     model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, streams, cache_dir, progress)
     order_rng = streams["order"]
     W, b = model.W, model.b
-    velocity = (np.zeros_like(W), np.zeros_like(b))
+    params = {"W": W, "b": b}
+    velocity = {name: np.zeros_like(p) for name, p in params.items()}
     result = TrainResult(model)
     if resume is not None:
-        W[...], b[...] = resume.W, resume.b
-        velocity[0][...], velocity[1][...] = resume.velocity
-        order_rng.bit_generator.state = resume.rng_state
+        _restore(resume, params, velocity, {"order": order_rng})
         result.history = list(resume.history)
-    result.state = _snapshot(W, b, velocity, order_rng, result.history)
+    result.state = _snapshot(params, velocity, {"order": order_rng}, result.history)
     has_val = len(X_val) > 0
     try:
         with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
@@ -222,7 +220,8 @@ def fit(
                 lr = lr_at(cfg, epoch)
                 order = order_rng.permutation(len(X))
                 desc = f"epoch {epoch + 1}/{cfg.epochs}"
-                train_loss, train_acc = train_epoch(W, b, velocity, X, y, order, lr, cfg, progress, desc)
+                vW_vb = (velocity["W"], velocity["b"])
+                train_loss, train_acc = train_epoch(W, b, vW_vb, X, y, order, lr, cfg, progress, desc)
                 val_loss, val_acc = evaluate(W, b, X_val, y_val) if has_val else (math.nan, math.nan)
                 row = {
                     "epoch": epoch + 1,
@@ -234,7 +233,7 @@ def fit(
                     "seconds": time.perf_counter() - t_epoch,
                 }
                 result.history.append(row)
-                result.state = _snapshot(W, b, velocity, order_rng, result.history)
+                result.state = _snapshot(params, velocity, {"order": order_rng}, result.history)
                 on_epoch(row)
             final = {
                 "train": evaluate(W, b, X, y),
@@ -242,8 +241,7 @@ def fit(
                 "test": evaluate(W, b, X_test, y_test),
             }
     except KeyboardInterrupt as e:  # also during the final scoring: the completed epochs are kept
-        W[...], b[...] = result.state.W, result.state.b  # undo the unfinished epoch
-        velocity[0][...], velocity[1][...] = result.state.velocity
+        _restore(result.state, params, velocity, {})  # undo the unfinished epoch
         result.history = list(result.state.history)
         result.seconds = time.perf_counter() - t0
         raise TrainingInterrupted(result, exit_code(e)) from None
@@ -252,7 +250,20 @@ def fit(
     return result
 
 
-def _snapshot(W, b, velocity, rng: np.random.Generator, history: list[dict]) -> TrainState:
+def _snapshot(params: dict, velocity: dict, rngs: dict[str, np.random.Generator], history: list[dict]) -> TrainState:
+    """A copy of where training stands."""
     return TrainState(
-        W.copy(), b.copy(), (velocity[0].copy(), velocity[1].copy()), rng.bit_generator.state, list(history)
+        {k: p.copy() for k, p in params.items()},
+        {k: v.copy() for k, v in velocity.items()},
+        {name: rng.bit_generator.state for name, rng in rngs.items()},
+        list(history),
     )
+
+
+def _restore(state: TrainState, params: dict, velocity: dict, rngs: dict[str, np.random.Generator]) -> None:
+    """Put a saved state back into the live parameters, velocities and generators, in place."""
+    for name in params:
+        params[name][...] = state.params[name]
+        velocity[name][...] = state.velocity[name]
+    for name, rng in rngs.items():
+        rng.bit_generator.state = state.rng_states[name]

@@ -213,8 +213,9 @@ def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
 
     path = tmp_path / "model.npz"
     m = _model()
-    rng_state = np.random.default_rng(0).bit_generator.state
-    state = TrainState(m.W, m.b, (np.zeros_like(m.W), np.zeros_like(m.b)), rng_state, [{"epoch": 1}])
+    rng_states = {"order": np.random.default_rng(0).bit_generator.state}
+    velocity = {"W": np.zeros_like(m.W), "b": np.zeros_like(m.b)}
+    state = TrainState({"W": m.W, "b": m.b}, velocity, rng_states, [{"epoch": 1}])
     save_checkpoint(path, m, CONFIG, {}, state)
     assert load_checkpoint(path).format_version == FORMAT_VERSION == 2
     assert load_train_state(path)[1].history == [{"epoch": 1}]
@@ -229,12 +230,15 @@ def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"train_rng_json": np.array('{"bit_generator": "MT19937"}')}, "train_rng_json is not a random generator"),
+        ({"train_rng_json": np.array('{"order": {"bit_generator": "MT19937"}}')}, "not a random generator's state"),
+        ({"train_rng_json": np.array('{"order": 3}')}, "not a random generator's state"),
+        ({"train_rng_json": np.array("{}")}, "names no known random stream"),
         ({"train_rng_json": np.array("[]")}, "train_rng_json must hold a JSON object"),
         ({"train_history_json": np.array(json.dumps([{"epoch": e} for e in range(11)]))}, "does not fit the run's 10"),
         ({"train_history_json": np.array("[1, 2]")}, "does not fit"),
-        ({"train_vW": _f32((10, 784), np.nan)}, "train_vW holds NaN"),
-        ({"train_vb": None}, "holds no training state"),
+        ({"train_v_W": _f32((10, 784), np.nan)}, "train_v_W holds NaN"),
+        ({"train_v_W": _f32((10, 783))}, "train_v_W has shape"),
+        ({"train_v_b": None}, "holds no training state"),
     ],
 )
 def test_training_state_is_validated_before_a_resume(tmp_path, changes, message):
@@ -243,8 +247,9 @@ def test_training_state_is_validated_before_a_resume(tmp_path, changes, message)
 
     path = tmp_path / "model.npz"
     m = _model()
-    rng_state = np.random.default_rng(0).bit_generator.state
-    save_checkpoint(path, m, CONFIG, {}, TrainState(m.W, m.b, (m.W * 0, m.b * 0), rng_state, [{"epoch": 1}]))
+    rng_states = {"order": np.random.default_rng(0).bit_generator.state}
+    state = TrainState({"W": m.W, "b": m.b}, {"W": m.W * 0, "b": m.b * 0}, rng_states, [{"epoch": 1}])
+    save_checkpoint(path, m, CONFIG, {}, state)
     _resave(path, **changes)
     with pytest.raises(CheckpointError, match=message):
         load_train_state(path)

@@ -277,7 +277,7 @@ def test_interrupt_mid_epoch_keeps_the_last_completed_epoch_and_resume_matches(m
     partial = e.value.result
     assert len(partial.history) == 2 and partial.state.epochs_done == 2
     assert not np.array_equal(partial.model.W, full.model.W)
-    np.testing.assert_array_equal(partial.model.W, partial.state.W)  # the unfinished epoch was undone
+    np.testing.assert_array_equal(partial.model.W, partial.state.params["W"])  # the unfinished epoch was undone
     resumed = fit(cfg, data, resume=partial.state)
     np.testing.assert_array_equal(resumed.model.W, full.model.W)
     np.testing.assert_array_equal(resumed.model.b, full.model.b)
