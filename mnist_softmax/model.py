@@ -7,6 +7,7 @@ the benchmarks agree to the last bit; `classify` turns MNIST-form digits into pr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +43,24 @@ def classify(model: Model, digits: np.ndarray) -> np.ndarray:
     return predict_proba(model.features(digits), model.W, model.b)
 
 
+def logit_chunks(W: np.ndarray, b: np.ndarray, X: np.ndarray, chunk: int = 8192) -> Iterator[np.ndarray]:
+    """The logits of X (n, N) as (≤chunk, T) blocks, each computed with one BLAS thread.
+
+    The same X gives the same bits whatever the machine's thread count: a product split over
+    several threads can round differently, and `eval` must equal what `train` reported.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        for i in range(0, len(X), chunk):
+            yield logits(X[i : i + chunk], W, b)
+
+
 def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, float]:
     """Mean softmax loss and accuracy of (W, b) on X (n, N), y (n,), n > 0. Chunked to bound memory."""
     total_loss = 0.0
     correct = 0
-    for i in range(0, len(X), chunk):
-        z = logits(X[i : i + chunk], W, b)
+    for i, z in zip(range(0, len(X), chunk), logit_chunks(W, b, X, chunk), strict=True):
         total_loss += softmax_loss(z, y[i : i + chunk]) * len(z)
         correct += int((z.argmax(axis=1) == y[i : i + chunk]).sum())
     return total_loss / len(X), correct / len(X)

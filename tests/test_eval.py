@@ -69,3 +69,24 @@ def test_eval_refuses_a_broken_checkpoint(tmp_path, mnist_dir):
     bad.write_bytes(b"PK\x03\x04 this is not a zip")
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(bad), "--data-dir", str(mnist_dir)])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "not a readable checkpoint" in result.output
+
+
+def test_eval_equals_train_whatever_the_blas_thread_count(mnist_dir, tmp_path):
+    """A product split over two BLAS threads can round differently from one thread: seed 3 did."""
+    import os
+    import subprocess
+    import sys
+
+    run("train", "--data-dir", mnist_dir, "--out", tmp_path / "run", "--seed", 3, "--epochs", 1, "-q")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for threads in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-m", "mnist_softmax", "eval", "--checkpoint", str(tmp_path / "run" / "model.npz")]
+            + ["--data-dir", str(mnist_dir), "--json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads},
+            check=True,
+        )
+        record = json.loads(out.stdout)
+        assert (record["loss"], record["accuracy"]) == (summary["test_loss"], summary["test_accuracy"]), threads
