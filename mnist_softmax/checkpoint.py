@@ -17,7 +17,7 @@ import numpy as np
 from .errors import CheckpointError
 from .features import FRONT_ENDS
 from .fileio import atomic_open
-from .model import N_CLASSES, Model
+from .model import MAX_ABS, MIN_SCALE, N_CLASSES, Model
 
 FORMAT = "mnist-softmax"
 # 2: the split, front-end fitting and batch order draw from separate streams (split.rng_streams);
@@ -88,10 +88,20 @@ def _fail(path: Path, what: str) -> CheckpointError:
 
 def _read_member(zf: zipfile.ZipFile, path: Path, key: str, max_bytes: int) -> np.ndarray:
     """Member `key` of the .npz as an array, read only after its declared size (≤ max_bytes) and its
-    .npy header (no objects, no more data than the member holds) were checked."""
+    .npy header (no objects, no more data than the member holds) were checked. Whatever else goes
+    wrong reading it (encryption, an unknown compression, a garbled header) is a CheckpointError."""
     info = zf.getinfo(f"{key}.npy")
     if info.file_size > max_bytes:
         raise _fail(path, f"{key} declares {info.file_size:,} bytes, more than a checkpoint's {key} can hold")
+    try:
+        return _read_npy(zf, info, path, key)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- zipfile and numpy raise many kinds for hostile bytes
+        raise _fail(path, f"{key} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, key: str) -> np.ndarray:
     with zf.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version not in ((1, 0), (2, 0)):
@@ -112,7 +122,10 @@ def _read_member(zf: zipfile.ZipFile, path: Path, key: str, max_bytes: int) -> n
 def _string(path: Path, key: str, a: np.ndarray) -> str:
     if a.shape != () or a.dtype.kind != "U":
         raise _fail(path, f"{key} must be a string, found {a.dtype} of shape {a.shape}")
-    return str(a)
+    try:
+        return str(a)
+    except (SystemError, ValueError, UnicodeError):  # code points beyond Unicode
+        raise _fail(path, f"{key} must be a string, found invalid characters") from None
 
 
 def _integer(path: Path, key: str, a: np.ndarray) -> int:
@@ -138,6 +151,8 @@ def _floats(path: Path, key: str, a: np.ndarray, shape: tuple[int, ...]) -> np.n
         raise _fail(path, f"{key} has shape {a.shape}, expected {shape}")
     if not np.isfinite(a).all():
         raise _fail(path, f"{key} holds NaN or infinite values")
+    if a.size and np.abs(a).max() > MAX_ABS:
+        raise _fail(path, f"{key} holds values beyond ±{MAX_ABS:g}, which no training here produces")
     return np.array(a)  # writable, aligned, ours
 
 
@@ -180,7 +195,7 @@ def _load(path: str | Path, with_state: bool):
             if _integer(path, "n_classes", small["n_classes"]) != N_CLASSES:
                 raise _fail(path, f"n_classes must be {N_CLASSES}")
             map_shape = small["map_shape"]
-            if map_shape.dtype.kind not in "iu" or tuple(map_shape.tolist()) != fe.map_shape:
+            if map_shape.ndim != 1 or map_shape.dtype.kind not in "iu" or tuple(map_shape.tolist()) != fe.map_shape:
                 raise _fail(path, f"map_shape {map_shape.tolist()} does not match front end {front_end} {fe.map_shape}")
             values = _json(path, "config_json", _string(path, "config_json", small["config_json"]), dict)
             try:
@@ -231,8 +246,8 @@ def _load(path: str | Path, with_state: bool):
         if isinstance(e, OSError) and e.filename:
             raise
         raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
-    if not (arrays["norm_scale"] > 0).all():
-        raise _fail(path, "norm_scale must be positive")
+    if not (arrays["norm_scale"] >= MIN_SCALE).all():
+        raise _fail(path, f"norm_scale must be at least {MIN_SCALE:g} (the smallest std_floor)")
     fe_params = {k[3:]: arrays[k] for k in fe_shapes}
     model = Model(front_end, fe_params, arrays["norm_mean"], arrays["norm_scale"], arrays["W"], arrays["b"])
     return Checkpoint(model, config, metrics, version), state
@@ -250,6 +265,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return _load(path, with_state=False)[0]
 
 
+def _epoch_row(row, epoch: int) -> bool:
+    """Whether a history row is what train.fit writes for this epoch: its columns, numbers in each."""
+    from .train import EPOCH_COLUMNS
+
+    if not isinstance(row, dict) or tuple(row) != EPOCH_COLUMNS or row["epoch"] != epoch:
+        return False
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in row.values())
+
+
 def load_train_state(path: str | Path):
     """(config dict, train.TrainState) from a checkpoint that holds training state, for `train --resume`."""
     from .train import TrainState  # only here: inference never imports the trainer
@@ -262,13 +286,13 @@ def load_train_state(path: str | Path):
         )
     model, config = checkpoint.model, checkpoint.config
     history = state["history"]
-    if len(history) > config["epochs"] or not all(isinstance(row, dict) for row in history):
+    if len(history) > config["epochs"] or not all(_epoch_row(row, i + 1) for i, row in enumerate(history)):
         raise CheckpointError(f"{path}: train_history_json does not fit the run's {config['epochs']} epochs")
     rng_states = state["rng_states"]
     try:
         for one in rng_states.values():
             np.random.default_rng().bit_generator.state = one
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
         raise CheckpointError(f"{path}: train_rng_json is not a random generator's state ({e})") from None
     from .split import STREAMS
 

@@ -16,6 +16,11 @@ from .features import FRONT_ENDS, FrontEnd, Params, features
 from .softmax import logits, predict_proba, softmax_loss
 
 N_CLASSES = 10
+# Trained values stay far inside this; beyond it a product of weights and features could overflow
+# float32 (3.4e38) and turn a score into NaN. Training stops as diverged before it keeps such
+# weights, and checkpoints holding them are refused.
+MAX_ABS = 1e9
+MIN_SCALE = 1e-6  # the smallest std_floor: standardised features stay within ±MAX_ABS / MIN_SCALE
 
 
 @dataclass

@@ -19,7 +19,7 @@ from .config import Config
 from .data import Mnist
 from .errors import TrainingDiverged, exit_code
 from .features import FRONT_ENDS, fit_standardizer, made_by, mnist_rows, standardize_
-from .model import N_CLASSES, Model, evaluate
+from .model import MAX_ABS, N_CLASSES, Model, evaluate
 from .sgd import sgd_step
 from .split import rng_streams, split_indices
 
@@ -128,8 +128,8 @@ def train_epoch(
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
     if bar is not None:
         bar.close()
-    if not (np.isfinite(W).all() and np.isfinite(b).all()):
-        _diverged("weights overflowed", lr, cfg)
+    if not all(np.isfinite(p).all() and np.abs(p).max() <= MAX_ABS for p in (W, b)):
+        _diverged(f"weights beyond ±{MAX_ABS:g}", lr, cfg)
     return total_loss / seen, correct / seen
 
 

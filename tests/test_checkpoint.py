@@ -11,6 +11,7 @@ from mnist_softmax.errors import CheckpointError
 from mnist_softmax.model import Model
 
 CONFIG = Config().to_dict()
+ROW = {"epoch": 1, "lr": 0.1, "train_loss": 0.4, "train_acc": 0.9, "val_loss": 0.3, "val_acc": 0.91, "seconds": 0.1}
 
 
 def _model(N=784, seed=0) -> Model:
@@ -69,14 +70,19 @@ def _f32(shape, value=0.5):
         ({"W": np.zeros((10, 784), np.int8)}, "W must be float32, found int8"),
         ({"W": np.zeros((10, 784), np.complex64)}, "W must be float32, found complex64"),
         ({"norm_scale": np.zeros((10, 784), np.float64)[0, :784]}, "norm_scale must be float32, found float64"),
-        ({"norm_scale": _f32(784, 0.0)}, "norm_scale must be positive"),
+        ({"norm_scale": _f32(784, 0.0)}, "norm_scale must be at least 1e-06"),
+        ({"norm_scale": _f32(784, 1e-45)}, "norm_scale must be at least"),
+        ({"W": _f32((10, 784), 3e38)}, r"W holds values beyond ±1e\+09"),
+        ({"norm_mean": _f32(784, -3e38)}, "norm_mean holds values beyond"),
+        ({"map_shape": np.array(5)}, "map_shape"),
+        ({"front_end": np.frombuffer(b"\x00\x00\x11\x00", "<U1").reshape(())}, "front_end must be a string"),
         ({"front_end": np.array("resnet")}, "front end 'resnet'"),
         ({"front_end": np.array(["pixels"])}, "front_end must be a string"),
         ({"n_classes": np.array(11)}, "n_classes must be 10"),
         ({"map_shape": np.array([1, 28, 29])}, "map_shape"),
         ({"W": None}, "missing W"),
         ({"config_json": np.array("{not json")}, "config_json is damaged"),
-        ({"config_json": np.array(json.dumps({**CONFIG, "lr": -1.0}))}, "'lr' must be > 0"),
+        ({"config_json": np.array(json.dumps({**CONFIG, "lr": -1.0}))}, "'lr' must be in \\(0, 1e\\+40\\]"),
         ({"config_json": np.array(json.dumps({**CONFIG, "learning_rate": 1}))}, "unknown key .*learning_rate"),
         ({"config_json": np.array(json.dumps({**CONFIG, "features": "conv"}))}, "trains features 'conv'"),
         ({"config_json": np.array("[1, 2]")}, "config_json must hold a JSON object"),
@@ -215,10 +221,10 @@ def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
     m = _model()
     rng_states = {"order": np.random.default_rng(0).bit_generator.state}
     velocity = {"W": np.zeros_like(m.W), "b": np.zeros_like(m.b)}
-    state = TrainState({"W": m.W, "b": m.b}, velocity, rng_states, [{"epoch": 1}])
+    state = TrainState({"W": m.W, "b": m.b}, velocity, rng_states, [ROW])
     save_checkpoint(path, m, CONFIG, {}, state)
     assert load_checkpoint(path).format_version == FORMAT_VERSION == 2
-    assert load_train_state(path)[1].history == [{"epoch": 1}]
+    assert load_train_state(path)[1].history == [ROW]
     _resave(path, format_version=np.array(1))
     old = load_checkpoint(path)
     assert old.format_version == 1
@@ -234,8 +240,21 @@ def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
         ({"train_rng_json": np.array('{"order": 3}')}, "not a random generator's state"),
         ({"train_rng_json": np.array("{}")}, "names no known random stream"),
         ({"train_rng_json": np.array("[]")}, "train_rng_json must hold a JSON object"),
-        ({"train_history_json": np.array(json.dumps([{"epoch": e} for e in range(11)]))}, "does not fit the run's 10"),
+        ({"train_history_json": np.array(json.dumps([ROW | {"epoch": e} for e in range(1, 12)]))}, "the run's 10"),
         ({"train_history_json": np.array("[1, 2]")}, "does not fit"),
+        ({"train_history_json": np.array("[{}]")}, "does not fit"),
+        ({"train_history_json": np.array(json.dumps([ROW | {"train_loss": "x"}]))}, "does not fit"),
+        ({"train_history_json": np.array(json.dumps([ROW | {"lr": {"a": 1}}]))}, "does not fit"),
+        ({"train_history_json": np.array(json.dumps([ROW | {"epoch": 2}]))}, "does not fit"),
+        (
+            {
+                "train_rng_json": np.array(
+                    '{"order": {"bit_generator": "PCG64", "state": {"state": -1, "inc": 1}, '
+                    '"has_uint32": 0, "uinteger": 0}}'
+                )
+            },
+            "not a random generator's state",
+        ),
         ({"train_v_W": _f32((10, 784), np.nan)}, "train_v_W holds NaN"),
         ({"train_v_W": _f32((10, 783))}, "train_v_W has shape"),
         ({"train_v_b": None}, "holds no training state"),
@@ -248,7 +267,7 @@ def test_training_state_is_validated_before_a_resume(tmp_path, changes, message)
     path = tmp_path / "model.npz"
     m = _model()
     rng_states = {"order": np.random.default_rng(0).bit_generator.state}
-    state = TrainState({"W": m.W, "b": m.b}, {"W": m.W * 0, "b": m.b * 0}, rng_states, [{"epoch": 1}])
+    state = TrainState({"W": m.W, "b": m.b}, {"W": m.W * 0, "b": m.b * 0}, rng_states, [ROW])
     save_checkpoint(path, m, CONFIG, {}, state)
     _resave(path, **changes)
     with pytest.raises(CheckpointError, match=message):
@@ -266,3 +285,48 @@ def test_eval_refuses_nan_weights_instead_of_scoring_them(tmp_path):
     _resave(path, W=_f32((10, 784), np.nan))
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(path), "--data-dir", str(tmp_path / "none")])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "W holds NaN" in result.output
+
+
+def test_zip_and_npy_quirks_are_one_line_errors(tmp_path):
+    """An encrypted member, an unknown compression method, a garbled .npy header: each a CheckpointError."""
+    import zipfile
+
+    good = tmp_path / "good.npz"
+    save_checkpoint(good, _model(), CONFIG, {})
+    data = good.read_bytes()
+    name = b"W.npy"
+    cases = {}
+    flags = bytearray(data)  # the encryption bit in every local and central header of W.npy
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (i := flags.find(sig, start)) >= 0:
+            name_at = i + (30 if sig == b"PK\x03\x04" else 46)
+            if flags[name_at : name_at + len(name)] == name:
+                flags[i + off] |= 1
+            start = i + 4
+    cases["encrypted"] = bytes(flags)
+    method = bytearray(data)
+    for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = 0
+        while (i := method.find(sig, start)) >= 0:
+            name_at = i + (30 if sig == b"PK\x03\x04" else 46)
+            if method[name_at : name_at + len(name)] == name:
+                method[i + off] = 98
+            start = i + 4
+    cases["method 98"] = bytes(method)
+    with np.load(good) as z:
+        members = {k: z[k] for k in z.files}
+    garbled = tmp_path / "garbled.npz"
+    with zipfile.ZipFile(garbled, "w") as zf:
+        for k, v in members.items():
+            raw = _npy(v)
+            if k == "W":
+                raw = raw[:10] + b"{{{{" + raw[14:]
+            zf.writestr(f"{k}.npy", raw)
+    cases["garbled header"] = garbled.read_bytes()
+    for label, blob in cases.items():
+        path = tmp_path / f"{label}.npz"
+        path.write_bytes(blob)
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(path)
+        assert "\n" not in str(e.value), label

@@ -112,7 +112,7 @@ def test_download_command_uses_a_mirror(mnist_server, tmp_path):
 @pytest.mark.parametrize(
     "args,code,message",
     [
-        (["train", "--lr", "0"], 1, "'lr' must be > 0"),
+        (["train", "--lr", "0"], 1, "'lr' must be in (0, 1e+40], got 0.0"),
         (["train", "--epochs", "0"], 1, "'epochs' must be in [1, 10000], got 0"),
         (["train", "--config", "nope.toml"], 1, "config file not found: nope.toml"),
         (["train", "--features", "resnet"], 2, "Invalid value for '--features'"),
