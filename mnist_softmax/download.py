@@ -73,7 +73,13 @@ def max_body(spec: FileSpec) -> int:
 
 def check_source(source: str) -> str:
     """The source if it is an http(s) URL with a host, a file:// URL or a plain path; else DownloadError."""
+    if not source.strip():
+        raise DownloadError("a mirror given is empty; give a URL or a folder")
     if "://" not in source:
+        try:
+            Path(source).expanduser()
+        except RuntimeError as e:  # ~user of no user here
+            raise DownloadError(f"mirror {source!r}: {e}") from None
         return source
     try:
         parsed = urllib.parse.urlparse(source)
@@ -203,6 +209,66 @@ class _Transient(Exception):
     """A body cut off midway: worth another try at the same source (the partial file is kept)."""
 
 
+class _Unreachable(ValueError):
+    """No answer from a source at all (refused, unknown host, timed out): it is skipped for the other files."""
+
+
+STALL_SECONDS = 60.0  # no 64 kB chunk for this long: the body is cut off (a trickling server)
+
+
+class _Stall:
+    """Cuts a response off when no chunk has arrived for `seconds`. A server that trickles a byte
+    every few seconds never trips the read timeout, which only bounds each socket read; this
+    shuts the socket from a watcher thread, so the blocked read returns and the fault is seen."""
+
+    def __init__(self, response, seconds: float):
+        import threading
+
+        self.sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        self.seconds = seconds
+        self.last = time.monotonic()
+        self.fired = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="download-stall", daemon=True)
+
+    def __enter__(self) -> _Stall:
+        if self.sock is not None:
+            self._thread.start()
+        return self
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def _watch(self) -> None:
+        import socket
+
+        while not self._done.wait(min(1.0, self.seconds / 4)):
+            if time.monotonic() - self.last > self.seconds:
+                self.fired = True
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _network_reason(e: Exception) -> str:
+    """What a requests network error means, in a few words."""
+    import requests
+
+    text = str(e).lower()
+    if isinstance(e, requests.Timeout) or "timed out" in text or "timeout" in text:
+        return "network error: no answer in time"
+    if "refused" in text:
+        return "network error: connection refused"
+    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+        return "network error: host not found"
+    return f"network error: {type(e).__name__}"
+
+
 def _part_path(data_dir: Path, name: str, url: str) -> Path:
     """The partial download of `name` from `url`: one per URL, so a resume never mixes sources."""
     return data_dir / f".{name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.part"
@@ -232,7 +298,9 @@ def _session(retries: int, backoff: float):
     return session
 
 
-def _fetch_http(session, url: str, part: Path, spec: FileSpec, timeout: tuple[float, float], quiet: bool) -> bytes:
+def _fetch_http(
+    session, url: str, part: Path, spec: FileSpec, timeout: tuple[float, float], quiet: bool, stall: float
+) -> bytes:
     """Stream `url` into `part`, resuming from its current length where the server allows (HTTP
     Range, answered 206) and starting over where it does not (answered 200). Returns the verified
     decompressed bytes.
@@ -241,6 +309,10 @@ def _fetch_http(session, url: str, part: Path, spec: FileSpec, timeout: tuple[fl
     """
     import requests
 
+    if part.exists() and not part.is_file() or part.is_symlink():  # not ours: a FIFO would block the write
+        if part.is_dir() and not part.is_symlink():
+            raise ValueError(f"{part} is a folder in the way of the download; remove it")
+        part.unlink()
     have = part.stat().st_size if part.exists() else 0
     decoder, cap = Decoder(spec), max_body(spec)
     responded = False
@@ -269,20 +341,28 @@ def _fetch_http(session, url: str, part: Path, spec: FileSpec, timeout: tuple[fl
             with (
                 open(part, "ab" if resumed else "wb") as f,
                 _progress(total, url.rsplit("/", 1)[-1], quiet, start) as bar,
+                _Stall(r, stall) as watch,
             ):
-                for chunk in r.iter_content(_CHUNK):
-                    received += len(chunk)
-                    if received > cap:
-                        raise ValueError(f"sent more than {cap} bytes; this file cannot be more")
-                    f.write(chunk)
-                    decoder.feed(chunk)
-                    bar.update(len(chunk))
+                try:
+                    for chunk in r.iter_content(_CHUNK):
+                        watch.progress()
+                        received += len(chunk)
+                        if received > cap:
+                            raise ValueError(f"sent more than {cap} bytes; this file cannot be more")
+                        f.write(chunk)
+                        decoder.feed(chunk)
+                        bar.update(len(chunk))
+                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                    if not watch.fired:
+                        raise
+                if watch.fired:
+                    raise _Transient(f"too slow: no {_CHUNK // 1024} kB in {stall:g} s")
             if total is not None and received != total:
                 raise _Transient(f"connection closed after {received} of {total} bytes")
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
         if not responded:  # urllib3 has already retried these
-            raise ValueError(f"network error: {type(e).__name__}") from None
-        raise _Transient(f"network error: {type(e).__name__}") from None
+            raise _Unreachable(_network_reason(e)) from None
+        raise _Transient(_network_reason(e)) from None
     except requests.RequestException as e:
         raise ValueError(str(e) or type(e).__name__) from None
     return decoder.result()
@@ -300,7 +380,9 @@ def _fetch_local(folder: Path, name: str, spec: FileSpec) -> bytes:
     raise ValueError(f"no {name}.gz or {name} in {folder}")
 
 
-def _fetch_from(source: str, name: str, data_dir: Path, timeout, retries: int, backoff: float, quiet: bool) -> bytes:
+def _fetch_from(
+    source: str, name: str, data_dir: Path, timeout, retries: int, backoff: float, quiet: bool, stall: float
+) -> bytes:
     """The verified bytes of `name` from one source. A body cut off midway is resumed up to
     `retries` times, waiting backoff·2^k seconds; ValueError says why the source failed."""
     spec = FILES[name]
@@ -311,9 +393,11 @@ def _fetch_from(source: str, name: str, data_dir: Path, timeout, retries: int, b
     part = _part_path(data_dir, name, url)
     with _session(retries, backoff) as session:
         for attempt in range(retries + 1):
-            resuming = part.exists()
+            resuming = part.is_file()
             try:
-                return _fetch_http(session, url, part, spec, timeout, quiet)
+                return _fetch_http(session, url, part, spec, timeout, quiet, stall)
+            except _Unreachable:
+                raise
             except _Transient as e:
                 reason = str(e)
                 if attempt < retries:
@@ -321,7 +405,8 @@ def _fetch_from(source: str, name: str, data_dir: Path, timeout, retries: int, b
                     continue
             except (ValueError, OSError) as e:
                 reason = str(e) or type(e).__name__
-                part.unlink(missing_ok=True)
+                if part.is_file():
+                    part.unlink()
                 if resuming and attempt < retries:
                     continue  # the kept prefix may have been the problem: once more from scratch
             break
@@ -365,6 +450,8 @@ def fetch_file(
     retries: int = 2,
     backoff: float = 0.5,
     quiet: bool = False,
+    stall: float = STALL_SECONDS,
+    unreachable: set[str] | None = None,
 ) -> bytes:
     """Fetch, verify and atomically store `data_dir/name`; return its decompressed bytes.
 
@@ -372,7 +459,10 @@ def fetch_file(
     mismatch, too long a body, retries used up) moves on to the next. The final file is only ever
     written with verified bytes; partial files are removed once the file is done. Processes that
     fetch the same file take turns, and a later one uses the file an earlier one stored.
+    `unreachable` collects the sources that gave no answer at all (refused, timed out), which
+    are then skipped: ensure_files shares it across the four files.
     """
+    unreachable = set() if unreachable is None else unreachable
     spec = FILES[name]
     with exclusive(data_dir / f".{name}.lock"):
         done = read_verified(data_dir / name, spec)
@@ -380,9 +470,14 @@ def fetch_file(
             return done
         reasons = []
         for source in srcs:
+            if source in unreachable:
+                reasons.append(f"  {source}: skipped (no answer for an earlier file)")
+                continue
             try:
-                data = _fetch_from(source, name, data_dir, timeout, retries, backoff, quiet)
+                data = _fetch_from(source, name, data_dir, timeout, retries, backoff, quiet, stall)
             except (ValueError, OSError) as e:
+                if isinstance(e, _Unreachable):
+                    unreachable.add(source)
                 reasons.append(f"  {source}: {e}")
                 continue
             atomic_write_bytes(data_dir / name, data)
@@ -416,9 +511,10 @@ def ensure_files(
 ) -> dict[str, bytes]:
     """Verified bytes of the four MNIST files, fetching any that are missing or damaged."""
     data_dir = Path(data_dir)
+    srcs = sources(mirrors)  # checked now, even when every file is there: a typo should not pass unseen
     data_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(data_dir)
-    srcs = None
+    unreachable: set[str] = set()
     out = {}
     for name, spec in FILES.items():
         path = data_dir / name
@@ -426,7 +522,6 @@ def ensure_files(
         if buf is None:
             if path.exists():
                 log(f"{path} is damaged (size or checksum wrong); fetching it again")
-            srcs = srcs or sources(mirrors)
-            buf = fetch_file(name, data_dir, srcs, quiet=quiet, **fetch_kwargs)
+            buf = fetch_file(name, data_dir, srcs, quiet=quiet, unreachable=unreachable, **fetch_kwargs)
         out[name] = buf
     return out

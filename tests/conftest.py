@@ -45,6 +45,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     wronggz   valid gzip of the wrong bytes                     notgz    bytes that are not gzip
     endless   200 without a length, then bytes until the client hangs up (at most 64 MB)
     biglength 200 announcing a 600 MB body                    slow      good, but waits 0.3 s first
+    trickle   200 with the right length, then a byte every 0.2 s (for 20 s at most)
+    silent    reads the request, then answers nothing for 3 s and hangs up
     <number>  that HTTP status
     """
 
@@ -92,6 +94,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._head(200, 600_000_000)
             self.wfile.write(b"\x1f\x8b" + bytes(65534))
             self.close_connection = True
+            return None
+        if mode == "silent":
+            time.sleep(3)
+            self.close_connection = True
+            return None
+        if mode == "trickle":
+            data = path.read_bytes()
+            self._head(200, len(data))
+            self.close_connection = True
+            for i in range(100):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.2)
             return None
         if mode == "slow":
             time.sleep(0.3)

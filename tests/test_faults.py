@@ -77,6 +77,51 @@ def test_a_body_longer_than_the_file_can_be_is_cut_off(mnist_server, tmp_path, m
     assert not list(tmp_path.iterdir()), "nothing kept of a body that could not be the file"
 
 
+def test_a_trickling_server_is_cut_off(mnist_server, tmp_path):
+    """A byte every 0.2 s never trips the read timeout (0.5 s here): the stall watch cuts it off."""
+    _, url = mnist_server
+    with pytest.raises(DownloadError, match="too slow: no 64 kB in 1 s"):
+        fetch_file(SMALL, tmp_path, [f"{url}/trickle/"], retries=0, stall=1.0, **FAST)
+    got = fetch_file(SMALL, tmp_path, [f"{url}/trickle/", f"{url}/good/"], retries=0, stall=1.0, **FAST)
+    assert _sha(got) == FILES[SMALL].sha256
+
+
+def test_a_source_that_never_answers_is_skipped_for_the_other_files(mnist_server, tmp_path, monkeypatch):
+    from mnist_softmax.download import ensure_files
+
+    server, url = mnist_server
+    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
+    before = len(server.hits)
+    ensure_files(tmp_path, [f"{url}/silent/", f"{url}/good/"], quiet=True, retries=0, timeout=(2.0, 0.5))
+    silent = [h for h in server.hits[before:] if h[0] == "silent"]
+    assert len(silent) == 1, silent  # asked once, then skipped for the three other files
+
+
+def test_a_fifo_or_folder_where_the_partial_file_goes_is_dealt_with(mnist_server, tmp_path):
+    _, url = mnist_server
+    src = f"{url}/good/"
+    part = _part_path(tmp_path, SMALL, f"{src}{SMALL}.gz")
+    os.mkfifo(part)  # writing into it would block forever
+    assert _sha(fetch_file(SMALL, tmp_path, [src], **FAST)) == FILES[SMALL].sha256
+    (tmp_path / SMALL).unlink()
+    part.mkdir()
+    with pytest.raises(DownloadError, match="is a folder in the way"):
+        fetch_file(SMALL, tmp_path, [src], **FAST)
+
+
+@pytest.mark.parametrize(
+    "mirror,message", [("", "a mirror given is empty"), ("~nosuchuser/mnist", "mirror '~nosuchuser/mnist'")]
+)
+def test_empty_or_unexpandable_mirrors_are_refused(tmp_path, mirror, message):
+    result = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "--mirror", mirror, "-q"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and message in result.output
+
+
+def test_a_malformed_mirror_is_refused_even_when_no_file_is_missing(mnist_dir):
+    result = CliRunner().invoke(main, ["download", "--data-dir", str(mnist_dir), "--mirror", "http://[::1", "-q"])
+    assert result.exit_code == 1 and "is not a valid URL" in result.output
+
+
 def test_processes_filling_one_data_folder_take_turns(mnist_server, tmp_path):
     """Three fetches of one file at once (each flock on its own descriptor, as separate processes
     would): every one ends with the verified bytes, and the server is asked once."""
