@@ -10,6 +10,7 @@ removes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zlib
 from pathlib import Path
@@ -75,12 +76,14 @@ def entries(cache_dir: Path) -> list[Entry]:
     """What the cache holds, one Entry per .npy file, by name."""
     out = []
     for path in sorted(cache_dir.glob("*.npy")) if cache_dir.is_dir() else []:
+        if not path.is_file():  # a dangling link, a FIFO: nothing any run wrote
+            continue
         side = _sidecar(path)
-        try:
-            about = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            about = {}
-        size = path.stat().st_size + (side.stat().st_size if side.exists() else 0)
+        about = {}
+        if side.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                about = json.loads(side.read_text(encoding="utf-8"))
+        size = path.stat().st_size + (side.stat().st_size if side.is_file() else 0)
         out.append(Entry(path, size, about if isinstance(about, dict) else {}))
     return out
 
@@ -91,8 +94,8 @@ def clear(cache_dir: Path) -> tuple[int, int]:
     if not cache_dir.is_dir():
         return 0, 0
     for f in cache_dir.iterdir():
-        if f.is_file() and (f.suffix in (".npy", ".json") or f.name.endswith(TEMP_SUFFIX)):
-            freed += f.stat().st_size
+        if f.suffix in (".npy", ".json") or f.name.endswith(TEMP_SUFFIX):
+            freed += f.stat().st_size if f.is_file() else 0
             f.unlink(missing_ok=True)
             n += 1
     return n, freed

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, shown
 from .features import FRONT_ENDS
 from .fileio import atomic_open
 from .model import MAX_ABS, MIN_SCALE, N_CLASSES, Model
@@ -83,7 +83,7 @@ _FLOATS = ("W", "b", "norm_mean", "norm_scale")
 
 
 def _fail(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"{path}: {what}")
+    return CheckpointError(f"{shown(path)}: {what}")
 
 
 def _read_member(zf: zipfile.ZipFile, path: Path, key: str, max_bytes: int) -> np.ndarray:
@@ -161,12 +161,12 @@ def _open(path: Path) -> zipfile.ZipFile:
 
     try:
         if not stat.S_ISREG(path.stat().st_mode):
-            raise CheckpointError(f"{path} is not a regular file")
+            raise CheckpointError(f"{shown(path)} is not a regular file")
         return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except (zipfile.BadZipFile, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (not an .npz file: {e})") from None
+        raise CheckpointError(f"{shown(path)} is not a readable checkpoint (not an .npz file: {e})") from None
 
 
 def _load(path: str | Path, with_state: bool):
@@ -180,10 +180,12 @@ def _load(path: str | Path, with_state: bool):
             members = {name[:-4] for name in zf.namelist() if name.endswith(".npy")}
             missing = [k for k in _REQUIRED if k not in members]
             if missing:
-                raise CheckpointError(f"{path} is not an mnist-softmax checkpoint (missing {', '.join(missing)})")
+                raise CheckpointError(
+                    f"{shown(path)} is not an mnist-softmax checkpoint (missing {', '.join(missing)})"
+                )
             small = {k: _read_member(zf, path, k, _SMALL) for k in _REQUIRED if k not in _FLOATS}
             if _string(path, "format", small["format"]) != FORMAT:
-                raise CheckpointError(f"{path} is not an mnist-softmax checkpoint")
+                raise CheckpointError(f"{shown(path)} is not an mnist-softmax checkpoint")
             version = _integer(path, "format_version", small["format_version"])
             if version not in READABLE_VERSIONS:
                 readable = " and ".join(map(str, READABLE_VERSIONS))
@@ -199,7 +201,7 @@ def _load(path: str | Path, with_state: bool):
                 raise _fail(path, f"map_shape {map_shape.tolist()} does not match front end {front_end} {fe.map_shape}")
             values = _json(path, "config_json", _string(path, "config_json", small["config_json"]), dict)
             try:
-                config = make_config(values, source=f"{path} config_json").to_dict()
+                config = make_config(values, source=f"{shown(path)} config_json").to_dict()
             except ConfigError as e:
                 raise _fail(path, f"config_json: {e}") from None
             if config["features"] != front_end:
@@ -218,12 +220,12 @@ def _load(path: str | Path, with_state: bool):
             if with_state:
                 state_keys = [f"train_v_{k}" for k in trained] + ["train_rng_json", "train_history_json"]
                 if not all(k in members for k in state_keys):
-                    raise CheckpointError(f"{path} holds no training state to resume from")
+                    raise CheckpointError(f"{shown(path)} holds no training state to resume from")
                 shapes |= {f"train_v_{k}": shape for k, shape in trained.items()}
             arrays = {}
             for key, shape in (shapes | fe_shapes).items():
                 if key not in members:
-                    raise CheckpointError(f"{path} is not an mnist-softmax checkpoint (missing {key})")
+                    raise CheckpointError(f"{shown(path)} is not an mnist-softmax checkpoint (missing {key})")
                 max_bytes = 4096 + 8 * int(np.prod(shape, dtype=object))  # room for a float64 to be named
                 arrays[key] = _floats(path, key, _read_member(zf, path, key, max_bytes), shape)
             state = None
@@ -245,7 +247,7 @@ def _load(path: str | Path, with_state: bool):
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error) as e:
         if isinstance(e, OSError) and e.filename:
             raise
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+        raise CheckpointError(f"{shown(path)} is not a readable checkpoint ({e})") from None
     if not (arrays["norm_scale"] >= MIN_SCALE).all():
         raise _fail(path, f"norm_scale must be at least {MIN_SCALE:g} (the smallest std_floor)")
     fe_params = {k[3:]: arrays[k] for k in fe_shapes}
@@ -281,22 +283,22 @@ def load_train_state(path: str | Path):
     checkpoint, state = _load(path, with_state=True)
     if checkpoint.format_version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} was written by an older mnist-softmax (format version {checkpoint.format_version}), whose "
+            f"{shown(path)} was written by an older mnist-softmax (format version {checkpoint.format_version}), whose "
             "random streams this version does not continue; start a new run instead of --resume"
         )
     model, config = checkpoint.model, checkpoint.config
     history = state["history"]
     if len(history) > config["epochs"] or not all(_epoch_row(row, i + 1) for i, row in enumerate(history)):
-        raise CheckpointError(f"{path}: train_history_json does not fit the run's {config['epochs']} epochs")
+        raise CheckpointError(f"{shown(path)}: train_history_json does not fit the run's {config['epochs']} epochs")
     rng_states = state["rng_states"]
     try:
         for one in rng_states.values():
             np.random.default_rng().bit_generator.state = one
     except (TypeError, ValueError, KeyError, OverflowError) as e:
-        raise CheckpointError(f"{path}: train_rng_json is not a random generator's state ({e})") from None
+        raise CheckpointError(f"{shown(path)}: train_rng_json is not a random generator's state ({e})") from None
     from .split import STREAMS
 
     if not rng_states or not set(rng_states) <= set(STREAMS):
-        raise CheckpointError(f"{path}: train_rng_json names no known random stream")
+        raise CheckpointError(f"{shown(path)}: train_rng_json names no known random stream")
     params = {"W": model.W, "b": model.b} | {k: model.fe_params[k] for k in state["trained"] if k not in ("W", "b")}
     return config, TrainState(params, state["velocity"], rng_states, history)

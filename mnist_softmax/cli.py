@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -38,7 +39,8 @@ class _Group(click.Group):
             if isinstance(e, OSError) and not isinstance(e, MnistSoftmaxError):
                 e = f"{e.strerror or e}: {shown(e.filename)}" if e.filename else str(e)
             # Messages may carry a user's file names: escape what could break or forge a line.
-            raise click.ClickException("\n".join(escape_controls(line) for line in str(e).split("\n"))) from None
+            lines = path_text(str(e)).split("\n")  # paths in messages are shown(); this guards the rest
+            raise click.ClickException("\n".join(escape_controls(line) for line in lines)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -111,7 +113,7 @@ def download(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
 
     ensure_files(data_dir, mirrors, quiet, log=_err)
     for name in FILES:
-        click.echo(f"ok  {data_dir / name}")
+        click.echo(f"ok  {shown(data_dir / name)}")
 
 
 @main.command("cache")
@@ -127,18 +129,24 @@ def cache_cmd(data_dir: Path, clear: bool) -> None:
     Example: mnist-softmax cache --clear
     """
     from . import cache
+    from .fileio import remove_stale_temps
 
     folder = data_dir / "cache"
+    stale = remove_stale_temps(folder)
+    if stale:
+        click.echo(f"removed {len(stale)} temp file{'s' * (len(stale) != 1)} left by runs that were killed")
     if clear:
         n, freed = cache.clear(folder)
-        click.echo(f"removed {n} file{'s' * (n != 1)} ({freed / 1e6:,.1f} MB) from {folder}/")
+        click.echo(f"removed {n} file{'s' * (n != 1)} ({freed / 1e6:,.1f} MB) from {shown(folder)}/")
         return
     entries = cache.entries(folder)
     for e in entries:
         made = ", ".join(f"{k} {v}" for k, v in e.about.items() if k not in ("crc32", "rows")) or "unknown origin"
-        click.echo(f"{e.path}  {e.bytes / 1e6:,.1f} MB  {made}")
+        click.echo(f"{shown(e.path)}  {e.bytes / 1e6:,.1f} MB  {escape_controls(made)}")
     total = sum(e.bytes for e in entries)
-    click.echo(f"{len(entries)} cached feature file{'s' * (len(entries) != 1)}, {total / 1e6:,.1f} MB in {folder}/")
+    click.echo(
+        f"{len(entries)} cached feature file{'s' * (len(entries) != 1)}, {total / 1e6:,.1f} MB in {shown(folder)}/"
+    )
 
 
 def _default(key: str) -> str:
@@ -193,25 +201,27 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     with Painter() as painter:  # imports matplotlib in a helper process while this one trains
         mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
         run_dir = resume or out or new_run_dir()
+        created = resume is None and (out is None or not out.exists())
         run_dir.mkdir(parents=True, exist_ok=True)
         on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
         try:
-            result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state)
-        except TrainingInterrupted as e:
-            if e.result.history:
+            try:
+                result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state)
+            except TrainingInterrupted as e:
+                if not e.result.history:
+                    _err("interrupted before the first epoch finished; nothing saved")
+                    raise SystemExit(e.exit_code) from None
                 _save(run_dir, e.result, cfg, painter)
                 _err(
                     f"interrupted: saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/; "
                     f"continue with: mnist-softmax train --resume {shown(run_dir)}"
                 )
-            else:
-                _err("interrupted before the first epoch finished; nothing saved")
-                _remove_if_empty(run_dir)
-            raise SystemExit(e.exit_code) from None
+                raise SystemExit(e.exit_code) from None
+            _save(run_dir, result, cfg, painter)
         except BaseException:
-            _remove_if_empty(run_dir)
+            if created:  # a folder this run made and could not fill goes again; one the user made stays
+                _remove_if_empty(run_dir)
             raise
-        _save(run_dir, result, cfg, painter)
     click.echo(
         f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
         f"({result.seconds:.1f}s, features {cfg.features})\nwrote {shown(run_dir)}/"
@@ -248,6 +258,14 @@ def _recipe(config_path, overrides: dict, resume: Path | None, out: Path | None)
     from .checkpoint import load_train_state
 
     values, state = load_train_state(resume / "model.npz")
+    if len(state.history) == values["epochs"] and (resume / "summary.json").is_file():
+        import json
+
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads((resume / "summary.json").read_text(encoding="utf-8")).get("interrupted") is False:
+                raise click.ClickException(
+                    f"{shown(resume)} is a finished run ({values['epochs']} epochs); nothing to resume"
+                )
     return make_config(values, source=str(resume / "model.npz")), state
 
 
@@ -259,9 +277,11 @@ def _epoch_line(row: dict) -> str:
 
 
 def _remove_if_empty(run_dir: Path) -> None:
-    """A run that stopped before writing anything leaves no empty folder behind."""
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
+    """A run that stopped before writing anything leaves no empty folder behind. Best effort: a
+    failure here must not hide the error that stopped the run."""
+    with contextlib.suppress(OSError):
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
 
 
 def checkpoint_option(f):
@@ -313,7 +333,7 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
     click.echo(f"checkpoint {shown(path)} ({model.front_end}, N = {model.W.shape[1]})   split {split}")
     click.echo(score_table(s))
     if out is not None:
-        click.echo(f"wrote {out}/confusion.png, {out}/errors.png")
+        click.echo(f"wrote {shown(out)}/confusion.png, {shown(out)}/errors.png")
 
 
 @main.command()
@@ -367,7 +387,14 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
             _err(f"error: {escape_controls(path_text(str(result)))}")
             failed += 1
             continue
-        saved = _save_input(save_input, result) if save_input is not None else None
+        saved = None
+        if save_input is not None:
+            try:
+                saved = _save_input(save_input, result)
+            except OSError as e:  # this image's copy is lost, not the rest of the run
+                why = e.strerror or e
+                _err(f"error: {shown(result.path)}: could not save its input image in {shown(save_input)} ({why})")
+                failed += 1
         if as_json:
             click.echo(
                 json.dumps(prediction_record(result, top_k) | ({"saved_input": path_text(saved)} if saved else {}))

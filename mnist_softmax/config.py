@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 FEATURE_NAMES = ("pixels", "conv")  # the names of features.FRONT_ENDS (a test keeps them equal)
 SCHEDULES = ("constant", "step", "cosine")
@@ -107,7 +107,7 @@ def make_config(values: dict[str, Any], base: Config | None = None, source: str 
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} in {source}: {', '.join(unknown)} "
+            f"unknown key{'s' if len(unknown) > 1 else ''} in {shown(source)}: {', '.join(unknown)} "
             f"(known: {', '.join(types)})"
         )
     checked = {k: _check_type(k, v, types[k]) for k, v in values.items()}
@@ -137,8 +137,10 @@ def load_config(path_or_name: str | Path | None = None, overrides: dict[str, Any
         path = shipped
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ConfigError(f"{shown(path)} is nested too deeply to be a config") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        raise ConfigError(f"{shown(path)} is not valid TOML: {e}") from None
     cfg = make_config(values, source=str(path))
     return make_config(overrides, base=cfg, source="flags")
 

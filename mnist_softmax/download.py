@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import __version__
-from .errors import DownloadError
+from .errors import DownloadError, shown
 from .fileio import atomic_write_bytes, remove_stale_temps
 
 DEFAULT_SOURCES = (
@@ -471,14 +471,14 @@ def fetch_file(
         reasons = []
         for source in srcs:
             if source in unreachable:
-                reasons.append(f"  {source}: skipped (no answer for an earlier file)")
+                reasons.append(f"  {shown(source)}: skipped (no answer for an earlier file)")
                 continue
             try:
                 data = _fetch_from(source, name, data_dir, timeout, retries, backoff, quiet, stall)
             except (ValueError, OSError) as e:
                 if isinstance(e, _Unreachable):
                     unreachable.add(source)
-                reasons.append(f"  {source}: {e}")
+                reasons.append(f"  {shown(source)}: {e}")
                 continue
             atomic_write_bytes(data_dir / name, data)
             for leftover in data_dir.glob(f".{name}.*.part"):
@@ -521,7 +521,7 @@ def ensure_files(
         buf = read_verified(path, spec)
         if buf is None:
             if path.exists():
-                log(f"{path} is damaged (size or checksum wrong); fetching it again")
+                log(f"{shown(path)} is damaged (size or checksum wrong); fetching it again")
             buf = fetch_file(name, data_dir, srcs, quiet=quiet, unreachable=unreachable, **fetch_kwargs)
         out[name] = buf
     return out

@@ -124,6 +124,10 @@ def mnist_rows(
     Front ends worth caching compute (or load) all 70,000 maps once, via mnist_maps, and copy the
     rows asked for. Others (pixels) map only those rows: no 60,000-row array is ever held.
     """
+    if cache_dir is not None:
+        from .fileio import remove_stale_temps
+
+        remove_stale_temps(cache_dir)  # up to 878 MB each, left by runs that were killed
     if fe.cache:
         F = dict(zip(("train", "test"), mnist_maps(fe, params, mnist, cache_dir, progress, about), strict=True))
 
@@ -174,10 +178,6 @@ def mnist_maps(
     from . import cache
 
     path = cache_dir / cache_name(fe, params) if cache_dir and fe.cache else None
-    if path is not None:
-        from .fileio import remove_stale_temps
-
-        remove_stale_temps(cache_dir)  # up to 878 MB each, left by runs that were killed
     shapes = {"train": (len(mnist.train_images), fe.n_features), "test": (len(mnist.test_images), fe.n_features)}
     if path is not None and path.is_file():
         found = cache.load(path, shapes)

@@ -12,6 +12,12 @@ from typing import IO
 TEMP_SUFFIX = ".tmp"
 
 
+def _cut(name: str, limit: int = 200) -> str:
+    """The name cut to at most `limit` bytes: file names have at most 255, and temp files and
+    numbered copies add to a name."""
+    return os.fsdecode(os.fsencode(name)[:limit])
+
+
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new file beside `path`, named .<name>.<pid>-<random>.tmp, opened for writing.
 
@@ -20,7 +26,8 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        # The name is cut so the temp file's name is no longer than a name the target could have.
+        tmp = path.parent / f".{_cut(path.name)}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
@@ -92,7 +99,11 @@ def write_new(folder: str | os.PathLike, stem: str, suffix: str, data: bytes) ->
     never replacing a file (the complete file is linked into place, which fails if the name is
     taken, even by a file created a moment ago by another process). Returns the path written."""
     folder = Path(folder)
-    fd, tmp = _create_temp(folder / f"{stem}{suffix}")
+    stem = _cut(stem)  # leave room for -<k> and the suffix
+    try:
+        fd, tmp = _create_temp(folder / f"{stem}{suffix}")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(folder / f"{stem}{suffix}")) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

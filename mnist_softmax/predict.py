@@ -80,6 +80,9 @@ def predict_files(
         except ImageError as e:
             yield e
             continue
+        except (ArithmeticError, LookupError, ValueError, MemoryError) as e:  # pixels no reader foresaw
+            yield ImageError(f"{path}: cannot read this image ({type(e).__name__}: {e})")
+            continue
         z = logits(model.features(prepared.digit[None]), model.W, model.b)
         p = softmax(z)[0]
         loss = softmax_loss(z, np.array([label])) if label is not None else None

@@ -115,3 +115,10 @@ def test_to_toml_round_trips(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text(to_toml(cfg))
     assert load_config(p) == cfg
+
+
+def test_a_config_nested_too_deeply_is_one_error(tmp_path):
+    p = tmp_path / "deep.toml"
+    p.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply|not valid TOML"):
+        load_config(p)

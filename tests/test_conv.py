@@ -179,6 +179,23 @@ def test_cache_command_lists_and_clears(params, mnist, tmp_path):
     assert run("cache", "--data-dir", tmp_path / "none").output.startswith("0 cached feature files, 0.0 MB")
 
 
+def test_cache_command_survives_odd_files_and_removes_what_killed_runs_left(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "gone.npy").symlink_to(tmp_path / "nowhere.npy")
+    (folder / "x.npy").write_bytes(b"not really")
+    os.mkfifo(folder / "x.json")  # reading it would wait forever
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / f".conv-v3-abc.npy.{dead.stdout.strip()}-0badf00d.tmp").write_bytes(bytes(1000))
+    out = run("cache", "--data-dir", tmp_path).output.splitlines()
+    assert out[0] == "removed 1 temp file left by runs that were killed"
+    assert "x.npy" in out[1] and "unknown origin" in out[1] and out[2].startswith("1 cached feature file")
+
+
 def test_conv_checkpoint_round_trip(params, mnist, tmp_path):
     rng = np.random.default_rng(0)
     f32 = np.float32

@@ -155,3 +155,24 @@ def test_train_and_eval_without_a_validation_split(mnist_dir, tmp_path):
         ["eval", "--checkpoint", str(tmp_path / "run" / "model.npz"), "--split", "val", "--data-dir", str(mnist_dir)],
     )
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "without a val split" in result.output
+
+
+def test_a_failed_run_keeps_the_real_error_and_the_users_own_folder(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", ".", "--lr", "1e38", "-q"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "training diverged" in result.output
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(mine), "--lr", "1e38"])
+    assert "training diverged" in result.output and mine.is_dir()  # made by the user: not removed
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", "fresh", "--lr", "1e38"])
+    assert "training diverged" in result.output and not (tmp_path / "fresh").exists()  # made by the run: removed
+
+
+def test_resuming_a_finished_run_is_refused(trained, mnist_dir):
+    cwd, _ = trained
+    run_dir = (cwd / "runs" / "latest").resolve()
+    before = (run_dir / "model.npz").stat().st_mtime_ns
+    result = CliRunner().invoke(main, ["train", "--resume", str(run_dir), "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 1 and "is a finished run (10 epochs); nothing to resume" in result.output
+    assert (run_dir / "model.npz").stat().st_mtime_ns == before

@@ -109,3 +109,30 @@ def test_a_closed_pipe_ends_quietly(model_path, seven, tmp_path):
     out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
     assert out.stdout.startswith(f"{tmp_path / '00.png'}: 7") and len(out.stdout.splitlines()) == 1
     assert out.stderr == "" and out.returncode in (0, 141)
+
+
+def test_a_failed_save_input_costs_that_image_only(model_path, seven, tmp_path, monkeypatch):
+    import errno
+
+    import mnist_softmax.fileio as fileio
+
+    long_name = tmp_path / ("d" * 250 + ".png")
+    long_name.write_bytes(seven.read_bytes())
+    ok = _predict(model_path, long_name, "--save-input", tmp_path / "seen")
+    assert ok.exit_code == 0, ok.output
+    assert [len(os.fsencode(p.name)) <= 255 for p in (tmp_path / "seen").iterdir()] == [True]
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "seen" / "x.png"))
+
+    monkeypatch.setattr(fileio, "write_new", full)
+    result = _predict(model_path, seven, seven, "--save-input", tmp_path / "seen")
+    assert result.exit_code == 1 and result.stdout.count(": 7  (p = ") == 2  # both still classified
+    assert result.stderr.count("could not save its input image") == 2 and "No space left" in result.stderr
+
+
+def test_a_newline_in_a_path_cannot_forge_an_error_line(tmp_path):
+    bad = tmp_path / "x\nError: all good.npz"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(bad)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "x\\nError: all good.npz" in result.output
