@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run
 from PIL import Image
-from userstyle import MAKERS, NEW_STYLES
+from userstyle import KEEP, MAKERS, MARGIN, NEW_STYLES
 
 from mnist_softmax.checkpoint import load_checkpoint
 from mnist_softmax.cli import main
@@ -53,8 +53,43 @@ def test_mnist_images_as_png_pass_through_and_score_like_eval(model_path, mnist,
     assert np.mean(via_png == direct) >= 0.99
     labels = mnist.test_labels[np.sort(idx)]
     assert abs(np.mean(via_png == labels) - np.mean(direct == labels)) <= 0.005
-    same = [np.array_equal(to_mnist(tmp_path / f"{i:05d}.png").digit, mnist.test_images[i]) for i in idx[:100]]
-    assert np.mean(same) >= 0.8  # most come through pixel for pixel; the rest shift by one pixel
+    # Each comes through as it is, up to the stretch to a maximum of 255 (some digits peak at
+    # 254) and a one-pixel recentring; except a digit that MNIST's field cut (its box is then
+    # under 20 px, so it is rescaled), or one with a stray mark away from the strokes (the box
+    # then leaves it out, as it leaves out dust on a page).
+    exceptions = 0
+    for i in idx[:100]:
+        d = mnist.test_images[i]
+        ref = np.round(d * (255 / d.max())).astype(np.uint8)
+        got = to_mnist(tmp_path / f"{i:05d}.png").digit
+        if any(np.array_equal(_shifted(got, dr, dc), ref) for dr in (-1, 0, 1) for dc in (-1, 0, 1)):
+            continue
+        assert _box_cut_by_field(d) or _stray_mark(d), f"test digit {i} changed in normalisation"
+        exceptions += 1
+    assert exceptions <= 2  # 17 of the 10,000 test digits are such exceptions
+
+
+def _shifted(a: np.ndarray, dr: int, dc: int) -> np.ndarray:
+    """a (H, W) moved dr rows down and dc columns right, zeros coming in."""
+    out = np.zeros_like(a)
+    H, W = a.shape
+    out[max(dr, 0) : H + min(dr, 0), max(dc, 0) : W + min(dc, 0)] = a[
+        max(-dr, 0) : H + min(-dr, 0), max(-dc, 0) : W + min(-dc, 0)
+    ]
+    return out
+
+
+def _box_cut_by_field(d: np.ndarray) -> bool:
+    rows, cols = np.flatnonzero(d.any(1)), np.flatnonzero(d.any(0))
+    return max(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]) < 20
+
+
+def _stray_mark(d: np.ndarray) -> bool:
+    """Some ink more than 5 px (a quarter of the digit's 20) outside the box of its strong ink."""
+    rows, cols = np.flatnonzero((d >= 128).any(1)), np.flatnonzero((d >= 128).any(0))
+    inside = np.zeros(d.shape, bool)
+    inside[max(0, rows[0] - 5) : rows[-1] + 6, max(0, cols[0] - 5) : cols[-1] + 6] = True
+    return bool((d[~inside] > 0).any())
 
 
 @pytest.mark.parametrize("style", [s for s in MAKERS if s not in NEW_STYLES])  # new ones: test_images.py
@@ -69,7 +104,9 @@ def test_users_images_are_recognised_like_mnist_digits(style, model_path, conv_t
     assert len(records) == 120
     truth = np.array([int(r["path"].rsplit("/", 1)[1][0]) for r in records])
     pixel_acc = np.mean(np.array([r["prediction"] for r in records]) == truth)
-    assert pixel_acc >= 0.90, f"{style}: {pixel_acc:.3f}"
+    model, _, _ = load_checkpoint(model_path)
+    untouched = np.mean(classify(model, mnist.test_images[idx]).argmax(1) == mnist.test_labels[idx])
+    assert pixel_acc >= KEEP * untouched - MARGIN, f"{style}: {pixel_acc:.3f}, untouched {untouched:.3f}"
     # The conv model on the very inputs predict made: at least as accurate as the pixel model.
     seen = np.stack(
         [
@@ -176,7 +213,9 @@ def test_bad_files_get_their_own_error_and_the_rest_are_classified(model_path, m
     for n, e in zip(names, errors, strict=True):
         assert n in e
     assert "too large" in errors[names.index("bomb.png")]
-    assert "no ink" in errors[names.index("white.png")] and "no ink" in errors[names.index("black.jpg")]
+    assert "no digit found (blank" in errors[names.index("white.png")]
+    assert "no digit found (blank" in errors[names.index("black.jpg")]
+    assert "no digit found (blank" in errors[names.index("one_pixel.png")]
     assert "Traceback" not in result.output
 
 
@@ -203,7 +242,7 @@ def test_many_formats_and_modes(model_path, mnist, tmp_path):
 
 def test_blank_image_raises_image_error(tmp_path):
     Image.new("L", (50, 50), 128).save(tmp_path / "grey.png")
-    with pytest.raises(ImageError, match="no ink"):
+    with pytest.raises(ImageError, match=r"grey.png: no digit found \(blank"):
         to_mnist(tmp_path / "grey.png")
 
 
