@@ -1,0 +1,171 @@
+"""images.py on the images of issue 12: phone photos, tight crops, canvas drawings, tiny images,
+images with no digit, 32-bit TIFFs, and reading a folder in parallel."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+from userstyle import KEEP, MAKERS, MARGIN, NEGATIVES, NEW_STYLES, SMALL_8x8
+
+from mnist_softmax.checkpoint import load_checkpoint
+from mnist_softmax.images import ImageError, label, to_mnist, to_mnist_many
+from mnist_softmax.predict import classify
+
+
+@pytest.fixture(scope="module")
+def pixel_model(trained):
+    cwd, _ = trained
+    return load_checkpoint(cwd / "runs" / "latest" / "model.npz")[0]
+
+
+@pytest.fixture(scope="module")
+def conv_model(conv_trained):
+    return load_checkpoint(conv_trained / "model.npz")[0]
+
+
+@pytest.mark.parametrize("style", NEW_STYLES)
+def test_new_styles_are_read_like_the_digits_themselves(style, pixel_model, conv_model, mnist, tmp_path):
+    rng = np.random.default_rng(zlib.crc32(style.encode()))
+    idx = rng.choice(10000, 120, replace=False)
+    paths = [MAKERS[style](mnist.test_images[i], tmp_path, f"{i}", rng) for i in idx]
+    results = list(to_mnist_many(paths, workers=1))
+    refused = [str(r) for r in results if isinstance(r, ImageError)]
+    assert not refused, refused[:3]
+    digits, labels = np.stack([r.digit for r in results]), mnist.test_labels[idx]
+    pixel_acc = np.mean(classify(pixel_model, digits).argmax(1) == labels)
+    if style.startswith("8×8"):
+        conv_acc = np.mean(classify(conv_model, digits).argmax(1) == labels)
+        assert pixel_acc >= SMALL_8x8["pixels"] - MARGIN, f"{style}: pixels {pixel_acc:.3f}"
+        assert conv_acc >= SMALL_8x8["conv"] - MARGIN, f"{style}: conv {conv_acc:.3f}"
+    else:
+        untouched = np.mean(classify(pixel_model, mnist.test_images[idx]).argmax(1) == labels)
+        assert pixel_acc >= KEEP * untouched - MARGIN, f"{style}: {pixel_acc:.3f}, untouched {untouched:.3f}"
+
+
+@pytest.mark.parametrize("kind", list(NEGATIVES))
+def test_images_without_a_digit_are_refused(kind, tmp_path):
+    rng = np.random.default_rng(zlib.crc32(kind.encode()))
+    for k in range(30):
+        path = NEGATIVES[kind](tmp_path, f"{k}", rng)
+        with pytest.raises(ImageError, match=r"no digit found \(") as e:
+            to_mnist(path)
+        assert str(e.value).startswith(f"{path}: no digit found (")
+
+
+def test_each_refusal_rule_names_itself(tmp_path):
+    page = np.full((280, 280), 235, np.uint8)
+    speck = page.copy()
+    speck[100:106, 140:146] = 30
+    line = page.copy()
+    line[60:220, 140] = 30
+    blot = page.copy()
+    blot[80:200, 80:200] = 30
+    bar = page.copy()
+    bar[120:150, 20:260] = 30
+    cases = {"blank": page, "a speck": speck, "too thin": line, "a blot": blot, "a line": bar}
+    for reason, img in cases.items():
+        Image.fromarray(img).save(tmp_path / "x.png")
+        with pytest.raises(ImageError, match=rf"no digit found \({reason}"):
+            to_mnist(tmp_path / "x.png")
+
+
+def test_exif_orientation_is_applied(mnist, tmp_path):
+    upright = Image.fromarray(255 - mnist.test_images[0]).resize((112, 168))  # a 7, taller than wide
+    upright.save(tmp_path / "upright.jpg", quality=95)
+    want = to_mnist(tmp_path / "upright.jpg").digit
+    for orientation, stored in ((6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        upright.transpose(stored).save(tmp_path / f"o{orientation}.jpg", quality=95, exif=exif)
+        got = to_mnist(tmp_path / f"o{orientation}.jpg")
+        assert got.box[1] - got.box[0] > got.box[3] - got.box[2]  # read upright: taller than wide
+        assert np.abs(got.digit.astype(int) - want).mean() < 3  # the same digit, up to JPEG noise
+
+
+def test_small_images_are_enlarged_smoothly(mnist, tmp_path):
+    small = Image.fromarray(mnist.test_images[0][4:24, 4:24]).resize((8, 8), Image.Resampling.BOX)
+    small.save(tmp_path / "small.png")
+    digit = to_mnist(tmp_path / "small.png").digit
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    assert max(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]) >= 19  # scaled up to the 20-px box
+    assert len(np.unique(digit)) > 40  # interpolated, not 8×8 blocks of a few grey levels
+
+
+def _tiff_32bit(path, a: np.ndarray) -> None:
+    """A grey, unsigned 32-bit integer TIFF, written by hand: Pillow writes only signed ones."""
+    data = np.ascontiguousarray(a.astype("<u4")).tobytes()
+    h, w = a.shape
+    tags = [(256, 4, w), (257, 4, h), (258, 3, 32), (259, 3, 1), (262, 3, 1), (273, 4, 8)]
+    tags += [(277, 3, 1), (278, 4, h), (279, 4, len(data)), (339, 3, 1)]
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        ifd += struct.pack("<HHI", tag, kind, 1) + struct.pack(
+            "<HH" if kind == 3 else "<I", *((value, 0) if kind == 3 else (value,))
+        )
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8 + len(data)) + data + ifd + struct.pack("<I", 0))
+
+
+def test_32bit_integer_tiffs_are_read(pixel_model, mnist, tmp_path):
+    d = mnist.test_images[0].astype(np.float64) / 255  # a 7
+    big = np.asarray(Image.fromarray(mnist.test_images[0]).resize((84, 84)), np.float64) / 255
+    _tiff_32bit(tmp_path / "unsigned.tif", 4.0e9 - 3.9e9 * big)  # beyond 2**31: negative as int32
+    Image.fromarray((2.0e9 * d).astype(np.int32), "I").save(tmp_path / "signed.tif")
+    for name in ("unsigned.tif", "signed.tif"):
+        prepared = to_mnist(tmp_path / name)
+        assert classify(pixel_model, prepared.digit[None]).argmax() == 7, name
+    assert to_mnist(tmp_path / "unsigned.tif").inverted and not to_mnist(tmp_path / "signed.tif").inverted
+
+
+@pytest.mark.parametrize("executor", ["processes", "threads"])
+def test_to_mnist_many_keeps_order_and_errors(executor, mnist, tmp_path):
+    paths = []
+    for k in range(12):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(mnist.test_images[k]).save(paths[-1])
+    paths.insert(5, tmp_path / "missing.png")
+    Image.new("L", (40, 40), 200).save(tmp_path / "blank.png")
+    paths.insert(9, tmp_path / "blank.png")
+    results = list(to_mnist_many(paths, workers=2, executor=executor))
+    alone = [to_mnist_many([p]) for p in paths]
+    assert len(results) == len(paths)
+    for path, got, one in zip(paths, results, alone, strict=True):
+        one = next(one)
+        if path.name in ("missing.png", "blank.png"):
+            assert isinstance(got, ImageError) and str(got) == str(one) and str(path) in str(got)
+        else:
+            np.testing.assert_array_equal(got.digit, one.digit)
+
+
+def _flood_labels(mask: np.ndarray) -> list[set]:
+    """Components of mask (8-connected) by breadth-first search: the independent reference."""
+    seen, comps = np.zeros_like(mask), []
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        comp, todo = set(), [start]
+        seen[start] = True
+        while todo:
+            r, c = todo.pop()
+            comp.add((r, c))
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    q = (r + dr, c + dc)
+                    if 0 <= q[0] < mask.shape[0] and 0 <= q[1] < mask.shape[1] and mask[q] and not seen[q]:
+                        seen[q] = True
+                        todo.append(q)
+        comps.append(comp)
+    return comps
+
+
+@pytest.mark.parametrize("density", [0.2, 0.45, 0.6])
+def test_label_finds_the_8_connected_components(density):
+    rng = np.random.default_rng(int(density * 100))
+    for _ in range(20):
+        mask = rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 30)))) < density
+        labels, n = label(mask)
+        want = _flood_labels(mask)
+        assert n == len(want) and ((labels > 0) == mask).all()
+        got = [set(zip(*np.nonzero(labels == i), strict=True)) for i in range(1, n + 1)]
+        assert sorted(map(sorted, got)) == sorted(map(sorted, want))
