@@ -1,30 +1,69 @@
-"""Accuracy of `predict`'s normalisation on MNIST test digits remade as users' images.
+"""Accuracy of `predict`'s normalisation on MNIST test digits remade as users' images, and its speed.
 
     python benchmarks/userstyle_accuracy.py --checkpoint A.npz [--checkpoint B.npz ...] [--n 1000] [--seed 7]
 
 For n random test digits, prints each model's accuracy on the digits themselves, on the digits saved
 as PNGs (pass-through), and on each user-style remake from tests/userstyle.py, all read back through
-images.to_mnist exactly as `mnist-softmax predict` does.
+images.to_mnist exactly as `mnist-softmax predict` does: the accuracy, its share of the same model's
+accuracy on the same digits untouched, and how many of the images were refused ("no digit found").
+Then the images that hold no digit (tests/userstyle.py NEGATIVES), n/4 of each, and the share
+refused. Last, the speed of a folder of n user-style images of about 300×300 px (JPEG and PNG):
+to_mnist one after another, and to_mnist_many on threads and on processes, each followed by
+classify with the first checkpoint. No assertions: the tests hold the bounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from userstyle import MAKERS  # noqa: E402
+from userstyle import MAKERS, NEGATIVES  # noqa: E402
 
 from mnist_softmax.checkpoint import load_checkpoint  # noqa: E402
 from mnist_softmax.data import load_mnist  # noqa: E402
-from mnist_softmax.images import to_mnist  # noqa: E402
+from mnist_softmax.images import ImageError, to_mnist, to_mnist_many  # noqa: E402
 from mnist_softmax.model import classify  # noqa: E402
+
+
+def page_300(digit, folder: Path, name: str, rng) -> Path:
+    """A user-style image of about 300×300 px: the digit 7–9× on a page, in one of a few ink and
+    paper colours, noise and a little blur; JPEG or PNG."""
+    scale = int(rng.integers(7, 10))
+    big = np.asarray(Image.fromarray(digit).resize((28 * scale,) * 2, Image.Resampling.BILINEAR), np.float32) / 255
+    side = int(rng.integers(280, 321))
+    top, left = (int(v) for v in rng.integers(0, side - 28 * scale + 1, 2))
+    cover = np.zeros((side, side), np.float32)
+    cover[top : top + 28 * scale, left : left + 28 * scale] = big
+    colours = [([240] * 3, [25] * 3), ([246, 236, 200], [40, 45, 170]), ([235] * 3, [110] * 3), ([20] * 3, [235] * 3)]
+    paper, ink = colours[int(rng.integers(len(colours)))]
+    img = np.float32(paper) + (np.float32(ink) - np.float32(paper)) * cover[..., None]
+    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    pil = Image.fromarray(img, "RGB").filter(ImageFilter.GaussianBlur(0.7))
+    if rng.random() < 0.5:
+        path = folder / f"{name}.jpg"
+        pil.save(path, quality=85)
+    else:
+        path = folder / f"{name}.png"
+        pil.save(path)
+    return path
+
+
+def _digits(results, n: int):
+    """Prepared-or-error results -> (digits (k, 28, 28), kept indices (k,), refused count)."""
+    digits, kept = [], []
+    for i, r in enumerate(results):
+        if not isinstance(r, ImageError):
+            digits.append(r.digit)
+            kept.append(i)
+    return np.asarray(digits).reshape(-1, 28, 28), np.asarray(kept, int), n - len(kept)
 
 
 def main() -> None:
@@ -41,30 +80,79 @@ def main() -> None:
     rng = np.random.default_rng(a.seed)
     idx = rng.choice(len(mnist.test_labels), a.n, replace=False)
     labels = mnist.test_labels[idx]
+    untouched = [float(np.mean(classify(m, mnist.test_images[idx]).argmax(1) == labels)) for m in models]
 
-    def row(name: str, digits, ms: str = "") -> str:
-        accs = [float(np.mean(classify(m, np.asarray(digits)).argmax(1) == labels)) for m in models]
-        return f"| {name:<32} | " + " | ".join(f"{acc:.4f}" for acc in accs) + f" | {ms} |"
+    def row(name: str, results, ms: float | None) -> str:
+        digits, kept, refused = _digits(results, a.n)
+        cells = []
+        for m, base in zip(models, untouched, strict=True):
+            right = int(np.sum(classify(m, digits).argmax(1) == labels[kept])) if len(kept) else 0
+            cells.append(f"{right / a.n:.4f} ({right / a.n / base:.1%})")
+        time_cell = f"{ms:.1f}" if ms is not None else ""
+        return f"| {name:<34} | " + " | ".join(cells) + f" | {refused} | {time_cell} |"
 
     def save_png(digit, folder, name, rng):
         path = folder / f"{name}.png"
         Image.fromarray(digit).save(path)
         return path
 
-    print(f"{a.n} MNIST test digits (seed {a.seed})")
-    print(
-        "| images | "
-        + " | ".join(f"{m.front_end} ({p})" for m, p in zip(models, paths, strict=True))
-        + " | ms per image |"
-    )
-    print("| --- |" + " --- |" * (len(models) + 1))
-    print(row("the test digits themselves", mnist.test_images[idx]))
+    print(f"{a.n} MNIST test digits (seed {a.seed}); accuracy (share of the untouched digits' accuracy)\n")
+    names = [f"{m.front_end} ({p})" for m, p in zip(models, paths, strict=True)]
+    print("| images | " + " | ".join(names) + " | refused | ms per image |")
+    print("| --- |" + " --- |" * (len(models) + 2))
+    print(f"| {'the test digits themselves':<34} | " + " | ".join(f"{u:.4f}" for u in untouched) + " | | |")
     with tempfile.TemporaryDirectory() as tmp:
         for style, make in {"MNIST digits saved as PNG": save_png, **MAKERS}.items():
+            files = [make(mnist.test_images[i], Path(tmp), f"{style[:4]}{i}", rng) for i in idx]
             t = time.perf_counter()
-            digits = [to_mnist(make(mnist.test_images[i], Path(tmp), f"{style[:4]}{i}", rng)).digit for i in idx]
+            results = list(to_mnist_many(files, workers=1))
             ms = (time.perf_counter() - t) / a.n * 1000
-            print(row(style, digits, f"{ms:.1f}"), flush=True)
+            print(row(style, results, ms), flush=True)
+            for f in files:
+                f.unlink()
+
+        print("\nImages that hold no digit: refused with `no digit found`\n")
+        print("| images | refused | ms per image |")
+        print("| --- | --- | --- |")
+        total = refused_all = 0
+        n_neg = max(1, a.n // 4)
+        for style, make in NEGATIVES.items():
+            files = [make(Path(tmp), f"neg{k}", rng) for k in range(n_neg)]
+            t = time.perf_counter()
+            results = list(to_mnist_many(files, workers=1))
+            ms = (time.perf_counter() - t) / n_neg * 1000
+            refused = sum(isinstance(r, ImageError) and "no digit found" in str(r) for r in results)
+            total, refused_all = total + n_neg, refused_all + refused
+            print(f"| {style:<34} | {refused}/{n_neg} | {ms:.1f} |", flush=True)
+            for f in files:
+                f.unlink()
+        print(f"| {'all':<34} | {refused_all}/{total} ({refused_all / total:.1%}) | |")
+
+        folder = Path(tmp) / "folder"
+        folder.mkdir()
+        files = [page_300(mnist.test_images[i], folder, f"{k:05d}", rng) for k, i in enumerate(idx)]
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        print(f"\nA folder of {a.n} user-style images of about 300×300 px (half JPEG, half PNG), {cpus} CPUs:")
+        print("to_mnist (or to_mnist_many) then classify with the first checkpoint\n")
+        print("| how | images/s | ms per image | accuracy |")
+        print("| --- | --- | --- | --- |")
+        for how, run in (
+            ("to_mnist, one after another", lambda: [_or_error(f) for f in files]),
+            ("to_mnist_many, threads", lambda: list(to_mnist_many(files, executor="threads"))),
+            ("to_mnist_many, processes", lambda: list(to_mnist_many(files, executor="processes"))),
+        ):
+            t = time.perf_counter()
+            digits, kept, refused = _digits(run(), a.n)
+            right = int(np.sum(classify(models[0], digits).argmax(1) == labels[kept]))
+            s = time.perf_counter() - t
+            print(f"| {how} | {a.n / s:.0f} | {s / a.n * 1000:.1f} | {right / a.n:.4f} |", flush=True)
+
+
+def _or_error(path):
+    try:
+        return to_mnist(path)
+    except ImageError as e:
+        return e
 
 
 if __name__ == "__main__":
