@@ -22,7 +22,8 @@ box is 20 px (anti-aliased), and placed in a 28×28 field with the ink's centre 
 4. remove the background level: subtract the noise floor (median + 6 robust σ of the paper, at
    most 0.3 of the ink's typical level), rescale so the strongest ink is 1;
 5. find the digit: the marks are the 8-connected components of the ink at half its typical level;
-   the digit grows from the largest by the marks within half its size that hold 2% of its ink,
+   the digit grows from the largest by the marks within half its size (or 1/4 of the image)
+   that hold 2% of its ink,
    so a broken stroke joins it and dust elsewhere on the page does not widen its box;
 6. crop to the digit's bounding box (its strokes at half their level, plus the fainter fringe
    a little past them when the image is at MNIST's scale or smaller), scale the longer side to
@@ -37,12 +38,15 @@ An image is refused with `no digit found (<reason>)` by the first of these rules
 
 - blank: ink and paper differ by less than 0.08 (1 = black against white), or by less than 0.25
   and less than 6 robust σ of the paper's own noise: an empty page, a flat colour, noise only;
-- a speck: the digit's strokes (at half the ink's level) span fewer than 3 px, or less than 1/20
-  of the image's longer side (a 6×6 speck on a 280×280 page, one lit pixel in a 28×28 image);
-- too thin: scaled so its longer side is 20 px, as MNIST's digits are, it holds less than 6 px of
-  full ink (MNIST's thinnest digit holds 22): a line thinner than 1/67 of its length;
-- a blot: more than 22% of its ink lies deeper inside it than 1/6 of its size (a solid spot:
-  28% or more; MNIST's digits: at most 18%, 99.9% of them under 5%);
+- a speck: the digit's strokes (at half the ink's level) span fewer than 3 px, or its largest
+  mark spans less than 1/20 of the image's longer side (a 6×6 speck on a 280×280 page, a few
+  specks together, one lit pixel in a 28×28 image);
+- too thin: scaled so its longer side is 20 px, as MNIST's digits are, its strokes are less than
+  0.3 px wide (2·ink / perimeter; MNIST's thinnest: 0.71): a line thinner than 1/67 of its size;
+- a blot: at that scale, it fills more than 90% of its box and more than 15% of its ink lies
+  deeper inside it than 1/6 of its size (a solid rectangle, specks run together; MNIST's digits
+  are that deep at most 18%, fat canvas strokes up to about 31%, but those fill at most about 82%
+  of their box: strokes leave room. A round blot fills 79% and is not caught);
 - a line: its box is more than 3× wider than tall (MNIST's widest digit is 2×).
 """
 
@@ -76,8 +80,8 @@ MIN_CONTRAST_SIGMAS = 6.0  # ... and, when it is under NOISE_CONTRAST, in robust
 NOISE_CONTRAST = 0.25  # a page's noise is far below this; above it, a small or thin digit's paper may look noisy
 MIN_EXTENT_PX = 3  # the digit's box spans at least this many pixels
 MIN_EXTENT_FRACTION = 1 / 20  # ... and this fraction of the image's longer side
-MIN_INK_AT_20 = 6.0  # px of full ink once the box's longer side is 20 px (MNIST: ≥ 22)
-MAX_SOLID = 0.22  # MNIST: ≤ 0.18; a solid disk or square: ≥ 0.28
+MIN_STROKE_AT_20 = 0.3  # px of stroke width once the box's longer side is 20 px (MNIST: ≥ 0.71)
+MAX_SOLID, MAX_FILLED = 0.15, 0.9  # a blot is this deep and fills this much of its box (see the docstring)
 MAX_WIDTH_OVER_HEIGHT = 3.0  # MNIST: ≤ 2
 
 
@@ -478,7 +482,7 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     candidates = per >= 0.02 * per[main]
     while True:
         b0, b1, d0, d1 = r0[kept].min(), r1[kept].max(), c0[kept].min(), c1[kept].max()
-        reach = 0.5 * max(b1 - b0, d1 - d0)
+        reach = max(0.5 * max(b1 - b0, d1 - d0), 0.25 * max(marks.shape))
         near = (r0 < b1 + reach) & (r1 > b0 - reach) & (c0 < d1 + reach) & (c1 > d0 - reach)
         grown = kept | (near & candidates)
         if (grown == kept).all():
@@ -497,39 +501,56 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     region = cover[R0:R1, C0:C1] > level
     rr, cc = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
     box = (R0 + int(rr[0]), R0 + int(rr[-1]) + 1, C0 + int(cc[0]), C0 + int(cc[-1]) + 1)
-    _check_digit(cover[box[0] : box[1], box[2] : box[3]], max(H, W))
+    largest = cover[r0[main] * k : (r1[main] + 1) * k, c0[main] * k : (c1[main] + 1) * k] >= 0.5
+    if max(largest.shape) < 3 * MIN_EXTENT_FRACTION * max(H, W):
+        # Near the speck limit, marks a block apart count as two, as they do at full resolution.
+        labels_full, m = label(largest)
+        if m > 1:
+            largest = labels_full == 1 + int(np.bincount(labels_full.ravel())[1:].argmax())
+    _check_digit(cover[box[0] : box[1], box[2] : box[3]], largest, max(H, W))
     return box
 
 
-def _check_digit(cover: np.ndarray, side: int) -> None:
-    """Raise ImageError("no digit found (...)") unless the ink cover (h, w) of a digit's box, in an
-    image whose longer side is `side` px, passes the rules of the module docstring."""
-    # The speck rule measures the strokes proper (ink at half its level or more): a JPEG's
-    # ringing around a speck can fill a whole 16×16 block pair just above the floor.
-    strokes = cover >= 0.5
-    sh = int(np.ptp(np.flatnonzero(strokes.any(1)))) + 1 if strokes.any() else 0
-    sw = int(np.ptp(np.flatnonzero(strokes.any(0)))) + 1 if strokes.any() else 0
-    if max(sh, sw) < MIN_EXTENT_PX or max(sh, sw) < MIN_EXTENT_FRACTION * side:
+def _check_digit(cover: np.ndarray, largest: np.ndarray, side: int) -> None:
+    """Raise ImageError("no digit found (...)") unless the ink cover (h, w) of a digit's box, whose
+    largest mark is `largest` (h', w') bool, in an image whose longer side is `side` px, passes the
+    rules of the module docstring."""
+    # Extents are those of the strokes proper (ink at half its level or more): a JPEG's ringing
+    # around a speck can fill a whole 16×16 block pair just above the floor.
+    sw, sh = _extent(cover >= 0.5)
+    lw, lh = _extent(largest)
+    if max(sh, sw) < MIN_EXTENT_PX or max(lh, lw) < MIN_EXTENT_FRACTION * side:
         raise ImageError(
-            f"no digit found (a speck: the ink spans {sw}×{sh} px, under "
-            f"{max(MIN_EXTENT_PX, MIN_EXTENT_FRACTION * side):.0f} px = 1/20 of the image's {side} px)"
+            f"no digit found (a speck: the largest mark spans {lw}×{lh} px, under 1/20 of the image's {side} px)"
+            if max(sh, sw) >= MIN_EXTENT_PX
+            else f"no digit found (a speck: the ink spans {sw}×{sh} px, under {MIN_EXTENT_PX} px)"
         )
     h, w = cover.shape
     extent = max(h, w)
-    ink20 = float(cover.sum()) * (BOX / extent) ** 2
-    if ink20 < MIN_INK_AT_20:
+    # Both measured as MNIST's digits were: at the 20-px scale.
+    at20 = np.clip(_resize(cover, (max(1, round(w * BOX / extent)), max(1, round(h * BOX / extent)))), 0, 1)
+    width = stroke_width(cover) * BOX / extent
+    if width < MIN_STROKE_AT_20:
         raise ImageError(
-            f"no digit found (too thin: {ink20:.1f} px of ink once scaled to MNIST's 20 px box, "
-            f"a digit has at least {MIN_INK_AT_20:g})"
+            f"no digit found (too thin: its strokes are {width:.2f} px wide at MNIST's 20-px scale, "
+            f"a digit's at least {MIN_STROKE_AT_20:g}; MNIST's thinnest are 0.71)"
         )
-    solid = _solid_fraction(cover >= 0.5, extent)
-    if solid > MAX_SOLID:
+    solid, filled = _solid_fraction(at20 >= 0.5, BOX), float((at20 >= 0.5).mean())
+    if solid > MAX_SOLID and filled > MAX_FILLED:
         raise ImageError(
-            f"no digit found (a blot: {solid:.0%} of its ink is more than 1/3 of its size from any edge; "
-            "a digit's strokes are thinner)"
+            f"no digit found (a blot: it fills {filled:.0%} of its box and {solid:.0%} of its ink lies deeper "
+            f"inside it than 1/6 of its size; a digit's strokes leave room)"
         )
     if w > MAX_WIDTH_OVER_HEIGHT * h:
         raise ImageError(f"no digit found (a line: the ink is {w / h:.1f}× wider than tall, a digit at most 2×)")
+
+
+def _extent(mask: np.ndarray) -> tuple[int, int]:
+    """(width, height) in px of the bounding box of mask (h, w); (0, 0) when it is empty."""
+    if not mask.any():
+        return 0, 0
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return int(cols[-1] - cols[0]) + 1, int(rows[-1] - rows[0]) + 1
 
 
 def _solid_fraction(mask: np.ndarray, extent: int) -> float:
