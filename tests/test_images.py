@@ -11,7 +11,7 @@ from userstyle import KEEP, MAKERS, MARGIN, NEGATIVES, NEW_STYLES, SMALL_8x8
 
 from mnist_softmax.checkpoint import load_checkpoint
 from mnist_softmax.images import ImageError, label, to_mnist, to_mnist_many
-from mnist_softmax.predict import classify
+from mnist_softmax.model import classify
 
 
 @pytest.fixture(scope="module")

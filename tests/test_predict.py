@@ -104,7 +104,7 @@ def test_users_images_are_recognised_like_mnist_digits(style, model_path, conv_t
     assert len(records) == 120
     truth = np.array([int(r["path"].rsplit("/", 1)[1][0]) for r in records])
     pixel_acc = np.mean(np.array([r["prediction"] for r in records]) == truth)
-    model, _, _ = load_checkpoint(model_path)
+    model = load_checkpoint(model_path).model
     untouched = np.mean(classify(model, mnist.test_images[idx]).argmax(1) == mnist.test_labels[idx])
     assert pixel_acc >= KEEP * untouched - MARGIN, f"{style}: {pixel_acc:.3f}, untouched {untouched:.3f}"
     # The conv model on the very inputs predict made: at least as accurate as the pixel model.
