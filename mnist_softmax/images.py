@@ -145,13 +145,22 @@ def _to_arrays(im, unsigned_32bit: bool = False) -> tuple[np.ndarray, np.ndarray
 
     if max(im.size) > 1.5 * WORK_SIDE:
         factor = round(max(im.size) / WORK_SIDE)
-        im = im.reduce(factor) if im.mode not in ("P", "1") else im.convert("RGBA").reduce(factor)
+        if im.mode in ("P", "1"):
+            im = im.convert("RGBA")
+        elif im.mode.startswith("I;16"):  # reduce() knows 32-bit integers, not 16-bit ones
+            im = im.convert("I")
+        im = im.reduce(factor)
     if im.mode.startswith("I"):
         a = np.asarray(im)
         a = (a.view(np.uint32) if unsigned_32bit and a.dtype == np.int32 else a).astype(np.float64)
         return _integer_scale(a).astype(np.float32)[..., None], None
     if im.mode == "F":
         a = np.asarray(im, dtype=np.float32)
+        finite = np.isfinite(a)
+        if not finite.any():
+            raise ValueError("no pixel holds a finite value")
+        if not finite.all():  # NaN or ±inf samples: the nearest end of the finite values
+            a = np.where(finite, a, np.where(a > 0, a[finite].max(), a[finite].min())).astype(np.float32)
         lo, hi = float(a.min()), float(a.max())
         if lo < 0 or hi > 1:  # floats outside [0, 1]: no white point is known, so stretch
             a = (a - lo) / max(hi - lo, 1e-12)
@@ -650,6 +659,17 @@ def _to_mnist_or_error(path: str | Path) -> Prepared | ImageError:
         return to_mnist(path)
     except ImageError as e:
         return e
+    except (ArithmeticError, LookupError, ValueError, MemoryError) as e:  # pixels no rule above foresaw
+        return ImageError(f"{path}: cannot read this image ({type(e).__name__}: {e})")
+
+
+def _worker_signals() -> None:
+    """In a worker: Ctrl-C and SIGTERM are the parent's to handle (it stops the pool), so a worker
+    neither prints a traceback for them nor runs the parent's SIGTERM handler."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def to_mnist_many(
@@ -677,10 +697,12 @@ def to_mnist_many(
 
         # fork starts a worker in milliseconds with numpy and Pillow already imported.
         method = "fork" if "fork" in mp.get_all_start_methods() else None
-        pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
-    with pool:
+        pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_signals)
+    try:
         # Chunks of a few images amortise the hand-over to a process; results keep input order.
         yield from pool.map(_to_mnist_or_error, paths, chunksize=max(1, min(16, len(paths) // (4 * workers))))
+    finally:  # a reader that stops early (`| head -1`, Ctrl-C) does not wait for the images not yet begun
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def image_files(paths: list[Path]) -> list[Path]:

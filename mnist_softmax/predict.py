@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .images import ImageError, to_mnist
+from .images import ImageError, to_mnist_many
 from .model import Model
 from .softmax import cross_entropy, logits, softmax, softmax_loss
 
@@ -72,22 +72,20 @@ def predict_files(
     With `label`, each Prediction carries the softmax loss for it; with `explain`, every number
     of the computation (explain_numbers).
     """
-    for path in paths:
-        try:
-            if not _regular_file(path):
-                raise ImageError(f"{path}: not a regular file")  # a FIFO would block, a device never end
-            prepared = to_mnist(path)
-        except ImageError as e:
-            yield e
-            continue
-        except (ArithmeticError, LookupError, ValueError, MemoryError) as e:  # pixels no reader foresaw
-            yield ImageError(f"{path}: cannot read this image ({type(e).__name__}: {e})")
+    paths = [Path(p) for p in paths]
+    regular = [_regular_file(p) for p in paths]
+    # Read and normalised in parallel (images.to_mnist_many), in input order; classified here.
+    prepared_all = to_mnist_many([p for p, ok in zip(paths, regular, strict=True) if ok])
+    for path, ok in zip(paths, regular, strict=True):
+        prepared = next(prepared_all) if ok else ImageError(f"{path}: not a regular file")  # a FIFO would block
+        if isinstance(prepared, ImageError):
+            yield prepared
             continue
         z = logits(model.features(prepared.digit[None]), model.W, model.b)
         p = softmax(z)[0]
         loss = softmax_loss(z, np.array([label])) if label is not None else None
         numbers = explain_numbers(model, prepared.digit, label) if explain else None
-        yield Prediction(Path(path), prepared.digit, prepared.inverted, p, numbers, label, loss)
+        yield Prediction(path, prepared.digit, prepared.inverted, p, numbers, label, loss)
 
 
 def _regular_file(path) -> bool:
