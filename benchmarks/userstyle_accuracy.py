@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from results import machine, reference_speeds, write_section  # noqa: E402  (this folder is on sys.path)
 from userstyle import MAKERS, NEGATIVES  # noqa: E402
 
 from mnist_softmax.checkpoint import load_checkpoint  # noqa: E402
@@ -73,6 +75,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
+    before = reference_speeds()
+    lines: list[str] = []
+
+    def emit(text: str = "") -> None:
+        print(text)
+        lines.extend(text.split("\n"))
 
     mnist = load_mnist(a.data_dir, quiet=True)
     paths = a.checkpoint or ["runs/latest/model.npz"]
@@ -96,24 +104,24 @@ def main() -> None:
         Image.fromarray(digit).save(path)
         return path
 
-    print(f"{a.n} MNIST test digits (seed {a.seed}); accuracy (share of the untouched digits' accuracy)\n")
+    emit(f"{a.n} MNIST test digits (seed {a.seed}); accuracy (share of the untouched digits' accuracy)\n")
     names = [f"{m.front_end} ({p})" for m, p in zip(models, paths, strict=True)]
-    print("| images | " + " | ".join(names) + " | refused | ms per image |")
-    print("| --- |" + " --- |" * (len(models) + 2))
-    print(f"| {'the test digits themselves':<34} | " + " | ".join(f"{u:.4f}" for u in untouched) + " | | |")
+    emit("| images | " + " | ".join(names) + " | refused | ms per image |")
+    emit("| --- |" + " --- |" * (len(models) + 2))
+    emit(f"| {'the test digits themselves':<34} | " + " | ".join(f"{u:.4f}" for u in untouched) + " | | |")
     with tempfile.TemporaryDirectory() as tmp:
         for style, make in {"MNIST digits saved as PNG": save_png, **MAKERS}.items():
             files = [make(mnist.test_images[i], Path(tmp), f"{style[:4]}{i}", rng) for i in idx]
             t = time.perf_counter()
             results = list(to_mnist_many(files, workers=1))
             ms = (time.perf_counter() - t) / a.n * 1000
-            print(row(style, results, ms), flush=True)
+            emit(row(style, results, ms))
             for f in files:
                 f.unlink()
 
-        print("\nImages that hold no digit: refused with `no digit found`\n")
-        print("| images | refused | ms per image |")
-        print("| --- | --- | --- |")
+        emit("\nImages that hold no digit: refused with `no digit found`\n")
+        emit("| images | refused | ms per image |")
+        emit("| --- | --- | --- |")
         total = refused_all = 0
         n_neg = max(1, a.n // 4)
         for style, make in NEGATIVES.items():
@@ -123,19 +131,19 @@ def main() -> None:
             ms = (time.perf_counter() - t) / n_neg * 1000
             refused = sum(isinstance(r, ImageError) and "no digit found" in str(r) for r in results)
             total, refused_all = total + n_neg, refused_all + refused
-            print(f"| {style:<34} | {refused}/{n_neg} | {ms:.1f} |", flush=True)
+            emit(f"| {style:<34} | {refused}/{n_neg} | {ms:.1f} |")
             for f in files:
                 f.unlink()
-        print(f"| {'all':<34} | {refused_all}/{total} ({refused_all / total:.1%}) | |")
+        emit(f"| {'all':<34} | {refused_all}/{total} ({refused_all / total:.1%}) | |")
 
         folder = Path(tmp) / "folder"
         folder.mkdir()
         files = [page_300(mnist.test_images[i], folder, f"{k:05d}", rng) for k, i in enumerate(idx)]
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        print(f"\nA folder of {a.n} user-style images of about 300×300 px (half JPEG, half PNG), {cpus} CPUs:")
-        print("to_mnist (or to_mnist_many) then classify with the first checkpoint\n")
-        print("| how | images/s | ms per image | accuracy |")
-        print("| --- | --- | --- | --- |")
+        emit(f"\nA folder of {a.n} user-style images of about 300×300 px (half JPEG, half PNG), {cpus} CPUs:")
+        emit("to_mnist (or to_mnist_many) then classify with the first checkpoint\n")
+        emit("| how | images/s | ms per image | accuracy |")
+        emit("| --- | --- | --- | --- |")
         for how, run in (
             ("to_mnist, one after another", lambda: [_or_error(f) for f in files]),
             ("to_mnist_many, threads", lambda: list(to_mnist_many(files, executor="threads"))),
@@ -145,7 +153,27 @@ def main() -> None:
             digits, kept, refused = _digits(run(), a.n)
             right = int(np.sum(classify(models[0], digits).argmax(1) == labels[kept]))
             s = time.perf_counter() - t
-            print(f"| {how} | {a.n / s:.0f} | {s / a.n * 1000:.1f} | {right / a.n:.4f} |", flush=True)
+            emit(f"| {how} | {a.n / s:.0f} | {s / a.n * 1000:.1f} | {right / a.n:.4f} |")
+
+        # The whole command, as a user runs it: a process that loads the checkpoint and classifies the folder.
+        cmd = [sys.executable, "-m", "mnist_softmax", "predict", str(folder), "--checkpoint", paths[0], "--json"]
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        s = time.perf_counter() - t
+        emit(f"| whole `mnist-softmax predict FOLDER --json` process | {a.n / s:.0f} | {s / a.n * 1000:.1f} | |")
+
+    header = [
+        "## predict on users' images",
+        "",
+        f"`python benchmarks/userstyle_accuracy.py --n {a.n} --seed {a.seed} "
+        + " ".join(f"--checkpoint {p}" for p in paths)
+        + "` (checkpoints of the default configs, seed 0).",
+        f"Machine: {machine()}; reference speeds {before} at the start, {reference_speeds()} at the end.",
+        "",
+    ]
+    write_section("userstyle", "\n".join(header + lines))
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"predict failed:\n{done.stderr}")
 
 
 def _or_error(path):
