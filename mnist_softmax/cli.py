@@ -356,10 +356,11 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
 def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save_input) -> None:
     """Classify your own digit images (files or folders) and print the class probabilities.
 
-    Images are normalised the way MNIST was made: ink found against the background (either
-    polarity), cropped, scaled to a 20-pixel box and centred by mass in 28×28. A file that
-    cannot be read or holds no digit gets an error line; the others are still classified, and
-    the exit code is 1.
+    Images are turned upright by their EXIF orientation and normalised the way MNIST was made:
+    ink told from its background (either polarity, even when the digit fills the frame), cropped,
+    scaled to a 20-pixel box and centred by mass in 28×28. A file that cannot be read or holds no
+    digit (a speck, a line, a blank page) gets an error line; the others are still classified,
+    and the exit code is 1.
 
     Example: mnist-softmax predict my-digit.jpg --explain --label 7
     """
