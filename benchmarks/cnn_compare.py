@@ -1,0 +1,216 @@
+"""The `cnn` network in NumPy (mnist_softmax.cnn) against PyTorch on the identical network and recipe.
+
+    pip install -e '.[bench]'          # torch==2.13.0 (CPU), never a runtime dependency
+    python benchmarks/cnn_compare.py --data-dir data [--rounds 3] [--epochs 1] [--max-shift 0]
+
+Both contenders train conv 5×5 (32) -> max pool -> conv 5×5 (64) -> max pool -> 10×3136 softmax
+layer from the same initial weights (cnn.init_params, seed 0), on the same 55,000 training images
+(the project's seeded split), in the same batch order, with the same per-step learning rates
+(cnn.one_cycle), momentum, and weight decay on the kernels and W only (PyTorch: parameter groups),
+and the same random shifts if --max-shift > 0. PyTorch uses its default 2 threads; ours splits each
+batch over two threads with a one-thread BLAS each.
+
+Each contender runs in its own process, in alternating order for --rounds rounds; printed: median
+seconds per epoch (training only), images/s, achieved GFLOP/s (FLOPS_PER_IMAGE below: forward,
+and backward without the input image's gradient), test accuracy after the last epoch, peak RSS,
+and a large float32 sgemm's GFLOP/s (BLAS with 2 threads and with 1) measured before and after
+the contenders in the same run. No assertions: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+from bench import matmul_gflops  # this folder is on sys.path when run as a script
+
+CONTENDERS = ("mnist-softmax", "pytorch")
+SEED = 0
+VAL_SIZE = 5000
+
+
+def flops_per_image(c1: int = 32, c2: int = 64, k: int = 5, n_classes: int = 10) -> int:
+    """Multiply-adds × 2 of one training image: forward, then backward (weight gradients of every
+    layer, input gradients of all but the first)."""
+    conv1 = 2 * 28 * 28 * c1 * k * k
+    conv2 = 2 * 14 * 14 * c2 * c1 * k * k
+    fc = 2 * c2 * 7 * 7 * n_classes
+    return conv1 + conv2 + fc + (conv1 + 2 * conv2 + 2 * fc)
+
+
+def _data(data_dir: str):
+    from mnist_softmax.data import load_mnist
+    from mnist_softmax.train import split_indices
+
+    mnist = load_mnist(data_dir, quiet=True)
+    train_idx, _ = split_indices(len(mnist.train_images), VAL_SIZE, np.random.default_rng(SEED))
+    y = mnist.train_labels.astype(np.intp)
+    return mnist.train_images[train_idx], y[train_idx], mnist.test_images, mnist.test_labels.astype(np.intp)
+
+
+def _recipe(a, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per-step learning rates of the whole run and each epoch's batch order, seeded."""
+    from mnist_softmax.cnn import one_cycle
+
+    steps = -(-n // a.batch_size)
+    rng = np.random.default_rng(SEED + 1)
+    return one_cycle(a.epochs * steps, a.lr), [rng.permutation(n) for _ in range(a.epochs)]
+
+
+def work_ours(a) -> dict:
+    from mnist_softmax import cnn
+
+    X, y, X_test, y_test = _data(a.data_dir)
+    lrs, orders = _recipe(a, len(X))
+    params = cnn.init_params(np.random.default_rng(SEED))
+    velocities = {k: np.zeros_like(v) for k, v in params.items()}
+    shift_rng = np.random.default_rng(SEED + 2)
+    steps = len(lrs) // a.epochs
+    epochs = []
+    for e, order in enumerate(orders):
+        t = time.perf_counter()
+        loss, acc = cnn.train_epoch(
+            params, velocities, X, y, order, lrs[e * steps : (e + 1) * steps], a.momentum, a.weight_decay,
+            a.batch_size, shift_rng, a.max_shift,
+        )  # fmt: skip
+        seconds = time.perf_counter() - t
+        F = cnn.maps(X_test, params).reshape(len(X_test), -1)
+        test_acc = float(((F @ params["W"].T + params["b"]).argmax(1) == y_test).mean())
+        epochs.append({"seconds": seconds, "train_loss": loss, "train_acc": acc, "test_acc": test_acc})
+    return {"epochs": epochs}
+
+
+def work_torch(a) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from mnist_softmax import cnn
+
+    X, y, X_test, y_test = _data(a.data_dir)
+    lrs, orders = _recipe(a, len(X))
+    p = {k: torch.from_numpy(v).requires_grad_() for k, v in cnn.init_params(np.random.default_rng(SEED)).items()}
+    groups = [
+        {"params": [p[k] for k in cnn.DECAYED], "weight_decay": a.weight_decay},
+        {"params": [p[k] for k in cnn.PARAM_NAMES if k not in cnn.DECAYED], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum)
+
+    def net(x):
+        h = F.max_pool2d(F.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"], padding=2)), 2)
+        h = F.max_pool2d(F.relu(F.conv2d(h, p["conv2_w"], p["conv2_b"], padding=2)), 2)
+        return h.flatten(1) @ p["W"].T + p["b"]
+
+    def tensor(images):  # the same input as cnn.to_input, as (n, 1, 28, 28)
+        return torch.from_numpy(np.ascontiguousarray(cnn.to_input(images)[..., 0].transpose(2, 0, 1))[:, None])
+
+    Xt, yt, shift_rng = tensor(X), torch.from_numpy(y), np.random.default_rng(SEED + 2)
+    epochs, step = [], 0
+    for order in orders:
+        t = time.perf_counter()
+        total, correct = 0.0, 0
+        for s in range(0, len(order), a.batch_size):
+            idx = order[s : s + a.batch_size]
+            xb = tensor(cnn.shift_images(X[idx], a.max_shift, shift_rng)) if a.max_shift else Xt[idx]
+            for g in opt.param_groups:
+                g["lr"] = float(lrs[step])
+            z = net(xb)
+            loss = F.cross_entropy(z, yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            total += float(loss) * len(idx)
+            correct += int((z.argmax(1) == yt[idx]).sum())
+        seconds = time.perf_counter() - t
+        with torch.no_grad():
+            z_test = torch.cat([net(tensor(X_test[i : i + 1000])) for i in range(0, len(X_test), 1000)])
+            test_acc = float((z_test.argmax(1).numpy() == y_test).mean())
+        epochs.append({"seconds": seconds, "train_loss": total / len(order), "train_acc": correct / len(order),
+                       "test_acc": test_acc, "threads": torch.get_num_threads()})  # fmt: skip
+    return {"epochs": epochs}
+
+
+WORKERS = {"mnist-softmax": work_ours, "pytorch": work_torch}
+
+
+def run_worker(name: str, argv: list[str]) -> dict:
+    """One contender in a child process: its result and its own peak RSS."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", name, *argv], capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise SystemExit(f"{name} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sgemm_reference() -> str:
+    from threadpoolctl import threadpool_limits
+
+    two = matmul_gflops(4000, reps=3)
+    with threadpool_limits(1, user_api="blas"):
+        one = matmul_gflops(2000, reps=3)
+    return f"sgemm {two:.0f} GFLOP/s (4000², 2 threads), {one:.0f} GFLOP/s (2000², 1 thread)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--contenders", default=",".join(CONTENDERS))
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per run (one-cycle over all of them)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.05, help="one-cycle peak")
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument("--max-shift", type=int, default=0)
+    ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items() if k not in ("worker", "rounds", "contenders")]
+
+    if a.worker:  # child: train, report JSON with its own peak RSS
+        import resource
+
+        result = WORKERS[a.worker](a)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    names = a.contenders.split(",")
+    print(f"before: {sgemm_reference()}", flush=True)
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for r in range(a.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:  # A B, then B A, ...
+            res = run_worker(name, argv)
+            results[name].append(res)
+            per_epoch = " ".join(f"{e['seconds']:.1f}s/{e['test_acc']:.4f}" for e in res["epochs"])
+            print(f"round {r + 1}: {name:13s} epochs (s/test acc) {per_epoch}", flush=True)
+    print(f"after:  {sgemm_reference()}")
+
+    fpi = flops_per_image()
+    print(
+        f"\n{os.cpu_count()} cores, numpy {np.__version__}; {a.epochs} epoch(s) of 55,000 images, "
+        f"batch {a.batch_size}, "
+        f"one-cycle to lr {a.lr}, shift ±{a.max_shift}; medians of {a.rounds} alternating rounds; "
+        f"{fpi / 1e6:.1f} MFLOP per training image"
+    )
+    print("| tool | s/epoch | images/s | GFLOP/s | final test acc | peak RSS MiB | time ÷ pytorch |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    med = {k: statistics.median(e["seconds"] for r in v for e in r["epochs"]) for k, v in results.items()}
+    for name, runs in results.items():
+        ips = 55_000 / med[name]
+        ratio = f"{med[name] / med['pytorch']:.2f}" if "pytorch" in med else "-"
+        print(
+            f"| {name} | {med[name]:.2f} | {ips:,.0f} | {ips * fpi / 1e9:.0f} | "
+            f"{statistics.median(r['epochs'][-1]['test_acc'] for r in runs):.4f} | "
+            f"{max(r['peak_rss_mb'] for r in runs):.0f} | {ratio} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

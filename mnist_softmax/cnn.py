@@ -1,0 +1,345 @@
+"""The `cnn` front end: a small convolutional network trained end to end with the softmax layer, in NumPy.
+
+The network (the 64×7×7 maps of the project's source material):
+
+    image 1×28×28 -> conv 5×5 "same", 32 maps -> max pool 2×2 -> + bias, ReLU     32×14×14
+                  -> conv 5×5 "same", 64 maps -> max pool 2×2 -> + bias, ReLU     64×7×7
+                  -> flatten, N = 3136 -> the T×N softmax layer (softmax.softmax_loss_grad)
+
+Each conv's bias and ReLU come after its pooling. Max pooling commutes with adding a per-channel
+constant and with the (monotone) ReLU, so this is the usual conv -> + bias -> ReLU -> pool, with
+those two steps done on a quarter of the values.
+
+Layout. Activations are float arrays (H, W, B, C): row, column, image, channel, C-contiguous. A
+shift by whole rows of such an array is then a contiguous block of the matrix (H·W·B, C), so a 5×5
+conv is five matrix products (H·W·B, 5·C) @ (5·C, C_out), one per kernel row, on views of one
+array that holds each pixel's 5 horizontal neighbours (5× the input, not im2col's 25×). Weights
+keep PyTorch's shapes: conv (C_out, C_in, 5, 5), softmax layer W (T, N), b (T,).
+
+Every function is pure (inputs never modified) and works in float32 or float64 alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .sgd import momentum_update_
+from .softmax import logits, softmax_loss_grad
+
+Params = dict[str, np.ndarray]
+
+K = 5  # kernel size; "same" padding K // 2
+PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081  # MNIST training pixels in [0, 1], as in PyTorch's example
+N_MAPS = (32, 64)
+N_CLASSES = 10
+PARAM_NAMES = ("conv1_w", "conv1_b", "conv2_w", "conv2_b", "W", "b")
+DECAYED = ("conv1_w", "conv2_w", "W")  # weight decay on kernels and W, never on biases
+FULL_IM2COL_BELOW = 64  # input channels × K below which one product on all K·K shifts beats K products
+CHUNK = 128  # images per thread and product in `maps`
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers. Each forward rule is followed by its backward rule.
+
+
+def to_input(images: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """uint8 images (n, 28, 28) -> network input (28, 28, n, 1): pixels / 255, standardised."""
+    x = np.multiply(images.transpose(1, 2, 0), dtype(1 / (255 * PIXEL_STD)), dtype=dtype)
+    x -= dtype(PIXEL_MEAN / PIXEL_STD)
+    return x[..., None]
+
+
+def _shifted_columns(x: np.ndarray) -> np.ndarray:
+    """x (H, W, B, C) -> (H + K - 1, W, B, K, C): entry [r, j, :, kw] = x padded by K // 2, at row r
+    and column j + kw. Rows r .. r + H - 1 of it, as a (H·W·B, K·C) matrix, are kernel row r's input."""
+    H, W, B, C = x.shape
+    p = K // 2
+    e = np.zeros((H + 2 * p, W, B, K, C), x.dtype)
+    for kw in range(K):
+        lo, hi = max(0, p - kw), min(W, W + p - kw)  # output columns whose input column j + kw - p exists
+        e[p : p + H, lo:hi, :, kw] = x[:, lo + kw - p : hi + kw - p]
+    return e
+
+
+def conv_forward(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """5×5 "same" convolution (cross-correlation, zero padding 2, stride 1, no bias).
+
+    x (H, W, B, C), w (O, C, K, K) -> (y (H, W, B, O), cols), where y[i, j, b, o] =
+    Σ_{c, kh, kw} w[o, c, kh, kw] · x_padded[i + kh, j + kw, b, c]. cols is the shifted input that
+    conv_backward needs: (H + 4, W, B, K·C), or for few channels all K·K shifts, (H, W, B, K·K·C).
+    """
+    H, W, B, C = x.shape
+    n_out = w.shape[0]
+    e = _shifted_columns(x)
+    wk = w.transpose(2, 3, 1, 0).reshape(K, K * C, n_out)  # [kh, kw·C + c, o]
+    if K * C < FULL_IM2COL_BELOW:
+        cols = np.empty((H, W, B, K, K * C), x.dtype)
+        for kh in range(K):
+            cols[:, :, :, kh] = e[kh : kh + H].reshape(H, W, B, K * C)
+        cols = cols.reshape(H, W, B, K * K * C)
+        y = cols.reshape(H * W * B, -1) @ wk.reshape(K * K * C, n_out)
+        return y.reshape(H, W, B, n_out), cols
+    cols = e.reshape(H + K - 1, W, B, K * C)
+    y = cols[:H].reshape(H * W * B, K * C) @ wk[0]
+    for kh in range(1, K):
+        y += cols[kh : kh + H].reshape(H * W * B, K * C) @ wk[kh]
+    return y.reshape(H, W, B, n_out), cols
+
+
+def conv_backward(
+    cols: np.ndarray, w: np.ndarray, dy: np.ndarray, input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Gradients of conv_forward. cols from conv_forward, w (O, C, K, K), dy (H, W, B, O)
+    -> (dx (H, W, B, C), or None without input_grad; dw (O, C, K, K)).
+
+    dw[o, c, kh, kw] = Σ dy[i, j, b, o] · x_padded[i + kh, j + kw, b, c]: per kernel row, the
+    product of its shifted input with dy. dx is the "same" convolution of dy with the kernel
+    flipped in both axes and its channel axes swapped.
+    """
+    H, W, B, n_out = dy.shape
+    C = w.shape[1]
+    g = dy.reshape(H * W * B, n_out)
+    if cols.shape[0] == H:  # all K·K shifts in one matrix
+        dwk = cols.reshape(H * W * B, -1).T @ g
+    else:
+        dwk = np.stack([cols[kh : kh + H].reshape(H * W * B, K * C).T @ g for kh in range(K)])
+    dw = dwk.reshape(K, K, C, n_out).transpose(3, 2, 0, 1)
+    dx = conv_forward(dy, w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])[0] if input_grad else None
+    return dx, np.ascontiguousarray(dw)
+
+
+def maxpool_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2×2 max pooling, stride 2. x (H, W, B, C), H and W even -> (y (H/2, W/2, B, C), arg).
+
+    arg (H/2, W/2, B, C) uint8 says which of the window's four inputs is the max, 2·row + column;
+    of equal values the first in that order wins, as in PyTorch (constant background gives ties).
+    """
+    H, W, B, C = x.shape
+    v = x.reshape(H // 2, 2, W // 2, 2, B, C)
+    a, b, c, d = v[:, 0, :, 0], v[:, 0, :, 1], v[:, 1, :, 0], v[:, 1, :, 1]
+    top, bottom = np.maximum(a, b), np.maximum(c, d)
+    arg = np.greater(b, a).view(np.uint8)
+    np.copyto(arg, np.greater(d, c).view(np.uint8) + np.uint8(2), where=bottom > top)
+    return np.maximum(top, bottom), arg
+
+
+def maxpool_backward(dy: np.ndarray, arg: np.ndarray) -> np.ndarray:
+    """Gradient of maxpool_forward: dy (H/2, W/2, B, C), arg from it -> dx (H, W, B, C), dy routed
+    to each window's max, zero elsewhere."""
+    h, w, B, C = dy.shape
+    dx = np.empty((2 * h, 2 * w, B, C), dy.dtype)
+    v = dx.reshape(h, 2, w, 2, B, C)
+    for k in range(4):
+        np.multiply(dy, arg == k, out=v[:, k // 2, :, k % 2])
+    return dx
+
+
+def bias_relu_forward(x: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """max(x + b, 0), x (..., C), b (C,) -> (..., C)."""
+    y = x + b
+    return np.maximum(y, 0, out=y)
+
+
+def bias_relu_backward(y: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of bias_relu_forward from its output y (..., C) and dy (..., C) -> (dx (..., C), db (C,)).
+    The ReLU's derivative at 0 is taken as 0, as in PyTorch."""
+    dx = dy * (y > 0)
+    return dx, dx.reshape(-1, dx.shape[-1]).sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The network.
+
+
+def init_params(rng: np.random.Generator, image_size: int = 28, maps: tuple[int, int] = N_MAPS) -> Params:
+    """Fresh float32 parameters, PyTorch's default init: every weight and bias of a layer with
+    fan-in f drawn from U(-1/√f, 1/√f) (kaiming_uniform with a = √5 for the weights).
+
+    -> {conv1_w (32, 1, 5, 5), conv1_b (32,), conv2_w (64, 32, 5, 5), conv2_b (64,), W (10, 3136),
+    b (10,)}; image_size and maps shrink the network for tests (N = maps[1]·(image_size/4)²).
+    """
+    c1, c2 = maps
+    n = c2 * (image_size // 4) ** 2
+    shapes = {
+        "conv1_w": ((c1, 1, K, K), K * K),
+        "conv1_b": ((c1,), K * K),
+        "conv2_w": ((c2, c1, K, K), c1 * K * K),
+        "conv2_b": ((c2,), c1 * K * K),
+        "W": ((N_CLASSES, n), n),
+        "b": ((N_CLASSES,), n),
+    }
+    params = {}
+    for name, (shape, fan_in) in shapes.items():
+        bound = 1 / math.sqrt(fan_in)
+        params[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
+    return params
+
+
+def forward(params: Params, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Input x (H, W, B, 1) -> (features (B, N) with N = 64·(H/4)·(W/4) in the C order of (64, H/4, W/4),
+    cache for backward)."""
+    y1, cols1 = conv_forward(x, params["conv1_w"])
+    p1, arg1 = maxpool_forward(y1)
+    a1 = bias_relu_forward(p1, params["conv1_b"])
+    y2, cols2 = conv_forward(a1, params["conv2_w"])
+    p2, arg2 = maxpool_forward(y2)
+    a2 = bias_relu_forward(p2, params["conv2_b"])
+    features = np.ascontiguousarray(a2.transpose(2, 3, 0, 1)).reshape(a2.shape[2], -1)
+    return features, (cols1, arg1, a1, cols2, arg2, a2)
+
+
+def backward(params: Params, cache: tuple, d_features: np.ndarray) -> Params:
+    """Gradients of the conv layers' parameters from d loss / d features (B, N) and forward's cache."""
+    cols1, arg1, a1, cols2, arg2, a2 = cache
+    h, w, B, C = a2.shape
+    da2 = d_features.reshape(B, C, h, w).transpose(2, 3, 0, 1)
+    dp2, db2 = bias_relu_backward(a2, da2)
+    da1, dw2 = conv_backward(cols2, params["conv2_w"], maxpool_backward(dp2, arg2))
+    dp1, db1 = bias_relu_backward(a1, da1)
+    _, dw1 = conv_backward(cols1, params["conv1_w"], maxpool_backward(dp1, arg1), input_grad=False)
+    return {"conv1_w": dw1, "conv1_b": db1, "conv2_w": dw2, "conv2_b": db2}
+
+
+def loss_and_grads(
+    params: Params, x: np.ndarray, y: np.ndarray, pool: ThreadPoolExecutor | None = None
+) -> tuple[float, np.ndarray, Params]:
+    """Mean softmax loss of the whole network and its gradient for every parameter.
+
+    x (H, W, B, 1) input (see to_input), y (B,) labels -> (loss, logits z (B, T), grads with the
+    keys and shapes of params). With a pool of two threads, each half of the batch goes through the
+    conv layers on its own thread (their gradients are then summed); the softmax layer sees the
+    whole batch either way.
+    """
+    B = x.shape[2]
+    halves = [slice(0, B)] if pool is None or B < 2 else [slice(0, B // 2), slice(B // 2, B)]
+    run = map if len(halves) == 1 else pool.map
+    outs = list(run(lambda s: forward(params, x[:, :, s]), halves))
+    features = outs[0][0] if len(outs) == 1 else np.concatenate([f for f, _ in outs])
+    z = logits(features, params["W"], params["b"])
+    loss, G = softmax_loss_grad(z, y)
+    d_features = G @ params["W"]
+    parts = list(run(lambda i: backward(params, outs[i][1], d_features[halves[i]]), range(len(halves))))
+    grads = {name: sum(p[name] for p in parts[1:]) + parts[0][name] for name in parts[0]}
+    grads["W"] = G.T @ features
+    grads["b"] = G.sum(axis=0)
+    return loss, z, grads
+
+
+def train_step(
+    params: Params,
+    velocities: Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    pool: ThreadPoolExecutor | None = None,
+) -> tuple[float, np.ndarray]:
+    """One momentum-SGD step on batch x (H, W, B, 1), y (B,): every parameter through
+    sgd.momentum_update_, weight decay on conv kernels and W only. Updates params and velocities
+    in place; returns (the batch's loss before the update, its logits (B, T))."""
+    loss, z, grads = loss_and_grads(params, x, y, pool)
+    for name in PARAM_NAMES:
+        decay = weight_decay if name in DECAYED else 0.0
+        momentum_update_(params[name], grads[name], velocities[name], lr, momentum, decay)
+    return loss, z
+
+
+def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Each image (n, 28, 28) moved by its own random (dy, dx), each uniform in [-max_shift, max_shift],
+    filled with 0 (background) -> new (n, 28, 28) array."""
+    n, H, W = images.shape
+    s = max_shift
+    padded = np.pad(images, ((0, 0), (s, s), (s, s)))
+    dy, dx = rng.integers(0, 2 * s + 1, (2, n))
+    rows = dy[:, None] + np.arange(H)  # (n, H)
+    cols = dx[:, None] + np.arange(W)
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def train_epoch(
+    params: Params,
+    velocities: Params,
+    images: np.ndarray,
+    labels: np.ndarray,
+    order: np.ndarray,
+    lr: float | np.ndarray,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    max_shift: int = 0,
+) -> tuple[float, float]:
+    """One pass of momentum SGD over images uint8 (n, 28, 28), labels (n,) in the given order (m,).
+
+    lr is one learning rate or one per step (ceil(m / batch_size),). With max_shift > 0 each batch's
+    images are shifted at random (shift_images, drawing from rng). Updates params and velocities in
+    place; returns the epoch's mean loss and accuracy, each batch measured before its update.
+    """
+    from threadpoolctl import threadpool_limits
+
+    n_steps = -(-len(order) // batch_size)
+    lrs = np.broadcast_to(np.asarray(lr, np.float64), (n_steps,))
+    total_loss, correct = 0.0, 0
+    # Two threads, each with a one-thread BLAS, run the two halves of every batch: the layers'
+    # elementwise work is split over both cores too, not only the matrix products.
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
+        for step in range(n_steps):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            batch = images[idx] if max_shift == 0 else shift_images(images[idx], max_shift, rng)
+            x = to_input(batch)
+            loss, z = train_step(params, velocities, x, labels[idx], lrs[step], momentum, weight_decay, pool)
+            total_loss += loss * len(idx)
+            correct += int((z.argmax(axis=1) == labels[idx]).sum())
+    return total_loss / len(order), correct / len(order)
+
+
+def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3, div: float = 25.0, final_div: float = 1e4):
+    """Per-step learning rates (total_steps,) of PyTorch's OneCycleLR (cosine, two phases): from
+    max_lr / div up to max_lr over the first pct_start of the steps, then down to max_lr / div / final_div."""
+    start, low = max_lr / div, max_lr / div / final_div
+    peak = float(pct_start * total_steps) - 1
+    lrs = np.empty(total_steps)
+    for t in range(total_steps):
+        if t <= peak:
+            a, b, pct = start, max_lr, t / peak
+        else:
+            a, b, pct = max_lr, low, (t - peak) / (total_steps - 1 - peak)
+        lrs[t] = b + (a - b) / 2 * (math.cos(math.pi * pct) + 1)
+    return lrs
+
+
+def maps(images: np.ndarray, params: Params, progress: bool = False) -> np.ndarray:
+    """uint8 images (n, 28, 28) -> float32 feature maps (n, 64, 7, 7), the input of the softmax layer.
+
+    CHUNK images at a time on two threads (BLAS held to one thread each), so memory stays bounded.
+    """
+    from threadpoolctl import threadpool_limits
+
+    n = len(images)
+    out = np.empty((n, params["conv2_w"].shape[0], 7, 7), np.float32)
+
+    def work(s: int) -> int:
+        f, _ = forward(params, to_input(images[s : s + CHUNK]))
+        out[s : s + len(f)] = f.reshape(len(f), *out.shape[1:])
+        return len(f)
+
+    bar = _bar(n, progress)
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
+        for m in pool.map(work, range(0, n, CHUNK)):
+            bar(m)
+    bar(0, close=True)
+    return out
+
+
+def _bar(total: int, progress: bool) -> Callable:
+    if not progress:
+        return lambda m, close=False: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="cnn features", unit="img", leave=False)
+    return lambda m, close=False: bar.close() if close else bar.update(m)

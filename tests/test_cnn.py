@@ -1,0 +1,306 @@
+"""The cnn network's maths: every layer's gradient against central differences (float64, tiny
+inputs) and against PyTorch autograd, one SGD step against torch.optim.SGD, the schedule against
+OneCycleLR, and the inference path's chunking, determinism and purity."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from mnist_softmax import cnn
+
+RTOL = 1e-5
+
+
+def rel_err(a, b) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def numeric_grad(f, a: np.ndarray, rng, n: int = 40, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences of scalar f() with respect to n random entries of a (changed in place,
+    then restored): (flat indices, their derivatives)."""
+    idx = rng.choice(a.size, min(n, a.size), replace=False)
+    flat = a.reshape(-1)
+    out = []
+    for i in idx:
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        out.append((up - down) / (2 * eps))
+    return idx, np.array(out)
+
+
+def check(f, a, analytic, rng):
+    idx, num = numeric_grad(f, a, rng)
+    assert rel_err(analytic.reshape(-1)[idx], num) < RTOL
+
+
+def tiny_params(rng, dtype=np.float64):
+    """A small network of the same form: 8×8 images, 3 then 4 maps, N = 4·2·2 = 16."""
+    return {k: v.astype(dtype) for k, v in cnn.init_params(rng, image_size=8, maps=(3, 4)).items()}
+
+
+def tiny_batch(rng, n=5, dtype=np.float64):
+    return rng.standard_normal((8, 8, n, 1)).astype(dtype), rng.integers(0, 10, n)
+
+
+# ---- central differences, float64 ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 16])  # all 25 shifts in one product; one product per kernel row
+def test_conv_gradients_by_central_differences(channels):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 4, 3, channels))
+    w = rng.standard_normal((5, channels, 5, 5))
+    R = rng.standard_normal((6, 4, 3, 5))
+    y, cols = cnn.conv_forward(x, w)
+    dx, dw = cnn.conv_backward(cols, w, R)
+    f = lambda: float((cnn.conv_forward(x, w)[0] * R).sum())  # noqa: E731
+    check(f, x, dx, rng)
+    check(f, w, dw, rng)
+
+
+def test_maxpool_gradient_by_central_differences():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 6, 3, 2))
+    R = rng.standard_normal((2, 3, 3, 2))
+    y, arg = cnn.maxpool_forward(x)
+    check(lambda: float((cnn.maxpool_forward(x)[0] * R).sum()), x, cnn.maxpool_backward(R, arg), rng)
+
+
+def test_bias_relu_gradients_by_central_differences():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 3, 4, 5))
+    x[np.abs(x) < 1e-3] = 0.5  # no kink within reach of eps
+    b = np.zeros(5)
+    R = rng.standard_normal(x.shape)
+    dx, db = cnn.bias_relu_backward(cnn.bias_relu_forward(x, b), R)
+    f = lambda: float((cnn.bias_relu_forward(x, b) * R).sum())  # noqa: E731
+    check(f, x, dx, rng)
+    check(f, b, db, rng)
+
+
+def test_whole_network_gradients_by_central_differences():
+    rng = np.random.default_rng(3)
+    params = tiny_params(rng)
+    x, y = tiny_batch(rng)
+    loss, z, grads = cnn.loss_and_grads(params, x, y)
+    assert z.shape == (5, 10) and set(grads) == set(cnn.PARAM_NAMES)
+    for name in cnn.PARAM_NAMES:
+        assert grads[name].shape == params[name].shape
+        check(lambda: cnn.loss_and_grads(params, x, y)[0], params[name], grads[name], rng)
+
+
+def test_two_threads_give_the_gradients_of_one():
+    rng = np.random.default_rng(4)
+    params = tiny_params(rng)
+    x, y = tiny_batch(rng, n=7)
+    loss, z, grads = cnn.loss_and_grads(params, x, y)
+    with ThreadPoolExecutor(2) as pool:
+        loss2, z2, grads2 = cnn.loss_and_grads(params, x, y, pool)
+    assert loss2 == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(z2, z, rtol=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(grads2[name], grads[name], rtol=1e-10, atol=1e-14)
+
+
+def test_maxpool_ties_go_to_the_first_input_and_nothing_is_modified():
+    x = np.zeros((2, 2, 1, 1))
+    x_copy = x.copy()
+    y, arg = cnn.maxpool_forward(x)
+    dx = cnn.maxpool_backward(np.ones_like(y), arg)
+    assert dx[:, :, 0, 0].tolist() == [[1, 0], [0, 0]]
+    x = np.array([1.0, 3.0, 3.0, 2.0]).reshape(2, 2, 1, 1)  # tie between (0, 1) and (1, 0)
+    dx = cnn.maxpool_backward(np.ones((1, 1, 1, 1)), cnn.maxpool_forward(x)[1])
+    assert dx[:, :, 0, 0].tolist() == [[0, 1], [0, 0]]
+    np.testing.assert_array_equal(x_copy, 0)
+
+
+# ---- PyTorch autograd ---------------------------------------------------------------------------
+
+
+def torch_net(torch, p, x_hw, dtype):
+    """The same network in PyTorch, conv -> + b -> ReLU -> pool, on input (H, W, B, 1)."""
+    import torch.nn.functional as F
+
+    x = torch.tensor(np.ascontiguousarray(x_hw[..., 0].transpose(2, 0, 1))[:, None], dtype=dtype)
+    h = F.max_pool2d(F.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"], padding=2)), 2)
+    h = F.max_pool2d(F.relu(F.conv2d(h, p["conv2_w"], p["conv2_b"], padding=2)), 2)
+    return h.flatten(1) @ p["W"].T + p["b"]
+
+
+@pytest.mark.parametrize("channels", [1, 16])
+def test_conv_and_pool_match_torch_autograd(channels):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 6, 3, channels))
+    w = rng.standard_normal((7, channels, 5, 5))
+    R = rng.standard_normal((4, 3, 3, 7))
+    y, cols = cnn.conv_forward(x, w)
+    p, arg = cnn.maxpool_forward(y)
+    dx, dw = cnn.conv_backward(cols, w, cnn.maxpool_backward(R, arg))
+
+    xt = torch.tensor(x.transpose(2, 3, 0, 1), requires_grad=True)  # (B, C, H, W)
+    wt = torch.tensor(w, requires_grad=True)
+    yt = F.conv2d(xt, wt, padding=2)
+    pt = F.max_pool2d(yt, 2)
+    (pt * torch.tensor(R.transpose(2, 3, 0, 1))).sum().backward()
+    assert rel_err(y, yt.detach().numpy().transpose(2, 3, 0, 1)) < RTOL
+    assert rel_err(p, pt.detach().numpy().transpose(2, 3, 0, 1)) < RTOL
+    assert rel_err(dx, xt.grad.numpy().transpose(2, 3, 0, 1)) < RTOL
+    assert rel_err(dw, wt.grad.numpy()) < RTOL
+
+
+def test_whole_network_matches_torch_autograd():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(6)
+    params = tiny_params(rng)
+    x, y = tiny_batch(rng, n=6)
+    x[:2, :, :2] = x[0, 0, 0]  # a flat corner: pooling windows with tied inputs, as on MNIST's background
+    loss, z, grads = cnn.loss_and_grads(params, x, y)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    zt = torch_net(torch, tp, x, torch.float64)
+    lt = F.cross_entropy(zt, torch.tensor(y))
+    lt.backward()
+    assert loss == pytest.approx(lt.item(), rel=RTOL)
+    assert rel_err(z, zt.detach().numpy()) < RTOL
+    for name in cnn.PARAM_NAMES:
+        assert rel_err(grads[name], tp[name].grad.numpy()) < RTOL, name
+
+
+def test_training_steps_equal_torch_sgd_steps(mnist):
+    """Two steps (so momentum counts) of the full-size float32 network on real images, from the same
+    weights, against torch.optim.SGD with weight decay on the kernels and W only."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(7)
+    params = cnn.init_params(rng)
+    velocities = {k: np.zeros_like(v) for k, v in params.items()}
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    opt = torch.optim.SGD(
+        [
+            {"params": [tp[k] for k in cnn.DECAYED], "weight_decay": 5e-3},
+            {"params": [tp[k] for k in cnn.PARAM_NAMES if k not in cnn.DECAYED], "weight_decay": 0.0},
+        ],
+        lr=0.05,
+        momentum=0.9,
+    )
+    with ThreadPoolExecutor(2) as pool:
+        for s in range(2):
+            images, y = mnist.train_images[32 * s : 32 * s + 32], mnist.train_labels[32 * s : 32 * s + 32]
+            x = cnn.to_input(images)
+            loss, _ = cnn.train_step(params, velocities, x, y.astype(np.intp), 0.05, 0.9, 5e-3, pool)
+            lt = F.cross_entropy(torch_net(torch, tp, x, torch.float32), torch.tensor(y.astype(np.int64)))
+            opt.zero_grad()
+            lt.backward()
+            opt.step()
+            assert loss == pytest.approx(lt.item(), rel=1e-5)
+    for name in cnn.PARAM_NAMES:
+        assert params[name].dtype == np.float32
+        assert rel_err(params[name], tp[name].detach().numpy()) < 1e-5, name
+        momentum = opt.state[tp[name]]["momentum_buffer"].numpy()
+        assert rel_err(velocities[name], momentum) < 1e-4, name
+
+
+def test_one_cycle_equals_torch_one_cycle_lr():
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=100, cycle_momentum=False)
+    want = []
+    for _ in range(100):
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(cnn.one_cycle(100, 0.05), want, rtol=1e-12)
+
+
+# ---- the inference path, training epochs, purity ---------------------------------------------------
+
+
+def test_maps_shape_chunking_and_agreement_with_forward(mnist, monkeypatch):
+    params = cnn.init_params(np.random.default_rng(8))
+    images = mnist.test_images[:300]
+    M = cnn.maps(images, params)
+    assert M.shape == (300, 64, 7, 7) and M.dtype == np.float32
+    features, _ = cnn.forward(params, cnn.to_input(images))
+    np.testing.assert_allclose(M.reshape(300, -1), features, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(cnn, "CHUNK", 7)  # many uneven chunks, a short one last
+    np.testing.assert_allclose(cnn.maps(images, params), M, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(cnn.maps(images[5:6], params)[0], cnn.maps(images[5:6], params)[0])
+
+
+def test_init_params_is_pytorch_default_and_seeded():
+    a = cnn.init_params(np.random.default_rng(0))
+    b = cnn.init_params(np.random.default_rng(0))
+    shapes = {"conv1_w": (32, 1, 5, 5), "conv1_b": (32,), "conv2_w": (64, 32, 5, 5), "conv2_b": (64,)}
+    shapes |= {"W": (10, 3136), "b": (10,)}
+    for name, shape in shapes.items():
+        assert a[name].shape == shape and a[name].dtype == np.float32
+        np.testing.assert_array_equal(a[name], b[name])
+    assert 0.19 < np.abs(a["conv1_w"]).max() <= 1 / 5  # U(-1/√25, 1/√25)
+    assert 0.034 < np.abs(a["conv2_w"]).max() <= 1 / np.sqrt(800)
+
+
+def test_shift_images(mnist):
+    images = mnist.test_images[:50]
+    same = cnn.shift_images(images, 0, np.random.default_rng(0))
+    np.testing.assert_array_equal(same, images)
+    moved = cnn.shift_images(images, 2, np.random.default_rng(0))
+    again = cnn.shift_images(images, 2, np.random.default_rng(0))
+    np.testing.assert_array_equal(moved, again)
+    assert moved.shape == images.shape and moved.dtype == np.uint8
+    # every image is its original moved by at most 2 px, and most do move
+    diffs = 0
+    for img, m in zip(images, moved, strict=True):
+        padded = np.pad(img, 2)
+        hits = [(dy, dx) for dy in range(5) for dx in range(5) if (padded[dy : dy + 28, dx : dx + 28] == m).all()]
+        assert hits
+        diffs += (2, 2) not in hits
+    assert diffs > 30
+
+
+def test_training_is_deterministic_learns_and_leaves_inputs_alone(mnist):
+    images, labels = mnist.train_images[:512], mnist.train_labels[:512].astype(np.intp)
+    kept = images.copy(), labels.copy()
+    order = np.random.default_rng(0).permutation(512)
+
+    def run():
+        params = cnn.init_params(np.random.default_rng(0))
+        velocities = {k: np.zeros_like(v) for k, v in params.items()}
+        lrs = cnn.one_cycle(2 * 8, 0.05)
+        for e in range(2):
+            out = cnn.train_epoch(
+                params, velocities, images, labels, order, lrs[8 * e : 8 * e + 8], 0.9, 5e-4, 64,
+                np.random.default_rng(e), max_shift=2,
+            )  # fmt: skip
+        return params, out
+
+    (p1, (loss1, acc1)), (p2, (loss2, acc2)) = run(), run()
+    for name in p1:
+        np.testing.assert_array_equal(p1[name], p2[name])
+    assert (loss1, acc1) == (loss2, acc2)
+    assert acc1 > 0.6 and loss1 < 1.5
+    np.testing.assert_array_equal(images, kept[0])
+    np.testing.assert_array_equal(labels, kept[1])
+    np.testing.assert_array_equal(order, np.random.default_rng(0).permutation(512))
+
+
+def test_pure_functions_do_not_modify_their_inputs():
+    rng = np.random.default_rng(9)
+    params = tiny_params(rng)
+    x, y = tiny_batch(rng)
+    kept = {k: v.copy() for k, v in params.items()}, x.copy(), y.copy()
+    with ThreadPoolExecutor(2) as pool:
+        cnn.loss_and_grads(params, x, y, pool)
+    for name in params:
+        np.testing.assert_array_equal(params[name], kept[0][name])
+    np.testing.assert_array_equal(x, kept[1])
+    np.testing.assert_array_equal(y, kept[2])
