@@ -4,7 +4,7 @@
     python benchmarks/cnn_compare.py --data-dir data [--rounds 3] [--epochs 1] [--max-shift 0]
 
 Both contenders train conv 5×5 (32) -> max pool -> conv 5×5 (64) -> max pool -> 10×3136 softmax
-layer from the same initial weights (cnn.init_params, seed 0), on the same 55,000 training images
+layer from the same initial weights (cnn.init_params, --seed), on the same 55,000 training images
 (the project's seeded split), in the same batch order, with the same per-step learning rates
 (cnn.one_cycle), momentum, and weight decay on the kernels and W only (PyTorch: parameter groups),
 and the same random shifts if --max-shift > 0. PyTorch uses its default 2 threads; ours splits each
@@ -31,7 +31,6 @@ import numpy as np
 from bench import matmul_gflops  # this folder is on sys.path when run as a script
 
 CONTENDERS = ("mnist-softmax", "pytorch")
-SEED = 0
 VAL_SIZE = 5000
 
 
@@ -44,12 +43,12 @@ def flops_per_image(c1: int = 32, c2: int = 64, k: int = 5, n_classes: int = 10)
     return conv1 + conv2 + fc + (conv1 + 2 * conv2 + 2 * fc)
 
 
-def _data(data_dir: str):
+def _data(data_dir: str, seed: int):
     from mnist_softmax.data import load_mnist
     from mnist_softmax.train import split_indices
 
     mnist = load_mnist(data_dir, quiet=True)
-    train_idx, _ = split_indices(len(mnist.train_images), VAL_SIZE, np.random.default_rng(SEED))
+    train_idx, _ = split_indices(len(mnist.train_images), VAL_SIZE, np.random.default_rng(seed))
     y = mnist.train_labels.astype(np.intp)
     return mnist.train_images[train_idx], y[train_idx], mnist.test_images, mnist.test_labels.astype(np.intp)
 
@@ -59,18 +58,18 @@ def _recipe(a, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
     from mnist_softmax.cnn import one_cycle
 
     steps = -(-n // a.batch_size)
-    rng = np.random.default_rng(SEED + 1)
+    rng = np.random.default_rng(a.seed + 1)
     return one_cycle(a.epochs * steps, a.lr), [rng.permutation(n) for _ in range(a.epochs)]
 
 
 def work_ours(a) -> dict:
     from mnist_softmax import cnn
 
-    X, y, X_test, y_test = _data(a.data_dir)
+    X, y, X_test, y_test = _data(a.data_dir, a.seed)
     lrs, orders = _recipe(a, len(X))
-    params = cnn.init_params(np.random.default_rng(SEED))
+    params = cnn.init_params(np.random.default_rng(a.seed))
     velocities = {k: np.zeros_like(v) for k, v in params.items()}
-    shift_rng = np.random.default_rng(SEED + 2)
+    shift_rng = np.random.default_rng(a.seed + 2)
     steps = len(lrs) // a.epochs
     epochs = []
     for e, order in enumerate(orders):
@@ -92,9 +91,9 @@ def work_torch(a) -> dict:
 
     from mnist_softmax import cnn
 
-    X, y, X_test, y_test = _data(a.data_dir)
+    X, y, X_test, y_test = _data(a.data_dir, a.seed)
     lrs, orders = _recipe(a, len(X))
-    p = {k: torch.from_numpy(v).requires_grad_() for k, v in cnn.init_params(np.random.default_rng(SEED)).items()}
+    p = {k: torch.from_numpy(v).requires_grad_() for k, v in cnn.init_params(np.random.default_rng(a.seed)).items()}
     groups = [
         {"params": [p[k] for k in cnn.DECAYED], "weight_decay": a.weight_decay},
         {"params": [p[k] for k in cnn.PARAM_NAMES if k not in cnn.DECAYED], "weight_decay": 0.0},
@@ -109,7 +108,7 @@ def work_torch(a) -> dict:
     def tensor(images):  # the same input as cnn.to_input, as (n, 1, 28, 28)
         return torch.from_numpy(np.ascontiguousarray(cnn.to_input(images)[..., 0].transpose(2, 0, 1))[:, None])
 
-    Xt, yt, shift_rng = tensor(X), torch.from_numpy(y), np.random.default_rng(SEED + 2)
+    Xt, yt, shift_rng = tensor(X), torch.from_numpy(y), np.random.default_rng(a.seed + 2)
     epochs, step = [], 0
     for order in orders:
         t = time.perf_counter()
@@ -169,6 +168,7 @@ def main() -> None:
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--max-shift", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="split, initial weights, batch order, shifts")
     ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     a = ap.parse_args()
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items() if k not in ("worker", "rounds", "contenders")]

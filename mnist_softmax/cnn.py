@@ -261,6 +261,8 @@ def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator) -
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+# Overflow shows up as a non-finite loss, which the caller reports, rather than as numpy warnings.
+@np.errstate(over="ignore", invalid="ignore")
 def train_epoch(
     params: Params,
     velocities: Params,
@@ -273,18 +275,21 @@ def train_epoch(
     batch_size: int,
     rng: np.random.Generator | None = None,
     max_shift: int = 0,
+    on_step: Callable[[int, float, int], None] | None = None,
 ) -> tuple[float, float]:
     """One pass of momentum SGD over images uint8 (n, 28, 28), labels (n,) in the given order (m,).
 
     lr is one learning rate or one per step (ceil(m / batch_size),). With max_shift > 0 each batch's
     images are shifted at random (shift_images, drawing from rng). Updates params and velocities in
     place; returns the epoch's mean loss and accuracy, each batch measured before its update.
+    on_step(images seen, their summed loss, how many were right), if given, follows every step (for
+    a progress bar). A non-finite loss ends the epoch at once: the returned loss is then not finite.
     """
     from threadpoolctl import threadpool_limits
 
     n_steps = -(-len(order) // batch_size)
     lrs = np.broadcast_to(np.asarray(lr, np.float64), (n_steps,))
-    total_loss, correct = 0.0, 0
+    seen, total_loss, correct = 0, 0.0, 0
     # Two threads, each with a one-thread BLAS, run the two halves of every batch: the layers'
     # elementwise work is split over both cores too, not only the matrix products.
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
@@ -293,9 +298,14 @@ def train_epoch(
             batch = images[idx] if max_shift == 0 else shift_images(images[idx], max_shift, rng)
             x = to_input(batch)
             loss, z = train_step(params, velocities, x, labels[idx], lrs[step], momentum, weight_decay, pool)
+            seen += len(idx)
             total_loss += loss * len(idx)
             correct += int((z.argmax(axis=1) == labels[idx]).sum())
-    return total_loss / len(order), correct / len(order)
+            if on_step is not None:
+                on_step(seen, total_loss, correct)
+            if not math.isfinite(loss):
+                break
+    return total_loss / seen, correct / seen
 
 
 def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3, div: float = 25.0, final_div: float = 1e4):

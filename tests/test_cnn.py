@@ -293,6 +293,17 @@ def test_training_is_deterministic_learns_and_leaves_inputs_alone(mnist):
     np.testing.assert_array_equal(order, np.random.default_rng(0).permutation(512))
 
 
+def test_a_diverging_epoch_stops_at_its_first_non_finite_loss(mnist):
+    images, labels = mnist.train_images[:640], mnist.train_labels[:640].astype(np.intp)
+    params = cnn.init_params(np.random.default_rng(0))
+    velocities = {k: np.zeros_like(v) for k, v in params.items()}
+    steps = []
+    loss, _ = cnn.train_epoch(
+        params, velocities, images, labels, np.arange(640), 1e6, 0.9, 0.0, 64, on_step=lambda *s: steps.append(s)
+    )
+    assert not np.isfinite(loss) and len(steps) < 10
+
+
 def test_pure_functions_do_not_modify_their_inputs():
     rng = np.random.default_rng(9)
     params = tiny_params(rng)
