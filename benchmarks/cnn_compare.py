@@ -14,7 +14,8 @@ Each contender runs in its own process, in alternating order for --rounds rounds
 seconds per epoch (training only), images/s, achieved GFLOP/s (FLOPS_PER_IMAGE below: forward,
 and backward without the input image's gradient), test accuracy after the last epoch, peak RSS,
 and a large float32 sgemm's GFLOP/s (BLAS with 2 threads and with 1) measured before and after
-the contenders in the same run. No assertions: it prints figures.
+the contenders in the same run, and a 2000² one (2 threads) in each contender's process before it
+trains: on a shared machine, a low figure there marks a run slowed by other work. No assertions: it prints figures.
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ def main() -> None:
     if a.worker:  # child: train, report JSON with its own peak RSS
         import resource
 
+        sgemm = matmul_gflops(2000, reps=3)  # this run's reference, just before it
         result = WORKERS[a.worker](a)
+        result["sgemm"] = sgemm
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -189,7 +192,10 @@ def main() -> None:
             res = run_worker(name, argv)
             results[name].append(res)
             per_epoch = " ".join(f"{e['seconds']:.1f}s/{e['test_acc']:.4f}" for e in res["epochs"])
-            print(f"round {r + 1}: {name:13s} epochs (s/test acc) {per_epoch}", flush=True)
+            print(
+                f"round {r + 1}: {name:13s} sgemm {res['sgemm']:3.0f} GFLOP/s; epochs (s/test acc) {per_epoch}",
+                flush=True,
+            )
     print(f"after:  {sgemm_reference()}")
 
     fpi = flops_per_image()

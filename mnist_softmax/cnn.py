@@ -48,7 +48,7 @@ CHUNK = 128  # images per thread and product in `maps`
 
 def to_input(images: np.ndarray, dtype=np.float32) -> np.ndarray:
     """uint8 images (n, 28, 28) -> network input (28, 28, n, 1): pixels / 255, standardised."""
-    x = np.multiply(images.transpose(1, 2, 0), dtype(1 / (255 * PIXEL_STD)), dtype=dtype)
+    x = np.multiply(images.transpose(1, 2, 0), dtype(1 / (255 * PIXEL_STD)), dtype=dtype, order="C")
     x -= dtype(PIXEL_MEAN / PIXEL_STD)
     return x[..., None]
 
@@ -287,6 +287,7 @@ def train_epoch(
     """
     from threadpoolctl import threadpool_limits
 
+    keep_freed_memory()
     n_steps = -(-len(order) // batch_size)
     lrs = np.broadcast_to(np.asarray(lr, np.float64), (n_steps,))
     seen, total_loss, correct = 0, 0.0, 0
@@ -330,6 +331,7 @@ def maps(images: np.ndarray, params: Params, progress: bool = False) -> np.ndarr
     """
     from threadpoolctl import threadpool_limits
 
+    keep_freed_memory()
     n = len(images)
     out = np.empty((n, params["conv2_w"].shape[0], 7, 7), np.float32)
 
@@ -344,6 +346,25 @@ def maps(images: np.ndarray, params: Params, progress: bool = False) -> np.ndarr
             bar(m)
     bar(0, close=True)
     return out
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed memory for reuse (elsewhere: nothing happens).
+
+    A training step allocates and frees ~40 MB per thread in blocks of up to 10 MB. By default glibc
+    hands such memory back to the kernel and the next step faults it in again, page by page: 25 MB
+    per step, ~20% of the CPU time spent in the kernel (measured). Blocks up to 32 MB then come from
+    the heap, which is no longer trimmed; the process's peak memory is unchanged.
+    """
+    import ctypes
+
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):
+        pass
 
 
 def _bar(total: int, progress: bool) -> Callable:
