@@ -195,7 +195,7 @@ def test_training_steps_equal_torch_sgd_steps(mnist):
     )
     with ThreadPoolExecutor(2) as pool:
         for s in range(2):
-            images, y = mnist.train_images[32 * s : 32 * s + 32], mnist.train_labels[32 * s : 32 * s + 32]
+            images, y = mnist.train_images[16 * s : 16 * s + 16], mnist.train_labels[16 * s : 16 * s + 16]
             x = cnn.to_input(images)
             loss, _ = cnn.train_step(params, velocities, x, y.astype(np.intp), 0.05, 0.9, 5e-3, pool)
             lt = F.cross_entropy(torch_net(torch, tp, x, torch.float32), torch.tensor(y.astype(np.int64)))
