@@ -39,6 +39,9 @@ N_CLASSES = 10
 PARAM_NAMES = ("conv1_w", "conv1_b", "conv2_w", "conv2_b", "W", "b")
 DECAYED = ("conv1_w", "conv2_w", "W")  # weight decay on kernels and W, never on biases
 FULL_IM2COL_BELOW = 64  # input channels × K below which one product on all K·K shifts beats K products
+# Images per piece of a training batch that one thread takes through the conv layers: a piece's
+# arrays then stay in cache (one thread: 0.68 ms per image in pieces of 16, 0.75 in pieces of 32).
+PIECE = 16
 CHUNK = 128  # images per thread and product in `maps`
 
 
@@ -210,20 +213,23 @@ def loss_and_grads(
     """Mean softmax loss of the whole network and its gradient for every parameter.
 
     x (H, W, B, 1) input (see to_input), y (B,) labels -> (loss, logits z (B, T), grads with the
-    keys and shapes of params). With a pool of two threads, each half of the batch goes through the
-    conv layers on its own thread (their gradients are then summed); the softmax layer sees the
-    whole batch either way.
+    keys and shapes of params). The conv layers take the batch in pieces of PIECE images, on the
+    threads of pool if one is given (the same numbers either way); their gradients are summed in
+    piece order. The softmax layer sees the whole batch at once.
     """
     B = x.shape[2]
-    halves = [slice(0, B)] if pool is None or B < 2 else [slice(0, B // 2), slice(B // 2, B)]
-    run = map if len(halves) == 1 else pool.map
-    outs = list(run(lambda s: forward(params, x[:, :, s]), halves))
+    pieces = [slice(s, min(s + PIECE, B)) for s in range(0, B, PIECE)]
+    run = map if pool is None else pool.map
+    outs = list(run(lambda s: forward(params, x[:, :, s]), pieces))
     features = outs[0][0] if len(outs) == 1 else np.concatenate([f for f, _ in outs])
     z = logits(features, params["W"], params["b"])
     loss, G = softmax_loss_grad(z, y)
     d_features = G @ params["W"]
-    parts = list(run(lambda i: backward(params, outs[i][1], d_features[halves[i]]), range(len(halves))))
-    grads = {name: sum(p[name] for p in parts[1:]) + parts[0][name] for name in parts[0]}
+    parts = list(run(lambda i: backward(params, outs[i][1], d_features[pieces[i]]), range(len(pieces))))
+    grads = parts[0]
+    for part in parts[1:]:
+        for name in grads:
+            grads[name] += part[name]
     grads["W"] = G.T @ features
     grads["b"] = G.sum(axis=0)
     return loss, z, grads
@@ -291,7 +297,7 @@ def train_epoch(
     n_steps = -(-len(order) // batch_size)
     lrs = np.broadcast_to(np.asarray(lr, np.float64), (n_steps,))
     seen, total_loss, correct = 0, 0.0, 0
-    # Two threads, each with a one-thread BLAS, run the two halves of every batch: the layers'
+    # Two threads, each with a one-thread BLAS, share the pieces of every batch: the layers'
     # elementwise work is split over both cores too, not only the matrix products.
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
         for step in range(n_steps):

@@ -94,17 +94,23 @@ def test_whole_network_gradients_by_central_differences():
         check(lambda: cnn.loss_and_grads(params, x, y)[0], params[name], grads[name], rng)
 
 
-def test_two_threads_give_the_gradients_of_one():
+def test_pieces_and_threads_give_the_gradients_of_the_whole_batch(monkeypatch):
     rng = np.random.default_rng(4)
     params = tiny_params(rng)
     x, y = tiny_batch(rng, n=7)
-    loss, z, grads = cnn.loss_and_grads(params, x, y)
+    loss, z, grads = cnn.loss_and_grads(params, x, y)  # one piece
+    monkeypatch.setattr(cnn, "PIECE", 3)  # pieces of 3, 3 and 1 images
+    in_pieces = cnn.loss_and_grads(params, x, y)
     with ThreadPoolExecutor(2) as pool:
-        loss2, z2, grads2 = cnn.loss_and_grads(params, x, y, pool)
-    assert loss2 == pytest.approx(loss, rel=1e-12)
-    np.testing.assert_allclose(z2, z, rtol=1e-12)
+        threaded = cnn.loss_and_grads(params, x, y, pool)
+    assert in_pieces[0] == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(in_pieces[1], z, rtol=1e-12)
     for name in grads:
-        np.testing.assert_allclose(grads2[name], grads[name], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(in_pieces[2][name], grads[name], rtol=1e-10, atol=1e-14)
+    assert threaded[0] == in_pieces[0]  # the same numbers, to the bit, with or without threads
+    np.testing.assert_array_equal(threaded[1], in_pieces[1])
+    for name in grads:
+        np.testing.assert_array_equal(threaded[2][name], in_pieces[2][name])
 
 
 def test_maxpool_ties_go_to_the_first_input_and_nothing_is_modified():
