@@ -238,7 +238,7 @@ def test_maps_shape_chunking_and_agreement_with_forward(mnist, monkeypatch):
     assert M.shape == (300, 64, 7, 7) and M.dtype == np.float32
     features, _ = cnn.forward(params, cnn.to_input(images))
     np.testing.assert_allclose(M.reshape(300, -1), features, rtol=1e-6, atol=1e-6)
-    monkeypatch.setattr(cnn, "CHUNK", 7)  # many uneven chunks, a short one last
+    monkeypatch.setattr(cnn, "PIECE", 7)  # many pieces, a short one last
     np.testing.assert_allclose(cnn.maps(images, params), M, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(cnn.maps(images[5:6], params)[0], cnn.maps(images[5:6], params)[0])
 
