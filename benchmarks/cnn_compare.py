@@ -6,7 +6,7 @@
 Both contenders train conv 5×5 (32) -> max pool -> conv 5×5 (64) -> max pool -> 10×3136 softmax
 layer from the same initial weights (cnn.init_params, --seed), on the same 55,000 training images
 (the project's seeded split), in the same batch order, with the same per-step learning rates
-(cnn.one_cycle), momentum, and weight decay on the kernels and W only (PyTorch: parameter groups),
+(train.one_cycle), momentum, and weight decay on the kernels and W only (PyTorch: parameter groups),
 and the same random shifts if --max-shift > 0. PyTorch uses its default 2 threads; ours splits each
 batch over two threads with a one-thread BLAS each.
 
@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
-from bench import matmul_gflops  # this folder is on sys.path when run as a script
+from results import machine, matmul_gflops, write_section  # this folder is on sys.path when run as a script
 
 CONTENDERS = ("mnist-softmax", "pytorch")
 VAL_SIZE = 5000
@@ -47,7 +46,7 @@ def flops_per_image(c1: int = 32, c2: int = 64, k: int = 5, n_classes: int = 10)
 
 def _data(data_dir: str, seed: int):
     from mnist_softmax.data import load_mnist
-    from mnist_softmax.train import split_indices
+    from mnist_softmax.split import split_indices
 
     mnist = load_mnist(data_dir, quiet=True)
     train_idx, _ = split_indices(len(mnist.train_images), VAL_SIZE, np.random.default_rng(seed))
@@ -57,7 +56,7 @@ def _data(data_dir: str, seed: int):
 
 def _recipe(a, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Per-step learning rates of the whole run and each epoch's batch order, seeded."""
-    from mnist_softmax.cnn import one_cycle
+    from mnist_softmax.train import one_cycle
 
     steps = -(-n // a.batch_size)
     rng = np.random.default_rng(a.seed + 1)
@@ -192,7 +191,8 @@ def main() -> None:
         return
 
     names = a.contenders.split(",")
-    print(f"before: {sgemm_reference()}", flush=True)
+    before = sgemm_reference()
+    print(f"before: {before}", flush=True)
     results: dict[str, list[dict]] = {name: [] for name in names}
     for r in range(a.rounds):
         for name in names if r % 2 == 0 else names[::-1]:  # A B, then B A, ...
@@ -203,28 +203,37 @@ def main() -> None:
                 f"round {r + 1}: {name:13s} sgemm {res['sgemm']:3.0f} GFLOP/s; epochs (s/test acc) {per_epoch}",
                 flush=True,
             )
-    print(f"after:  {sgemm_reference()}")
+    after = sgemm_reference()
+    print(f"after:  {after}")
 
     fpi = flops_per_image()
-    print(
-        f"\n{os.cpu_count()} cores, numpy {np.__version__}; {a.epochs} epoch(s) of 55,000 images, "
-        f"batch {a.batch_size}, "
-        f"one-cycle to lr {a.lr}, shift ±{a.max_shift}; medians of {a.rounds} alternating rounds; "
-        f"{fpi / 1e6:.1f} MFLOP per training image"
-    )
-    print("| tool | s/epoch | images/s | GFLOP/s | final test acc | peak RSS MiB | time ÷ pytorch | fastest: s, ÷ |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines = [
+        "## The cnn network against PyTorch",
+        "",
+        f"`python benchmarks/cnn_compare.py --data-dir DATA --rounds {a.rounds} --epochs {a.epochs} --steps {a.steps}"
+        f" --max-shift {a.max_shift}`: the identical network, initial weights, batch order and per-step learning"
+        f" rates; {a.epochs} epoch(s) of 55,000 images, batch {a.batch_size}, one-cycle to lr {a.lr}; each tool in"
+        f" its own process, medians of {a.rounds} alternating rounds"
+        + (f", the first {a.steps} steps of each epoch timed and scaled to the whole epoch" if a.steps else "")
+        + f"; {fpi / 1e6:.1f} MFLOP per training image.",
+        f"Machine: {machine()}; {before} before, {after} after.",
+        "",
+        "| tool | s/epoch | images/s | GFLOP/s | final test acc | peak RSS MiB | time ÷ pytorch | fastest: s, ÷ |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     med = {k: statistics.median(e["seconds"] for r in v for e in r["epochs"]) for k, v in results.items()}
     best = {k: min(e["seconds"] for r in v for e in r["epochs"]) for k, v in results.items()}
     for name, runs in results.items():
         ips = 55_000 / med[name]
         ratio = f"{med[name] / med['pytorch']:.2f}" if "pytorch" in med else "-"
         fastest = f"{best[name]:.2f}, " + (f"{best[name] / best['pytorch']:.2f}" if "pytorch" in best else "-")
-        print(
+        lines.append(
             f"| {name} | {med[name]:.2f} | {ips:,.0f} | {ips * fpi / 1e9:.0f} | "
             f"{statistics.median(r['epochs'][-1]['test_acc'] for r in runs):.4f} | "
             f"{max(r['peak_rss_mb'] for r in runs):.0f} | {ratio} | {fastest} |"
         )
+    print("\n".join(lines))
+    write_section("cnn", "\n".join(lines))
 
 
 if __name__ == "__main__":

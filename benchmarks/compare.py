@@ -142,7 +142,16 @@ def main() -> None:
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    ap.add_argument(
+        "--model", choices=("softmax", "cnn"), default="softmax", help="cnn: benchmarks/cnn_compare.py's comparison"
+    )
+    a, rest = ap.parse_known_args()
+    if a.model == "cnn":  # the network of --features cnn against PyTorch: its own script, its own options
+        script = Path(__file__).with_name("cnn_compare.py")
+        args = ["--data-dir", a.data_dir, "--rounds", str(a.rounds), *rest]
+        raise SystemExit(subprocess.run([sys.executable, str(script), *args]).returncode)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
 
     if a.worker:  # child: prepare the data (untimed), train, report JSON with its own peak RSS
         import resource

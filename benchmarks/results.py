@@ -35,7 +35,16 @@ def matmul_gflops(size: int, reps: int = 5) -> float:
 
 def reference_speeds() -> str:
     """A 2000² float32 matmul's GFLOP/s and a 200 MB scale-copy's GB/s: to compare runs made at
-    different moments on a machine whose speed varies."""
+    different moments on a machine whose speed varies. Measured in a child process, so that this
+    one's memory (which the processes it starts inherit in their peak RSS) stays small."""
+    import subprocess
+
+    code = "import results; print(results._reference_speeds())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True)
+    return out.stdout.strip() or f"(reference speeds not measured: {out.stderr.strip()[-200:]})"
+
+
+def _reference_speeds() -> str:
     gflops = matmul_gflops(2000)
     b = np.ones(50_000_000, np.float32)
     t = time.perf_counter()
@@ -46,7 +55,14 @@ def reference_speeds() -> str:
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()} cores ({cpu}), NumPy {np.__version__}, Python {sys.version.split()[0]}"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = os.environ.get("OPENBLAS_CORETYPE")
+    pinned = f", OPENBLAS_CORETYPE={blas}" if blas else ""
+    return f"{os.cpu_count()} cores ({cpu}), NumPy {np.__version__}, Python {sys.version.split()[0]}{pinned}"
 
 
 def write_section(name: str, markdown: str) -> None:

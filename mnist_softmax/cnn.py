@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .sgd import momentum_update_
-from .softmax import logits, softmax_loss_grad
+from .softmax import layer_grads
 
 Params = dict[str, np.ndarray]
 
@@ -158,6 +158,12 @@ def bias_relu_backward(y: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.nd
 # The network.
 
 
+def param_shapes(config: dict | None = None) -> dict[str, tuple[int, ...]]:
+    """The shapes of the front end's parameters (the conv layers; W and b are the softmax layer's)."""
+    c1, c2 = N_MAPS
+    return {"conv1_w": (c1, 1, K, K), "conv1_b": (c1,), "conv2_w": (c2, c1, K, K), "conv2_b": (c2,)}
+
+
 def init_params(rng: np.random.Generator, image_size: int = 28, maps: tuple[int, int] = N_MAPS) -> Params:
     """Fresh float32 parameters, PyTorch's default init: every weight and bias of a layer with
     fan-in f drawn from U(-1/√f, 1/√f) (kaiming_uniform with a = √5 for the weights).
@@ -222,17 +228,15 @@ def loss_and_grads(
     run = map if pool is None else pool.map
     outs = list(run(lambda s: forward(params, x[:, :, s]), pieces))
     features = outs[0][0] if len(outs) == 1 else np.concatenate([f for f, _ in outs])
-    z = logits(features, params["W"], params["b"])
-    loss, G = softmax_loss_grad(z, y)
-    d_features = G @ params["W"]
+    top = layer_grads(params["W"], params["b"], features, y)  # the project's softmax layer, as for pixels
+    d_features = top.G @ params["W"]
     parts = list(run(lambda i: backward(params, outs[i][1], d_features[pieces[i]]), range(len(pieces))))
     grads = parts[0]
     for part in parts[1:]:
         for name in grads:
             grads[name] += part[name]
-    grads["W"] = G.T @ features
-    grads["b"] = G.sum(axis=0)
-    return loss, z, grads
+    grads["W"], grads["b"] = top.dW, top.db
+    return top.loss, top.z, grads
 
 
 def train_step(
@@ -313,21 +317,6 @@ def train_epoch(
             if not math.isfinite(loss):
                 break
     return total_loss / seen, correct / seen
-
-
-def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3, div: float = 25.0, final_div: float = 1e4):
-    """Per-step learning rates (total_steps,) of PyTorch's OneCycleLR (cosine, two phases): from
-    max_lr / div up to max_lr over the first pct_start of the steps, then down to max_lr / div / final_div."""
-    start, low = max_lr / div, max_lr / div / final_div
-    peak = float(pct_start * total_steps) - 1
-    lrs = np.empty(total_steps)
-    for t in range(total_steps):
-        if t <= peak:
-            a, b, pct = start, max_lr, t / peak
-        else:
-            a, b, pct = max_lr, low, (t - peak) / (total_steps - 1 - peak)
-        lrs[t] = b + (a - b) / 2 * (math.cos(math.pi * pct) + 1)
-    return lrs
 
 
 def maps(images: np.ndarray, params: Params, progress: bool = False) -> np.ndarray:

@@ -16,20 +16,20 @@ from typing import Any
 
 from .errors import ConfigError, shown
 
-FEATURE_NAMES = ("pixels", "conv")  # the names of features.FRONT_ENDS (a test keeps them equal)
-SCHEDULES = ("constant", "step", "cosine")
+FEATURE_NAMES = ("pixels", "conv", "cnn")  # the names of features.FRONT_ENDS (a test keeps them equal)
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 STANDARDIZE = ("feature", "global", "none")
 
 
 @dataclass(frozen=True)
 class Config:
-    features: str = "pixels"  # front end: "pixels" (N = 784) or "conv" (N = 64*7*7 = 3136)
+    features: str = "pixels"  # front end: "pixels" (N = 784), "conv" or "cnn" (N = 64*7*7 = 3136)
     epochs: int = 10
     batch_size: int = 200
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4  # L2 on W (not b)
-    schedule: str = "cosine"  # per-epoch learning rate: constant, step or cosine
+    schedule: str = "cosine"  # learning rate: constant, step, cosine (per epoch) or onecycle (per step)
     lr_step_epochs: int = 4  # schedule = "step": multiply by lr_gamma every this many epochs
     lr_gamma: float = 0.1
     val_size: int = 5000  # held out from the 60,000 training images, seeded
@@ -42,6 +42,8 @@ class Config:
     conv_kmeans_iters: int = 10
     conv_whiten_eps: float = 0.1  # ZCA regulariser
     conv_threshold: float = 0.25  # soft threshold of the rectifier, max(0, r - t)
+    # cnn front end only (features = "cnn"): the network is trained with W, on images shifted at random
+    shift: int = 0  # each training image moved by up to this many pixels, rows and columns, every epoch
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,6 +68,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "conv_kmeans_iters": (1, 100, True, True),  # 300k patches: ~0.8 s an iteration
     "conv_whiten_eps": (0, 10, False, True),
     "conv_threshold": (0, 10, True, True),
+    "shift": (0, 4, True, True),
 }
 
 
@@ -98,6 +101,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"config key '{key}' must be in {_interval(low, high, low_in, high_in)}, got {v!r}")
     if cfg.conv_kernel % 2 == 0:
         raise ConfigError(f"config key 'conv_kernel' must be odd, got {cfg.conv_kernel}")
+    if cfg.features == "cnn" and cfg.standardize != "none":
+        # The maps change as the network learns: no standardiser fitted beforehand would fit them.
+        raise ConfigError(f"config key 'standardize' must be none for features cnn, got {cfg.standardize!r}")
     return cfg
 
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import conv
+from . import cnn, conv
 
 Params = dict[str, np.ndarray]
 
@@ -26,7 +26,7 @@ Params = dict[str, np.ndarray]
 class FrontEnd(NamedTuple):
     name: str
     map_shape: tuple[int, int, int]  # (C, H, W) of one image's feature map
-    fit: Callable[..., Params]  # (train images, rng, cfg) -> params; never sees labels
+    fit: Callable[..., Params]  # (train images, rng, cfg) -> params; never sees labels (trained: initial weights)
     maps: Callable[..., np.ndarray]  # (images (n,28,28), params, progress=False) -> (n, C, H, W) float32
     cache: bool  # worth caching the features of the 70,000 MNIST images on disk
     version: int  # of the extraction: bumped when `maps` changes, so cached features are recomputed
@@ -59,7 +59,25 @@ CONV = FrontEnd(
     version=conv.VERSION,
     param_shapes=conv.param_shapes,
 )
-FRONT_ENDS = {fe.name: fe for fe in (PIXELS, CONV)}
+
+
+def _cnn_fit(images: np.ndarray, rng: np.random.Generator, cfg) -> Params:
+    """The network's starting weights (cnn.init_params), W and b of the softmax layer included:
+    training, not fitting, makes them."""
+    return cnn.init_params(rng)
+
+
+CNN = FrontEnd(
+    "cnn",
+    (cnn.N_MAPS[1], 7, 7),
+    _cnn_fit,
+    cnn.maps,
+    cache=False,
+    version=1,
+    param_shapes=cnn.param_shapes,
+    trained=True,
+)
+FRONT_ENDS = {fe.name: fe for fe in (PIXELS, CONV, CNN)}
 
 
 def flatten(maps: np.ndarray) -> np.ndarray:

@@ -131,24 +131,32 @@ def plot_errors(path: Path, images: np.ndarray, labels: np.ndarray, P: np.ndarra
     _save(fig, path)
 
 
-def plot_conv_weights(path: Path, filters: np.ndarray, W: np.ndarray, map_shape: tuple[int, int, int]) -> None:
-    """Top: the 64 learned k×k filters. Bottom: each class's weight energy over the 7×7 grid.
+def plot_conv_weights(
+    path: Path,
+    filters: np.ndarray,
+    W: np.ndarray,
+    map_shape: tuple[int, int, int],
+    how: str = "whitened k-means centroids, no labels used",
+) -> None:
+    """Top: the learned k×k filters (of the first layer). Bottom: each class's weight energy over
+    the 7×7 grid.
 
-    filters (k·k, C); W (T, C·H·W). Energy of class t at cell (h, w) is Σ_c W[t, c, h, w]²: where
-    on the page the class looks for evidence.
+    filters (k·k, F); W (T, C·H·W). Energy of class t at cell (h, w) is Σ_c W[t, c, h, w]²: where
+    on the page the class looks for evidence. `how` says how the filters were learned.
     """
     from matplotlib import colormaps
 
     C, H, Wd = map_shape
     k = int(round(np.sqrt(filters.shape[0])))
-    F = filters.T.reshape(C, k, k)
-    filter_tiles = _diverging(F, np.abs(F).reshape(C, -1).max(axis=1))
+    n_filters = filters.shape[1]
+    F = filters.T.reshape(n_filters, k, k)
+    filter_tiles = _diverging(F, np.abs(F).reshape(n_filters, -1).max(axis=1))
     energy = (W.reshape(len(W), C, H, Wd) ** 2).sum(axis=1)
     low, high = energy.min(axis=(1, 2), keepdims=True), energy.max(axis=(1, 2), keepdims=True)
     energy_tiles = colormaps["magma"]((energy - low) / np.where(high > low, high - low, 1))
     fig = _figure(10, 8.5)
     _show_tiles(fig.add_axes((0.01, 0.6, 0.98, 0.34)), filter_tiles, cols=16, gap=1)
-    fig.text(0.5, 0.955, f"the {C} learned {k}×{k} filters (whitened k-means centroids, no labels used)", ha="center")
+    fig.text(0.5, 0.955, f"the {n_filters} learned {k}×{k} filters ({how})", ha="center")
     _show_tiles(
         fig.add_axes((0.1, 0.02, 0.8, 0.46)), energy_tiles, cols=5, gap=2, labels=[str(t) for t in range(len(W))]
     )

@@ -46,7 +46,7 @@ def sgd_step(
 
     Returns (the batch's mean softmax loss before the update, its logits (B, T)).
     """
-    loss, z, dW, db = layer_grads(W, b, X, y)
+    loss, z, dW, db, _ = layer_grads(W, b, X, y)
     momentum_update_(W, dW, velocity[0], lr, momentum, weight_decay)
     momentum_update_(b, db, velocity[1], lr, momentum, 0.0)
     return loss, z

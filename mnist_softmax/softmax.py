@@ -9,6 +9,8 @@ logits = X @ W.T + b is the row-wise form of the column form  z = W·x + b.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -69,15 +71,25 @@ def softmax_loss_grad(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return loss, zt.T
 
 
-def layer_grads(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray):
+class LayerGrads(NamedTuple):
+    """The softmax layer's forward and backward pass on a batch (see layer_grads)."""
+
+    loss: float  # mean softmax loss
+    z: np.ndarray  # (B, T) logits
+    dW: np.ndarray  # (T, N)
+    db: np.ndarray  # (T,)
+    G: np.ndarray  # (B, T) dL/dz = (P - Y) / B; a layer below gets dL/dX = G @ W
+
+
+def layer_grads(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray) -> LayerGrads:
     """The softmax layer's forward and backward pass on a batch: the one home of its gradient.
 
-    W (T, N), b (T,), X (B, N), y (B,) -> (mean softmax loss, logits z (B, T), dW (T, N), db (T,)).
-    With P = softmax(z) and Y the one-hot labels, dL/dz = (P - Y) / B, dW = (dL/dz)ᵀ X, db = Σ_B dL/dz.
+    W (T, N), b (T,), X (B, N), y (B,) -> (mean softmax loss, logits z (B, T), dW (T, N), db (T,), G (B, T)).
+    With P = softmax(z) and Y the one-hot labels, G = dL/dz = (P - Y) / B, dW = Gᵀ X, db = Σ_B G.
     """
     z = logits(X, W, b)
     loss, G = softmax_loss_grad(z, y)
-    return loss, z, G.T @ X, G.sum(axis=0)
+    return LayerGrads(loss, z, G.T @ X, G.sum(axis=0), G)
 
 
 def loss_and_grad(
@@ -88,7 +100,7 @@ def loss_and_grad(
     W (T, N), b (T,), X (B, N), y (B,) -> (loss, dW (T, N), db (T,)). The gradient of the penalty,
     l2·W, is what sgd.momentum_update_ adds as weight decay.
     """
-    loss, _, dW, db = layer_grads(W, b, X, y)
+    loss, _, dW, db, _ = layer_grads(W, b, X, y)
     return loss + 0.5 * l2 * float(np.sum(W * W)), dW + l2 * W, db
 
 

@@ -1,7 +1,8 @@
 """The random streams a seed gives, and which MNIST rows a run trains, validates and tests on.
 
 A seed becomes independent generators, one per purpose, spawned from np.random.SeedSequence(seed):
-the train/validation split, the front end's fitting, the batch order. What one purpose draws
+the train/validation split, the front end's fitting (or a trained front end's initial weights),
+the batch order, the random shifts of training images. What one purpose draws
 never shifts another's numbers, and `eval` rebuilds a run's split from its seed alone. A new
 purpose is appended to STREAMS, which leaves the streams before it unchanged.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-STREAMS = ("split", "front_end", "order")
+STREAMS = ("split", "front_end", "order", "shift")
 SPLITS = ("train", "val", "test")
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,12 +61,35 @@ EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"
 
 
 def lr_at(cfg: Config, epoch: int) -> float:
-    """Learning rate for 0-based `epoch` under cfg.schedule."""
+    """Learning rate for 0-based `epoch` under a per-epoch cfg.schedule (constant, step, cosine)."""
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "step":
         return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3, div: float = 25.0, final_div: float = 1e4):
+    """Per-step learning rates (total_steps,) of PyTorch's OneCycleLR (cosine, two phases): from
+    max_lr / div up to max_lr over the first pct_start of the steps, then down to max_lr / div / final_div."""
+    start, low = max_lr / div, max_lr / div / final_div
+    peak = float(pct_start * total_steps) - 1
+    lrs = np.empty(total_steps)
+    for t in range(total_steps):
+        if t <= peak:
+            a, b, pct = start, max_lr, t / peak
+        else:
+            a, b, pct = max_lr, low, (t - peak) / (total_steps - 1 - peak)
+        lrs[t] = b + (a - b) / 2 * (math.cos(math.pi * pct) + 1)
+    return lrs
+
+
+def epoch_lrs(cfg: Config, epoch: int, steps: int) -> np.ndarray:
+    """The learning rate of each of an epoch's `steps` steps (steps,): one value for the per-epoch
+    schedules, a slice of one_cycle over the whole run for "onecycle"."""
+    if cfg.schedule == "onecycle":
+        return one_cycle(cfg.epochs * steps, cfg.lr)[epoch * steps : (epoch + 1) * steps]
+    return np.full(steps, lr_at(cfg, epoch))
 
 
 def batches(X: np.ndarray, y: np.ndarray, order: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -98,16 +122,17 @@ def train_epoch(
     X: np.ndarray,
     y: np.ndarray,
     order: np.ndarray,
-    lr: float,
+    lr: float | np.ndarray,
     cfg: Config,
     progress: bool = False,
     desc: str = "",
 ) -> tuple[float, float]:
     """One pass of momentum SGD (sgd.sgd_step) over X (n, N), y (n,) in the given order (n,);
-    updates W, b and velocity in place.
+    updates W, b and velocity in place. lr: one learning rate, or one per step.
 
     Returns the epoch's mean training loss and accuracy (measured on each batch before its update).
     """
+    lrs = np.broadcast_to(np.asarray(lr, np.float64), (-(-len(order) // cfg.batch_size),))
     total_loss = 0.0
     correct = 0
     seen = 0
@@ -117,9 +142,9 @@ def train_epoch(
 
         bar = tqdm(total=len(order), desc=desc, unit="img", unit_scale=True, leave=False)
     for step, (xs, ys) in enumerate(batches(X, y, order, cfg.batch_size)):
-        loss, z = sgd_step(W, b, velocity, xs, ys, lr, cfg.momentum, cfg.weight_decay)
+        loss, z = sgd_step(W, b, velocity, xs, ys, float(lrs[step]), cfg.momentum, cfg.weight_decay)
         if not math.isfinite(loss):
-            _diverged(f"loss {loss}", lr, cfg)
+            _diverged(f"loss {loss}", float(lrs[step]), cfg)
         seen += len(ys)
         total_loss += loss * len(ys)
         correct += int((z.argmax(axis=1) == ys).sum())
@@ -128,9 +153,13 @@ def train_epoch(
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
     if bar is not None:
         bar.close()
-    if not all(np.isfinite(p).all() and np.abs(p).max() <= MAX_ABS for p in (W, b)):
-        _diverged(f"weights beyond ±{MAX_ABS:g}", lr, cfg)
+    if not _bounded((W, b)):
+        _diverged(f"weights beyond ±{MAX_ABS:g}", float(lrs[-1]), cfg)
     return total_loss / seen, correct / seen
+
+
+def _bounded(params) -> bool:
+    return all(np.isfinite(p).all() and np.abs(p).max() <= MAX_ABS for p in params)
 
 
 def _diverged(what: str, lr: float, cfg: Config):
@@ -183,6 +212,92 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.exit_code = exit_code
 
 
+class _Run(NamedTuple):
+    """What the epoch loop needs of a front end: the model, the live parameters and their
+    velocities (trained in place), the streams drawn from during epochs, and two functions."""
+
+    model: Model
+    params: dict[str, np.ndarray]
+    velocity: dict[str, np.ndarray]
+    rngs: dict[str, np.random.Generator]
+    n_train: int
+    epoch: Callable[[np.ndarray, np.ndarray, str], tuple[float, float]]  # (order, lrs, desc) -> (loss, acc)
+    score: Callable[[str], tuple[float, float]]  # "train" | "val" | "test" -> (loss, acc) of the weights now
+
+
+def _layer_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Run:
+    """pixels, conv: features built once (prepare), then the softmax layer alone is trained."""
+    model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, streams, cache_dir, progress)
+    params = {"W": model.W, "b": model.b}
+    velocity = {name: np.zeros_like(p) for name, p in params.items()}
+    data = {"train": (X, y), "val": (X_val, y_val), "test": (X_test, y_test)}
+
+    def epoch(order, lrs, desc):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
+            return train_epoch(model.W, model.b, (velocity["W"], velocity["b"]), X, y, order, lrs, cfg, progress, desc)
+
+    return _Run(model, params, velocity, {"order": streams["order"]}, len(X), epoch, lambda s: _score(model, *data[s]))
+
+
+def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Run:
+    """cnn: the front end's weights are trained with W and b, on the images themselves; features
+    are the network's maps of the moment, computed as `eval` computes them."""
+    from . import cnn
+
+    fe = FRONT_ENDS[cfg.features]
+    train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, streams["split"])
+    params = fe.fit(mnist.train_images[train_idx], streams["front_end"], cfg)  # initial weights, W and b included
+    N = fe.n_features
+    fe_params = {k: params[k] for k in fe.param_shapes(cfg.to_dict())}
+    model = Model(cfg.features, fe_params, np.zeros(N, np.float32), np.ones(N, np.float32), params["W"], params["b"])
+    velocity = {name: np.zeros_like(p) for name, p in params.items()}
+    images, labels = mnist.train_images[train_idx], mnist.train_labels[train_idx].astype(np.intp)
+    idx = {"train": ("train", train_idx), "val": ("train", val_idx), "test": ("test", slice(None))}
+    y_all = {"train": mnist.train_labels.astype(np.intp), "test": mnist.test_labels.astype(np.intp)}
+
+    def epoch(order, lrs, desc):
+        bar, on_step = _step_bar(len(order), desc) if progress else (None, None)
+        try:
+            loss, acc = cnn.train_epoch(
+                params, velocity, images, labels, order, lrs, cfg.momentum, cfg.weight_decay, cfg.batch_size,
+                rng=streams["shift"], max_shift=cfg.shift, on_step=on_step,
+            )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+        if not math.isfinite(loss):
+            _diverged(f"loss {loss}", float(lrs[-1]), cfg)
+        if not _bounded(params.values()):
+            _diverged(f"weights beyond ±{MAX_ABS:g}", float(lrs[-1]), cfg)
+        return loss, acc
+
+    def score(split):
+        part, rows_idx = idx[split]
+        rows = mnist_rows(fe, model.fe_params, mnist)  # the path `eval` takes: the same bits
+        return _score(model, standardize_(rows(part, rows_idx), model.mean, model.scale), y_all[part][rows_idx])
+
+    rngs = {"order": streams["order"], "shift": streams["shift"]}
+    return _Run(model, params, velocity, rngs, len(train_idx), epoch, score)
+
+
+def _score(model: Model, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    return evaluate(model.W, model.b, X, y) if len(X) else (math.nan, math.nan)
+
+
+def _step_bar(total: int, desc: str):
+    from tqdm import tqdm  # here only: without a bar, `train` never imports it
+
+    bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False)
+
+    def on_step(seen: int, loss_sum: float, correct: int) -> None:
+        bar.update(seen - bar.n)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+
+    return bar, on_step
+
+
 def fit(
     cfg: Config,
     mnist: Mnist,
@@ -191,57 +306,48 @@ def fit(
     cache_dir: Path | None = None,
     resume: TrainState | None = None,
 ) -> TrainResult:
-    """Train the softmax layer by the recipe in cfg; the same cfg and data give the same result.
+    """Train by the recipe in cfg; the same cfg and data give the same result.
 
+    For each epoch: the learning rates, a pass of SGD in a seeded order, the validation score,
+    a row of history. The test split is scored once, at the end. The softmax layer alone is
+    trained on fixed features (pixels, conv), or with a trained front end's weights (cnn).
     cache_dir, if given, keeps the features of front ends that are slow to compute (conv).
     resume continues from a saved TrainState: features are rebuilt from the seed (deterministic),
-    then weights, momentum and the random generator are restored, so the final weights equal
+    then weights, momentum and the random generators are restored, so the final weights equal
     those of an uninterrupted run. Ctrl-C raises TrainingInterrupted with the last completed epoch.
     """
-    from threadpoolctl import threadpool_limits
-
     t0 = time.perf_counter()
     streams = rng_streams(cfg.seed)
-    model, (X, y), (X_val, y_val), (X_test, y_test) = prepare(cfg, mnist, streams, cache_dir, progress)
-    order_rng = streams["order"]
-    W, b = model.W, model.b
-    params = {"W": W, "b": b}
-    velocity = {name: np.zeros_like(p) for name, p in params.items()}
-    result = TrainResult(model)
+    setup = _network_run if FRONT_ENDS[cfg.features].trained else _layer_run
+    run = setup(cfg, mnist, streams, cache_dir, progress)
+    result = TrainResult(run.model)
     if resume is not None:
-        _restore(resume, params, velocity, {"order": order_rng})
+        _restore(resume, run.params, run.velocity, run.rngs)
         result.history = list(resume.history)
-    result.state = _snapshot(params, velocity, {"order": order_rng}, result.history)
-    has_val = len(X_val) > 0
+    result.state = _snapshot(run.params, run.velocity, run.rngs, result.history)
+    steps = -(-run.n_train // cfg.batch_size)
     try:
-        with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
-            for epoch in range(len(result.history), cfg.epochs):
-                t_epoch = time.perf_counter()
-                lr = lr_at(cfg, epoch)
-                order = order_rng.permutation(len(X))
-                desc = f"epoch {epoch + 1}/{cfg.epochs}"
-                vW_vb = (velocity["W"], velocity["b"])
-                train_loss, train_acc = train_epoch(W, b, vW_vb, X, y, order, lr, cfg, progress, desc)
-                val_loss, val_acc = evaluate(W, b, X_val, y_val) if has_val else (math.nan, math.nan)
-                row = {
-                    "epoch": epoch + 1,
-                    "lr": lr,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "val_loss": val_loss,
-                    "val_acc": val_acc,
-                    "seconds": time.perf_counter() - t_epoch,
-                }
-                result.history.append(row)
-                result.state = _snapshot(params, velocity, {"order": order_rng}, result.history)
-                on_epoch(row)
-            final = {
-                "train": evaluate(W, b, X, y),
-                "val": evaluate(W, b, X_val, y_val) if has_val else (math.nan, math.nan),
-                "test": evaluate(W, b, X_test, y_test),
+        for epoch in range(len(result.history), cfg.epochs):
+            t_epoch = time.perf_counter()
+            lrs = epoch_lrs(cfg, epoch, steps)
+            order = run.rngs["order"].permutation(run.n_train)
+            train_loss, train_acc = run.epoch(order, lrs, f"epoch {epoch + 1}/{cfg.epochs}")
+            val_loss, val_acc = run.score("val")
+            row = {
+                "epoch": epoch + 1,
+                "lr": float(lrs[0]),
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "seconds": time.perf_counter() - t_epoch,
             }
+            result.history.append(row)
+            result.state = _snapshot(run.params, run.velocity, run.rngs, result.history)
+            on_epoch(row)
+        final = {split: run.score(split) for split in ("train", "val", "test")}
     except KeyboardInterrupt as e:  # also during the final scoring: the completed epochs are kept
-        _restore(result.state, params, velocity, {})  # undo the unfinished epoch
+        _restore(result.state, run.params, run.velocity, {})  # undo the unfinished epoch
         result.history = list(result.state.history)
         result.seconds = time.perf_counter() - t0
         raise TrainingInterrupted(result, exit_code(e)) from None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mnist_softmax import cnn
+from mnist_softmax.train import one_cycle
 
 RTOL = 1e-5
 
@@ -225,7 +226,7 @@ def test_one_cycle_equals_torch_one_cycle_lr():
         want.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    np.testing.assert_allclose(cnn.one_cycle(100, 0.05), want, rtol=1e-12)
+    np.testing.assert_allclose(one_cycle(100, 0.05), want, rtol=1e-12)
 
 
 # ---- the inference path, training epochs, purity ---------------------------------------------------
@@ -281,7 +282,7 @@ def test_training_is_deterministic_learns_and_leaves_inputs_alone(mnist):
     def run():
         params = cnn.init_params(np.random.default_rng(0))
         velocities = {k: np.zeros_like(v) for k, v in params.items()}
-        lrs = cnn.one_cycle(2 * 8, 0.05)
+        lrs = one_cycle(2 * 8, 0.05)
         for e in range(2):
             out = cnn.train_epoch(
                 params, velocities, images, labels, order, lrs[8 * e : 8 * e + 8], 0.9, 5e-4, 64,

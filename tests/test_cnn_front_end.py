@@ -1,0 +1,105 @@
+"""`--features cnn`: the network trained with the softmax layer, as a front end like the others.
+
+Fast: a few hundred real digits through `fit`, and one CLI run on 1,000 training images. The
+full-accuracy run is a benchmark (benchmarks/cnn_compare.py, README), not a test.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import assert_figure, run
+from PIL import Image
+
+import mnist_softmax.cnn as cnn_mod
+from mnist_softmax.checkpoint import load_checkpoint, load_train_state
+from mnist_softmax.config import load_config
+from mnist_softmax.data import Mnist
+from mnist_softmax.errors import ConfigError
+from mnist_softmax.runs import save_outputs
+from mnist_softmax.train import TrainingInterrupted, fit
+
+SMALL = {"epochs": 3, "val_size": 128, "batch_size": 64}
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+    return Mnist(mnist.train_images[:640], mnist.train_labels[:640], mnist.test_images[:300], mnist.test_labels[:300])
+
+
+def _cfg(**extra):
+    return load_config("cnn", SMALL | extra)
+
+
+def test_cnn_config_is_shipped_and_needs_no_standardiser():
+    cfg = load_config("cnn")
+    assert (cfg.features, cfg.schedule, cfg.standardize, cfg.shift, cfg.batch_size) == (
+        "cnn",
+        "onecycle",
+        "none",
+        2,
+        64,
+    )
+    assert load_config(None, {"features": "cnn"}) == cfg
+    with pytest.raises(ConfigError, match="'standardize' must be none for features cnn"):
+        load_config("cnn", {"standardize": "feature"})
+
+
+def test_fit_trains_the_network_and_the_same_seed_gives_the_same_weights(small):
+    a, b = fit(_cfg(), small), fit(_cfg(), small)
+    assert a.test_acc >= 0.75, a.final  # 512 images, 3 epochs: far above chance (0.1)
+    for name in ("conv1_w", "conv2_b"):
+        np.testing.assert_array_equal(a.model.fe_params[name], b.model.fe_params[name])
+    np.testing.assert_array_equal(a.model.W, b.model.W)
+    assert a.final == b.final and [r["lr"] for r in a.history] == [r["lr"] for r in b.history]
+    c = fit(_cfg(seed=1), small)
+    assert not np.array_equal(a.model.W, c.model.W)
+    init = cnn_mod.init_params(np.random.default_rng(0))
+    assert not np.array_equal(a.model.fe_params["conv1_w"], init["conv1_w"])  # the front end was trained
+
+
+def test_interrupt_and_resume_give_the_uninterrupted_weights_bit_for_bit(small, monkeypatch, tmp_path):
+    straight = fit(_cfg(), small)
+    real, calls = cnn_mod.train_epoch, {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cnn_mod, "train_epoch", interrupting)
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(_cfg(), small)
+    monkeypatch.undo()
+    partial = e.value.result
+    assert len(partial.history) == 1
+    save_outputs(tmp_path, partial, _cfg(), root=tmp_path / "runs")  # through the checkpoint, as --resume is
+    config, state = load_train_state(tmp_path / "model.npz")
+    assert set(state.params) == {"conv1_w", "conv1_b", "conv2_w", "conv2_b", "W", "b"}
+    assert set(state.rng_states) == {"order", "shift"}
+    resumed = fit(_cfg(), small, resume=state)
+    for name, p in straight.model.fe_params.items():
+        np.testing.assert_array_equal(resumed.model.fe_params[name], p)
+    np.testing.assert_array_equal(resumed.model.W, straight.model.W)
+    assert resumed.final == straight.final
+
+
+def test_cli_run_eval_and_predict(mnist_dir, mnist, tmp_path):
+    out = tmp_path / "run"
+    run("train", "--features", "cnn", "--epochs", 1, "--val-size", 59000, "--data-dir", mnist_dir, "--out", out, "-q")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["features"] == "cnn" and summary["n_features"] == 3136 and summary["test_accuracy"] > 0.5
+    for split in ("test", "train"):
+        got = json.loads(
+            run("eval", "--checkpoint", out / "model.npz", "--split", split, "--data-dir", mnist_dir, "--json").output
+        )
+        assert (got["accuracy"], got["loss"]) == (summary[f"{split}_accuracy"], summary[f"{split}_loss"])
+    assert_figure(out / "weights.png", (1000, 850), min_fraction=0.05)
+    assert_figure(out / "curves.png", (1000, 400), min_fraction=0.0005)  # one epoch: a point per curve
+    model = load_checkpoint(out / "model.npz").model
+    assert model.fe_params["conv1_w"].shape == (32, 1, 5, 5) and model.W.shape == (10, 3136)
+    img = tmp_path / "d.png"
+    Image.fromarray(mnist.test_images[0]).save(img)
+    text = run("predict", img, "--checkpoint", out / "model.npz", "--explain", "--label", 7).output
+    assert "64×7×7" in text and "N = 3136" in text and "W is 10×3136" in text
