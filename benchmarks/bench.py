@@ -5,8 +5,8 @@
 Measures, with the data already downloaded:
   - the training loop alone: samples per second of train_epoch on the default recipe (median epoch);
   - whole processes (wall seconds, median of --repeat, and peak RSS): `train` (default config),
-    `eval` of the checkpoint it wrote, `predict` on one PNG image, and `train --features conv`
-    with a cold and with a warm feature cache;
+    `eval` of the checkpoint it wrote, `predict` on one PNG image, `train --features conv`
+    with a cold and with a warm feature cache, and `train --features cnn` once;
   - conv feature extraction alone for all 70,000 images;
   - the peak RSS of the helper process that draws `train`'s figures (plots.Painter).
 The processes run in a temporary folder (your runs/ is not touched), reading the data through
@@ -135,6 +135,7 @@ def main() -> None:
         conv = [*train, "--features", "conv"]
         rows.append(("whole `train --features conv`, cold cache", repeat(conv, 1)))
         rows.append(("whole `train --features conv`, warm cache", repeat(conv)))
+        rows.append(("whole `train --features cnn` (configs/cnn.toml)", repeat([*train, "--features", "cnn"], 1)))
 
     loop = bench_loop(a.data_dir, a.mirror)  # last: it holds the dataset in memory
     extraction_s = bench_conv_extraction(a.data_dir)
