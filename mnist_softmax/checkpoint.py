@@ -298,7 +298,8 @@ def load_train_state(path: str | Path):
         raise CheckpointError(f"{shown(path)}: train_rng_json is not a random generator's state ({e})") from None
     from .split import STREAMS
 
-    if not rng_states or not set(rng_states) <= set(STREAMS):
-        raise CheckpointError(f"{shown(path)}: train_rng_json names no known random stream")
+    needed = {"order", "shift"} if FRONT_ENDS[model.front_end].trained else {"order"}  # what train.fit draws from
+    if set(rng_states) != needed or not needed <= set(STREAMS):
+        raise CheckpointError(f"{shown(path)}: train_rng_json must hold the streams {', '.join(sorted(needed))}")
     params = {"W": model.W, "b": model.b} | {k: model.fe_params[k] for k in state["trained"] if k not in ("W", "b")}
     return config, TrainState(params, state["velocity"], rng_states, history)

@@ -163,9 +163,13 @@ def _default(key: str) -> str:
 @click.option("--features", type=click.Choice(FEATURE_NAMES), help=f"Feature front end. {_default('features')}")
 @click.option("--epochs", type=int, help=f"Passes over the training split. {_default('epochs')}")
 @click.option("--batch-size", type=int, help=f"Mini-batch size. {_default('batch_size')}")
-@click.option("--lr", type=float, help=f"Initial learning rate. {_default('lr')}")
+@click.option("--lr", type=float, help=f"Learning rate (first epoch's, or the one-cycle peak). {_default('lr')}")
 @click.option("--momentum", type=float, help=f"SGD momentum. {_default('momentum')}")
-@click.option("--weight-decay", type=float, help=f"L2 penalty on W. {_default('weight_decay')}")
+@click.option(
+    "--weight-decay",
+    type=float,
+    help=f"L2 penalty on W (and a cnn's kernels), never biases. {_default('weight_decay')}",
+)
 @click.option("--schedule", type=click.Choice(SCHEDULES), help=f"Learning-rate schedule. {_default('schedule')}")
 @click.option("--val-size", type=int, help=f"Training images held out for validation. {_default('val_size')}")
 @click.option("--seed", type=int, help=f"Seed for the split, the order and any front-end fitting. {_default('seed')}")
@@ -180,7 +184,7 @@ def _default(key: str) -> str:
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no per-epoch lines.")
 def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> None:
-    """Train the T×N softmax layer by mini-batch SGD and write a run folder.
+    """Train the T×N softmax layer (with the cnn front end: the network too) by SGD; write a run folder.
 
     \b
     Writes model.npz, metrics.csv, summary.json, config.toml, curves.png and

@@ -213,6 +213,13 @@ def backward(params: Params, cache: tuple, d_features: np.ndarray) -> Params:
     return {"conv1_w": dw1, "conv1_b": db1, "conv2_w": dw2, "conv2_b": db2}
 
 
+def _quiet(f, *args):
+    """f(*args) without NumPy's overflow warnings (np.errstate is per thread): a diverging run is
+    reported by the trainer, with advice, from the non-finite loss."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return f(*args)
+
+
 def loss_and_grads(
     params: Params, x: np.ndarray, y: np.ndarray, pool: ThreadPoolExecutor | None = None
 ) -> tuple[float, np.ndarray, Params]:
@@ -226,11 +233,11 @@ def loss_and_grads(
     B = x.shape[2]
     pieces = [slice(s, min(s + PIECE, B)) for s in range(0, B, PIECE)]
     run = map if pool is None else pool.map
-    outs = list(run(lambda s: forward(params, x[:, :, s]), pieces))
+    outs = list(run(lambda s: _quiet(forward, params, x[:, :, s]), pieces))
     features = outs[0][0] if len(outs) == 1 else np.concatenate([f for f, _ in outs])
     top = layer_grads(params["W"], params["b"], features, y)  # the project's softmax layer, as for pixels
     d_features = top.G @ params["W"]
-    parts = list(run(lambda i: backward(params, outs[i][1], d_features[pieces[i]]), range(len(pieces))))
+    parts = list(run(lambda i: _quiet(backward, params, outs[i][1], d_features[pieces[i]]), range(len(pieces))))
     grads = parts[0]
     for part in parts[1:]:
         for name in grads:
@@ -308,7 +315,8 @@ def train_epoch(
             idx = order[step * batch_size : (step + 1) * batch_size]
             batch = images[idx] if max_shift == 0 else shift_images(images[idx], max_shift, rng)
             x = to_input(batch)
-            loss, z = train_step(params, velocities, x, labels[idx], lrs[step], momentum, weight_decay, pool)
+            # A Python float, as the softmax layer's step takes it: lr·v then stays float32, as in PyTorch.
+            loss, z = train_step(params, velocities, x, labels[idx], float(lrs[step]), momentum, weight_decay, pool)
             seen += len(idx)
             total_loss += loss * len(idx)
             correct += int((z.argmax(axis=1) == labels[idx]).sum())

@@ -26,9 +26,9 @@ class Config:
     features: str = "pixels"  # front end: "pixels" (N = 784), "conv" or "cnn" (N = 64*7*7 = 3136)
     epochs: int = 10
     batch_size: int = 200
-    lr: float = 0.1
+    lr: float = 0.1  # the first epoch's rate (per-epoch schedules), or the peak of "onecycle"
     momentum: float = 0.9
-    weight_decay: float = 1e-4  # L2 on W (not b)
+    weight_decay: float = 1e-4  # L2 on W and a trained front end's kernels (never on biases)
     schedule: str = "cosine"  # learning rate: constant, step, cosine (per epoch) or onecycle (per step)
     lr_step_epochs: int = 4  # schedule = "step": multiply by lr_gamma every this many epochs
     lr_gamma: float = 0.1
@@ -80,6 +80,9 @@ def _check_type(key: str, value: Any, want: type) -> Any:
     return value
 
 
+CNN_MAX_BATCH = 4096  # about 1.2 GB of activations
+
+
 def _number(v: float) -> str:
     return str(v) if isinstance(v, int) else f"{v:g}"
 
@@ -101,6 +104,11 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"config key '{key}' must be in {_interval(low, high, low_in, high_in)}, got {v!r}")
     if cfg.conv_kernel % 2 == 0:
         raise ConfigError(f"config key 'conv_kernel' must be odd, got {cfg.conv_kernel}")
+    if cfg.features != "cnn" and cfg.shift:
+        raise ConfigError(f"config key 'shift' works only with features cnn (features are fixed for {cfg.features})")
+    if cfg.features == "cnn" and cfg.batch_size > CNN_MAX_BATCH:
+        # Every piece's activations are kept until the softmax layer has seen the whole batch: ~0.3 MB an image.
+        raise ConfigError(f"config key 'batch_size' must be at most {CNN_MAX_BATCH} for features cnn")
     if cfg.features == "cnn" and cfg.standardize != "none":
         # The maps change as the network learns: no standardiser fitted beforehand would fit them.
         raise ConfigError(f"config key 'standardize' must be none for features cnn, got {cfg.standardize!r}")
@@ -130,7 +138,7 @@ def load_config(path_or_name: str | Path | None = None, overrides: dict[str, Any
     """Read a config file (a path, or the name of a shipped config such as "conv"), apply overrides.
 
     With no file, the shipped config for the chosen front end is used: pixels.toml unless
-    overrides say features = "conv".
+    overrides say features = "conv" (conv.toml) or "cnn" (cnn.toml).
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if path_or_name is None:

@@ -182,6 +182,8 @@ def prepare(
     Returns (model with zero weights, (X_train, y_train), (X_val, y_val), (X_test, y_test)).
     """
     fe = FRONT_ENDS[cfg.features]
+    if fe.trained:
+        raise ValueError(f"front end {fe.name} is trained with the softmax layer: its features are not fixed")
     train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, streams["split"])
     fe_params = fe.fit(mnist.train_images[train_idx], streams["front_end"], cfg)
     rows = mnist_rows(fe, fe_params, mnist, cache_dir, progress, made_by(cfg.to_dict(), fe.name))
@@ -258,7 +260,14 @@ def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Ru
     y_all = {"train": mnist.train_labels.astype(np.intp), "test": mnist.test_labels.astype(np.intp)}
 
     def epoch(order, lrs, desc):
-        bar, on_step = _step_bar(len(order), desc) if progress else (None, None)
+        bar, show = _step_bar(len(order), desc) if progress else (None, None)
+        seen = [0]
+
+        def on_step(n: int, loss_sum: float, correct: int) -> None:
+            seen[0] = n
+            if show is not None:
+                show(n, loss_sum, correct)
+
         try:
             loss, acc = cnn.train_epoch(
                 params, velocity, images, labels, order, lrs, cfg.momentum, cfg.weight_decay, cfg.batch_size,
@@ -267,10 +276,10 @@ def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Ru
         finally:
             if bar is not None:
                 bar.close()
-        if not math.isfinite(loss):
-            _diverged(f"loss {loss}", float(lrs[-1]), cfg)
+        if not math.isfinite(loss):  # the epoch stopped at the step whose loss it was
+            _diverged(f"loss {loss}", float(lrs[-(-seen[0] // cfg.batch_size) - 1]), cfg)
         if not _bounded(params.values()):
-            _diverged(f"weights beyond ±{MAX_ABS:g}", float(lrs[-1]), cfg)
+            _diverged(f"weights beyond ±{MAX_ABS:g} by the end of the epoch", float(lrs[-1]), cfg)
         return loss, acc
 
     def score(split):

@@ -238,7 +238,8 @@ def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
     [
         ({"train_rng_json": np.array('{"order": {"bit_generator": "MT19937"}}')}, "not a random generator's state"),
         ({"train_rng_json": np.array('{"order": 3}')}, "not a random generator's state"),
-        ({"train_rng_json": np.array("{}")}, "names no known random stream"),
+        ({"train_rng_json": np.array("{}")}, "must hold the streams order"),
+        ({"train_rng_json": np.array(json.dumps({"split": np.random.default_rng(0).bit_generator.state}))}, "order"),
         ({"train_rng_json": np.array("[]")}, "train_rng_json must hold a JSON object"),
         ({"train_history_json": np.array(json.dumps([ROW | {"epoch": e} for e in range(1, 12)]))}, "the run's 10"),
         ({"train_history_json": np.array("[1, 2]")}, "does not fit"),

@@ -85,6 +85,21 @@ def test_interrupt_and_resume_give_the_uninterrupted_weights_bit_for_bit(small, 
     assert resumed.final == straight.final
 
 
+def test_shift_is_refused_where_features_are_fixed_and_cnn_batches_are_bounded():
+    with pytest.raises(ConfigError, match="'shift' works only with features cnn"):
+        load_config("cnn", {"features": "pixels", "standardize": "feature"})
+    with pytest.raises(ConfigError, match="'batch_size' must be at most 4096 for features cnn"):
+        load_config("cnn", {"batch_size": 60000})
+
+
+def test_a_diverging_network_stops_with_advice_at_the_step_it_failed(small):
+    from mnist_softmax.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="training diverged .* at lr 1e\\+30") as e:
+        fit(_cfg(lr=1e30, schedule="constant", weight_decay=0.0, epochs=1), small)
+    assert "smaller --lr" in str(e.value)
+
+
 def test_cli_run_eval_and_predict(mnist_dir, mnist, tmp_path):
     out = tmp_path / "run"
     run("train", "--features", "cnn", "--epochs", 1, "--val-size", 59000, "--data-dir", mnist_dir, "--out", out, "-q")
