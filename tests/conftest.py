@@ -259,3 +259,21 @@ def assert_figure(path, size=None, drawn="colour", min_fraction=0.005):
     area = rgb[h // 5 : 4 * h // 5, w // 10 : 9 * w // 10]
     hit = (area.max(-1) - area.min(-1) > 60) if drawn == "colour" else (area.max(-1) < 100)
     assert hit.mean() >= min_fraction, f"{path}: only {hit.mean():.4f} of the plot area is drawn"
+
+
+def central_differences(f, a: np.ndarray, idx=None, eps: float = 1e-6) -> np.ndarray:
+    """Central differences (f(a + eps) - f(a - eps)) / 2eps of scalar f() with respect to the entries
+    idx (flat indices; all by default) of the contiguous array a, which is changed in place and
+    restored. -> (len(idx),)"""
+    flat = a.reshape(-1)
+    assert np.shares_memory(flat, a), "a must be contiguous: its entries are changed in place"
+    out = []
+    for i in range(a.size) if idx is None else idx:
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        out.append((up - down) / (2 * eps))
+    return np.array(out)

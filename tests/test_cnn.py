@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import central_differences
 
 from mnist_softmax import cnn
 from mnist_softmax.train import one_cycle
@@ -21,17 +22,7 @@ def numeric_grad(f, a: np.ndarray, rng, n: int = 40, eps: float = 1e-6) -> tuple
     """Central differences of scalar f() with respect to n random entries of a (changed in place,
     then restored): (flat indices, their derivatives)."""
     idx = rng.choice(a.size, min(n, a.size), replace=False)
-    flat = a.reshape(-1)
-    out = []
-    for i in idx:
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        out.append((up - down) / (2 * eps))
-    return idx, np.array(out)
+    return idx, central_differences(f, a, idx, eps)
 
 
 def check(f, a, analytic, rng):
