@@ -68,6 +68,7 @@ FIT_POINTS = 2000  # planes and medians are estimated from about this many pixel
 FLOOR_CAP = 0.3  # the noise floor removed from the ink is at most this fraction of the ink's level
 VIEW_SIDE = 128  # the two populations and the marks are found on a view at most this large
 MAX_STROKE, STROKE_TARGET = 3.5, 3.0  # px at the 20-px scale; MNIST: median 2.0, 98th percentile 3.5
+RULED_LINE = 0.6  # a mark at least this long (of the image's longer side) and 8× longer than wide is a ruled line
 BOX_LEVEL = 0.5  # the box holds ink from this level times (1 − 20/extent): all of it at MNIST's scale, where
 # the faint fringe is part of the digit; half the ink's level on a large image, where it is blur
 FRINGE = 0.25  # the box reaches this fraction of its size past the marks, for their faint anti-aliased edges
@@ -488,7 +489,11 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     main = int(per.argmax())
     kept = np.zeros(n, bool)
     kept[main] = True
-    candidates = per >= 0.02 * per[main]
+    # A ruled line of the paper (a margin, a notebook's lines) is long, thin and spans most of
+    # the page: it is not part of the digit even where it passes close to it.
+    long_side, short_side = np.maximum(r1 - r0, c1 - c0), np.minimum(r1 - r0, c1 - c0)
+    ruled = (long_side >= RULED_LINE * max(marks.shape)) & (long_side >= 8 * short_side)
+    candidates = (per >= 0.02 * per[main]) & ~ruled
     while True:
         b0, b1, d0, d1 = r0[kept].min(), r1[kept].max(), c0[kept].min(), c1[kept].max()
         reach = max(0.5 * max(b1 - b0, d1 - d0), 0.25 * max(marks.shape))
@@ -507,7 +512,10 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     margin = max(2 * k, round(FRINGE * extent))
     R0, R1, C0, C1 = max(0, R0 - margin), min(H, R1 + margin), max(0, C0 - margin), min(W, C1 + margin)
     level = BOX_LEVEL * float(np.clip(1 - BOX / extent, 0, 1))
-    region = cover[R0:R1, C0:C1] > level
+    # Marks left out of the digit stay out of its box, also where they fall inside its margin.
+    others = np.kron((labels > 0) & ~kept[labels - 1], np.ones((k, k), bool))
+    others = np.pad(others, ((0, H - others.shape[0]), (0, W - others.shape[1])))
+    region = (cover[R0:R1, C0:C1] > level) & ~others[R0:R1, C0:C1]
     rr, cc = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
     box = (R0 + int(rr[0]), R0 + int(rr[-1]) + 1, C0 + int(cc[0]), C0 + int(cc[-1]) + 1)
     largest = cover[r0[main] * k : (r1[main] + 1) * k, c0[main] * k : (c1[main] + 1) * k] >= 0.5

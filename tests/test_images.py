@@ -169,3 +169,24 @@ def test_label_finds_the_8_connected_components(density):
         assert n == len(want) and ((labels > 0) == mask).all()
         got = [set(zip(*np.nonzero(labels == i), strict=True)) for i in range(1, n + 1)]
         assert sorted(map(sorted, got)) == sorted(map(sorted, want))
+
+
+def test_a_ruled_line_beside_the_digit_stays_out_of_its_box(mnist, tmp_path):
+    """A notebook's red margin line next to the digit is a line of the paper, not a stroke."""
+    from PIL import Image
+
+    from mnist_softmax.images import to_mnist
+
+    for i in range(12):
+        big = np.asarray(Image.fromarray(mnist.test_images[i]).resize((224, 224), Image.Resampling.BILINEAR)) / 255
+        page = np.full((360, 360, 3), 248.0)
+        cover = np.zeros((360, 360))
+        cover[70:294, 80:304] = big
+        clean = page + (np.array([30.0, 30, 90]) - page) * cover[..., None]
+        lined = page.copy()
+        lined[:, 60:62] = [230, 120, 120]
+        lined = lined + (np.array([30.0, 30, 90]) - lined) * cover[..., None]
+        for name, img in (("clean", clean), ("lined", lined)):
+            Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"{name}{i}.png")
+        a, b = to_mnist(tmp_path / f"clean{i}.png"), to_mnist(tmp_path / f"lined{i}.png")
+        assert abs(np.array(a.box) - np.array(b.box)).max() <= 2, (i, a.box, b.box)
