@@ -100,10 +100,14 @@ class Prepared(NamedTuple):
 def read_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(colour (H, W, C) float32 in [0, 1], alpha (H, W) in [0, 1] or None) of an image file's
     first frame, turned upright by its EXIF Orientation."""
+    import stat
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read, a device never end it
+            raise ImageError(f"{path}: not a regular file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:

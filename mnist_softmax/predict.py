@@ -73,11 +73,8 @@ def predict_files(
     of the computation (explain_numbers).
     """
     paths = [Path(p) for p in paths]
-    regular = [_regular_file(p) for p in paths]
     # Read and normalised in parallel (images.to_mnist_many), in input order; classified here.
-    prepared_all = to_mnist_many([p for p, ok in zip(paths, regular, strict=True) if ok])
-    for path, ok in zip(paths, regular, strict=True):
-        prepared = next(prepared_all) if ok else ImageError(f"{path}: not a regular file")  # a FIFO would block
+    for path, prepared in zip(paths, to_mnist_many(paths), strict=True):
         if isinstance(prepared, ImageError):
             yield prepared
             continue
@@ -86,15 +83,6 @@ def predict_files(
         loss = softmax_loss(z, np.array([label])) if label is not None else None
         numbers = explain_numbers(model, prepared.digit, label) if explain else None
         yield Prediction(path, prepared.digit, prepared.inverted, p, numbers, label, loss)
-
-
-def _regular_file(path) -> bool:
-    import stat
-
-    try:
-        return stat.S_ISREG(Path(path).stat().st_mode)
-    except OSError:
-        return True  # missing or unreadable: to_mnist says which, in its own words
 
 
 def predict_file(model: Model, path: Path, explain: bool = False, label: int | None = None) -> Prediction:
