@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import FRONT_ENDS, FrontEnd, Params, features
+from .features import FRONT_ENDS, FrontEnd, Params, features, mnist_rows, standardize_
 from .softmax import logits, predict_proba, softmax_loss
 
 N_CLASSES = 10
@@ -41,6 +41,16 @@ class Model:
     def features(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (n, 28, 28) -> standardised float32 features (n, N)."""
         return features(images, self.front, self.fe_params, self.mean, self.scale)
+
+
+def split_features(
+    model: Model, mnist, part: str, idx, cache_dir=None, progress: bool = False, about: dict | None = None
+) -> np.ndarray:
+    """Standardised features (n, N) of rows idx of part "train" or "test" of MNIST, by the path
+    both `train`'s final scores and `eval` take (features.mnist_rows, then the standardiser), so
+    their numbers agree to the last bit."""
+    rows = mnist_rows(model.front, model.fe_params, mnist, cache_dir, progress, about)
+    return standardize_(rows(part, idx), model.mean, model.scale)
 
 
 def classify(model: Model, digits: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import CheckpointError
-from .features import made_by, mnist_rows, standardize_
-from .model import Model, evaluate, logit_chunks
+from .features import made_by
+from .model import Model, evaluate, logit_chunks, split_features
 from .softmax import softmax
 from .split import split_rows
 
@@ -76,6 +76,5 @@ def score_split(
     images, labels = (a[idx] for a in mnist.part(part))
     if len(labels) == 0:
         raise CheckpointError(f"this model was trained without a {split} split (val_size 0); use --split test")
-    rows = mnist_rows(model.front, model.fe_params, mnist, cache_dir, progress, made_by(config, model.front_end))
-    X = standardize_(rows(part, idx), model.mean, model.scale)
+    X = split_features(model, mnist, part, idx, cache_dir, progress, made_by(config, model.front_end))
     return SplitScore(score(model.W, model.b, X, labels.astype(np.intp)), images, labels)

@@ -20,7 +20,7 @@ from .config import Config
 from .data import Mnist
 from .errors import TrainingDiverged, exit_code
 from .features import FRONT_ENDS, fit_standardizer, made_by, mnist_rows, standardize_
-from .model import MAX_ABS, N_CLASSES, Model, evaluate
+from .model import MAX_ABS, N_CLASSES, Model, evaluate, split_features
 from .sgd import sgd_step
 from .split import rng_streams, split_indices
 
@@ -284,8 +284,7 @@ def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Ru
 
     def score(split):
         part, rows_idx = idx[split]
-        rows = mnist_rows(fe, model.fe_params, mnist)  # the path `eval` takes: the same bits
-        return _score(model, standardize_(rows(part, rows_idx), model.mean, model.scale), y_all[part][rows_idx])
+        return _score(model, split_features(model, mnist, part, rows_idx), y_all[part][rows_idx])
 
     rngs = {"order": streams["order"], "shift": streams["shift"]}
     return _Run(model, params, velocity, rngs, len(train_idx), epoch, score)
