@@ -175,7 +175,7 @@ def cache_name(fe: FrontEnd, params: Params) -> str:
 def made_by(config: dict, front_end: str) -> dict:
     """The settings a front end's parameters came from, to say in the cache what made a file."""
     keys = ("seed", "val_size")
-    return {"front_end": front_end} | {k: v for k, v in config.items() if k in keys or k.startswith(f"{front_end}_")}
+    return {k: v for k, v in config.items() if k in keys or k.startswith(f"{front_end}_")}
 
 
 def mnist_maps(
