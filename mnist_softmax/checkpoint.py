@@ -290,6 +290,8 @@ def load_train_state(path: str | Path):
     history = state["history"]
     if len(history) > config["epochs"] or not all(_epoch_row(row, i + 1) for i, row in enumerate(history)):
         raise CheckpointError(f"{shown(path)}: train_history_json does not fit the run's {config['epochs']} epochs")
+    if len(history) == config["epochs"] and checkpoint.metrics.get("interrupted") is False:
+        raise CheckpointError(f"{shown(path)} is a finished run ({config['epochs']} epochs); nothing to resume")
     rng_states = state["rng_states"]
     try:
         for one in rng_states.values():

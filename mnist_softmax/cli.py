@@ -262,14 +262,6 @@ def _recipe(config_path, overrides: dict, resume: Path | None, out: Path | None)
     from .checkpoint import load_train_state
 
     values, state = load_train_state(resume / "model.npz")
-    if len(state.history) == values["epochs"] and (resume / "summary.json").is_file():
-        import json
-
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads((resume / "summary.json").read_text(encoding="utf-8")).get("interrupted") is False:
-                raise click.ClickException(
-                    f"{shown(resume)} is a finished run ({values['epochs']} epochs); nothing to resume"
-                )
     return make_config(values, source=str(resume / "model.npz")), state
 
 
