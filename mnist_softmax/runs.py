@@ -140,10 +140,3 @@ def draw_figures(run_dir: Path, result, painter=None) -> None:
         (weights[0], run_dir / FIGURES[1], weights[1]),
     ]
     (painter.draw if painter is not None else plots.draw)(jobs)
-
-
-def save_run(run_dir: Path, result, cfg, root: Path = RUNS_ROOT, painter=None) -> bool:
-    """Every output of a run: save_outputs, then draw_figures. Returns save_outputs' answer."""
-    marked = save_outputs(run_dir, result, cfg, root)
-    draw_figures(run_dir, result, painter)
-    return marked

@@ -136,3 +136,16 @@ def test_a_newline_in_a_path_cannot_forge_an_error_line(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(bad)])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "x\\nError: all good.npz" in result.output
+
+
+def test_predict_file_is_the_library_call(model_path, seven, tmp_path):
+    from mnist_softmax.checkpoint import load_checkpoint
+    from mnist_softmax.images import ImageError
+    from mnist_softmax.predict import predict_file
+
+    model = load_checkpoint(model_path).model
+    pred = predict_file(model, seven, label=7)
+    assert pred.digit_class == 7 and pred.digit.shape == (28, 28) and 0 < pred.loss < 0.1
+    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+    with pytest.raises(ImageError, match="no digit found"):
+        predict_file(model, tmp_path / "blank.png")
