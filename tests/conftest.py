@@ -11,6 +11,7 @@ import http.server
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -277,3 +278,40 @@ def central_differences(f, a: np.ndarray, idx=None, eps: float = 1e-6) -> np.nda
         flat[i] = old
         out.append((up - down) / (2 * eps))
     return np.array(out)
+
+
+def interrupt_call(monkeypatch, module, name: str, n: int, exc=KeyboardInterrupt) -> None:
+    """Make the n-th call of module.name raise `exc` (Ctrl-C by default); the calls before it run."""
+    real, calls = getattr(module, name), {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, interrupting)
+
+
+def start_train(mnist_dir, out, cwd, *extra) -> subprocess.Popen:
+    """`mnist-softmax train --data-dir MNIST_DIR --out OUT EXTRA...` as its own process, output piped."""
+    cmd = [sys.executable, "-m", "mnist_softmax", "train", "--data-dir", str(mnist_dir), "--out", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+
+
+def signal_training(mnist_dir, out, cwd, sig, after_epoch: int) -> tuple[int, str, dict]:
+    """Start a 40-epoch `train`, send `sig` once epoch `after_epoch` is printed; (exit code, stderr,
+    the run's summary.json)."""
+    import json
+
+    proc = start_train(mnist_dir, out, cwd, "--epochs", "40")
+    for line in proc.stdout:
+        if line.startswith(f"epoch {after_epoch:>3}"):
+            proc.send_signal(sig)
+            break
+    _, err = proc.communicate(timeout=60)
+    return (
+        proc.returncode,
+        err,
+        json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {},
+    )

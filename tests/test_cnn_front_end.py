@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_figure, run
+from conftest import assert_figure, interrupt_call, run
 from PIL import Image
 
 import mnist_softmax.cnn as cnn_mod
@@ -60,15 +60,7 @@ def test_fit_trains_the_network_and_the_same_seed_gives_the_same_weights(small):
 
 def test_interrupt_and_resume_give_the_uninterrupted_weights_bit_for_bit(small, monkeypatch, tmp_path):
     straight = fit(_cfg(), small)
-    real, calls = cnn_mod.train_epoch, {"n": 0}
-
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(cnn_mod, "train_epoch", interrupting)
+    interrupt_call(monkeypatch, cnn_mod, "train_epoch", 2)
     with pytest.raises(TrainingInterrupted) as e:
         fit(_cfg(), small)
     monkeypatch.undo()

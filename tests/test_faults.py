@@ -6,18 +6,15 @@ Every download case runs against the loopback server in conftest.py, which misbe
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import idx_bytes, run, served_file
+from conftest import idx_bytes, interrupt_call, run, served_file, signal_training
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -306,16 +303,7 @@ def test_interrupt_mid_epoch_keeps_the_last_completed_epoch_and_resume_matches(m
     data = _small_data()
     cfg = make_config({"epochs": 4, "val_size": 200, "batch_size": 50, "seed": 2})
     full = fit(cfg, data)
-    calls = {"n": 0}
-    real = train_mod.sgd_step
-
-    def interrupting(*args):
-        calls["n"] += 1
-        if calls["n"] == 2 * 26 + 10:  # partway through epoch 3 (26 batches an epoch)
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_mod, "sgd_step", interrupting)
+    interrupt_call(monkeypatch, train_mod, "sgd_step", 2 * 26 + 10)  # partway through epoch 3 (26 batches an epoch)
     with pytest.raises(TrainingInterrupted) as e:
         fit(cfg, data)
     monkeypatch.undo()
@@ -332,27 +320,9 @@ def test_interrupt_mid_epoch_keeps_the_last_completed_epoch_and_resume_matches(m
 
 def test_ctrl_c_in_the_cli_saves_the_epoch_exits_130_and_resume_matches(mnist_dir, tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mnist_softmax",
-        "train",
-        "--data-dir",
-        str(mnist_dir),
-        "--out",
-        str(out),
-        "--epochs",
-        "40",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    for line in proc.stdout:
-        if line.startswith("epoch   3"):
-            proc.send_signal(signal.SIGINT)
-            break
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    code, err, summary = signal_training(mnist_dir, out, tmp_path, signal.SIGINT, 3)
+    assert code == 130, err
     assert "continue with: mnist-softmax train --resume" in err and "Traceback" not in err
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and 3 <= summary["epochs"] < 40
     assert len((out / "metrics.csv").read_text().splitlines()) == summary["epochs"] + 1
     assert (out / "curves.png").stat().st_size > 0 and not list(out.glob(".*"))

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import run
+from conftest import interrupt_call, run, signal_training, start_train
 
 import mnist_softmax.train as train_mod
 from mnist_softmax.checkpoint import load_checkpoint
@@ -19,18 +19,10 @@ from mnist_softmax.fileio import remove_stale_temps
 from mnist_softmax.train import TrainingInterrupted, fit
 
 
-def _interrupt_call(monkeypatch, n: int, exc=KeyboardInterrupt):
-    """Make the n-th call of train.evaluate raise `exc` (2 epochs: calls 1-2 score the validation
-    split after each epoch, 3-5 the final train, val and test scores)."""
-    real, calls = train_mod.evaluate, {"n": 0}
-
-    def evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise exc
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "evaluate", evaluate)
+def _interrupt_call(monkeypatch, n: int) -> None:
+    """Ctrl-C at the n-th call of train.evaluate (2 epochs: calls 1-2 score the validation split
+    after each epoch, 3-5 the final train, val and test scores)."""
+    interrupt_call(monkeypatch, train_mod, "evaluate", n)
 
 
 @pytest.mark.parametrize("call", [3, 5])
@@ -78,22 +70,11 @@ def test_out_over_an_existing_run_is_refused(trained, mnist_dir, tmp_path):
     run("train", "--data-dir", mnist_dir, "--out", tmp_path / "empty", "--epochs", "1", "-q")
 
 
-def _start_train(mnist_dir, out, cwd, *extra):
-    cmd = [sys.executable, "-m", "mnist_softmax", "train", "--data-dir", str(mnist_dir), "--out", str(out), *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
-
-
 def test_sigterm_saves_the_completed_epochs_and_exits_143(mnist_dir, tmp_path):
     out = tmp_path / "run"
-    proc = _start_train(mnist_dir, out, tmp_path, "--epochs", "40")
-    for line in proc.stdout:
-        if line.startswith("epoch   2"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    code, err, summary = signal_training(mnist_dir, out, tmp_path, signal.SIGTERM, 2)
+    assert code == 143, err
     assert "continue with: mnist-softmax train --resume" in err and "Traceback" not in err
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and 2 <= summary["epochs"] < 40
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
 
@@ -102,7 +83,7 @@ def test_sigterm_before_the_first_epoch_leaves_no_empty_folder(mnist_dir, tmp_pa
     import time
 
     out = tmp_path / "run"
-    proc = _start_train(mnist_dir, out, tmp_path, "--epochs", "2", "--batch-size", "1")  # a first epoch of seconds
+    proc = start_train(mnist_dir, out, tmp_path, "--epochs", "2", "--batch-size", "1")  # a first epoch of seconds
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
