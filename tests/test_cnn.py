@@ -42,17 +42,52 @@ def tiny_batch(rng, n=5, dtype=np.float64):
 # ---- central differences, float64 ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("channels", [1, 16])  # all 25 shifts in one product; one product per kernel row
-def test_conv_gradients_by_central_differences(channels):
+def conv_grads(kind: str, x: np.ndarray, w: np.ndarray, dy: np.ndarray):
+    """(y, dx, dw) of the conv of that kind ("im2col" or "fourier") at x, w with output gradient dy."""
+    if kind == "im2col":
+        y, cols = cnn.conv_forward(x, w)
+        return (y, *cnn.conv_backward(cols, w, dy))
+    spectrum = cnn.conv_spectrum(w, *x.shape[:2])
+    y, X = cnn.fourier_conv_forward(x, spectrum)
+    return (y, *cnn.fourier_conv_backward(X, spectrum, dy))
+
+
+# Even and odd heights and widths: the Fourier grid's last column is a Nyquist frequency or not.
+SHAPES = [(6, 4, 3, 1), (5, 7, 2, 16), (14, 14, 2, 3)]
+
+
+@pytest.mark.parametrize("kind", ["im2col", "fourier"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_conv_gradients_by_central_differences(kind, shape):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((6, 4, 3, channels))
-    w = rng.standard_normal((5, channels, 5, 5))
-    R = rng.standard_normal((6, 4, 3, 5))
-    y, cols = cnn.conv_forward(x, w)
-    dx, dw = cnn.conv_backward(cols, w, R)
-    f = lambda: float((cnn.conv_forward(x, w)[0] * R).sum())  # noqa: E731
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((5, shape[3], 5, 5))
+    R = rng.standard_normal((*shape[:3], 5))
+    y, dx, dw = conv_grads(kind, x, w, R)
+    f = lambda: float((conv_grads(kind, x, w, R)[0] * R).sum())  # noqa: E731
     check(f, x, dx, rng)
     check(f, w, dw, rng)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fourier_conv_equals_the_direct_conv_and_leaves_inputs_alone(shape):
+    """The convolution theorem on the (H + 2)×(W + 2) grid gives the zero-padded conv exactly: to
+    float64 rounding in float64, and within 2e-6 of the largest value in float32."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((6, shape[3], 5, 5))
+    dy = rng.standard_normal((*shape[:3], 6))
+    kept = x.copy(), w.copy(), dy.copy()
+    want = conv_grads("im2col", x, w, dy)
+    for got, ref in zip(conv_grads("fourier", x, w, dy), want, strict=True):
+        assert got.shape == ref.shape and got.dtype == np.float64
+        assert rel_err(got, ref) < 1e-12
+    for got, ref in zip(conv_grads("fourier", *(a.astype(np.float32) for a in (x, w, dy))), want, strict=True):
+        assert got.dtype == np.float32
+        assert rel_err(got, ref) < 2e-6
+    for a, b in zip((x, w, dy), kept, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not cnn._fourier(*shape[:2], np.dtype(np.float64)).to_freq.flags.writeable  # shared, so read-only
 
 
 def test_maxpool_gradient_by_central_differences():
@@ -130,8 +165,9 @@ def torch_net(torch, p, x_hw, dtype):
     return h.flatten(1) @ p["W"].T + p["b"]
 
 
+@pytest.mark.parametrize("kind", ["im2col", "fourier"])
 @pytest.mark.parametrize("channels", [1, 16])
-def test_conv_and_pool_match_torch_autograd(channels):
+def test_conv_and_pool_match_torch_autograd(kind, channels):
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 
@@ -139,9 +175,9 @@ def test_conv_and_pool_match_torch_autograd(channels):
     x = rng.standard_normal((8, 6, 3, channels))
     w = rng.standard_normal((7, channels, 5, 5))
     R = rng.standard_normal((4, 3, 3, 7))
-    y, cols = cnn.conv_forward(x, w)
+    y = conv_grads(kind, x, w, np.zeros((8, 6, 3, 7)))[0]
     p, arg = cnn.maxpool_forward(y)
-    dx, dw = cnn.conv_backward(cols, w, cnn.maxpool_backward(R, arg))
+    _, dx, dw = conv_grads(kind, x, w, cnn.maxpool_backward(R, arg))
 
     xt = torch.tensor(x.transpose(2, 3, 0, 1), requires_grad=True)  # (B, C, H, W)
     wt = torch.tensor(w, requires_grad=True)
