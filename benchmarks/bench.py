@@ -16,6 +16,7 @@ symlinks so that the conv feature cache starts empty.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -122,7 +123,14 @@ def main() -> None:
             return [run_process(args, cwd=tmp) for _ in range(n)]
 
         train = [*cli, "train", "--data-dir", str(data), "--quiet"]
+        scores = []  # each default config's seed-0 run: test accuracy and loss, from its summary.json
+
+        def score(label: str) -> None:
+            summary = json.loads((Path(tmp) / "runs" / "latest" / "summary.json").read_text())
+            scores.append((label, summary["test_accuracy"], summary["test_loss"]))
+
         rows.append(("whole `train` process", repeat(train)))
+        score("pixels (configs/pixels.toml)")
         ckpt = f"{tmp}/runs/latest/model.npz"
         rows.append(("whole `eval` process", repeat([*cli, "eval", "--checkpoint", ckpt, "--data-dir", str(data)])))
         from PIL import Image
@@ -135,7 +143,9 @@ def main() -> None:
         conv = [*train, "--features", "conv"]
         rows.append(("whole `train --features conv`, cold cache", repeat(conv, 1)))
         rows.append(("whole `train --features conv`, warm cache", repeat(conv)))
+        score("conv (configs/conv.toml)")
         rows.append(("whole `train --features cnn` (configs/cnn.toml)", repeat([*train, "--features", "cnn"], 1)))
+        score("cnn (configs/cnn.toml)")
 
     loop = bench_loop(a.data_dir, a.mirror)  # last: it holds the dataset in memory
     extraction_s = bench_conv_extraction(a.data_dir)
@@ -156,6 +166,13 @@ def main() -> None:
         lines.append(f"| {label}, s (median of {len(walls)}) | {statistics.median(walls):.2f} |")
         lines.append(f"| {label}, peak RSS MiB | {max(rss):.0f} |")
     lines.append(f"| whole `train`: its figure helper process, peak RSS MiB | {painter_rss_mb():.0f} |")
+    lines += [
+        "",
+        "The whole `train` runs above, seed 0, on the test set:",
+        "",
+        "| front end | test accuracy | test loss |",
+    ]
+    lines += ["| --- | --- | --- |", *(f"| {label} | {acc:.4f} | {loss:.4f} |" for label, acc, loss in scores)]
     print("\n".join(lines))
     write_section("bench", "\n".join(lines))
 
