@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from results import machine, reference_speeds, write_section  # noqa: E402  (thi
 from userstyle import MAKERS, NEGATIVES  # noqa: E402
 
 from mnist_softmax.checkpoint import load_checkpoint  # noqa: E402
+from mnist_softmax.config import load_config  # noqa: E402
 from mnist_softmax.data import load_mnist  # noqa: E402
 from mnist_softmax.images import ImageError, to_mnist, to_mnist_many  # noqa: E402
 from mnist_softmax.model import classify  # noqa: E402
@@ -84,7 +86,8 @@ def main() -> None:
 
     mnist = load_mnist(a.data_dir, quiet=True)
     paths = a.checkpoint or ["runs/latest/model.npz"]
-    models = [load_checkpoint(p)[0] for p in paths]
+    checkpoints = [load_checkpoint(p) for p in paths]
+    models = [c.model for c in checkpoints]
     rng = np.random.default_rng(a.seed)
     idx = rng.choice(len(mnist.test_labels), a.n, replace=False)
     labels = mnist.test_labels[idx]
@@ -105,7 +108,7 @@ def main() -> None:
         return path
 
     emit(f"{a.n} MNIST test digits (seed {a.seed}); accuracy (share of the untouched digits' accuracy)\n")
-    names = [f"{m.front_end} ({p})" for m, p in zip(models, paths, strict=True)]
+    names = [describe(c.config) for c in checkpoints]
     emit("| images | " + " | ".join(names) + " | refused | ms per image |")
     emit("| --- |" + " --- |" * (len(models) + 2))
     emit(f"| {'the test digits themselves':<34} | " + " | ".join(f"{u:.4f}" for u in untouched) + " | | |")
@@ -165,15 +168,25 @@ def main() -> None:
     header = [
         "## predict on users' images",
         "",
-        f"`python benchmarks/userstyle_accuracy.py --n {a.n} --seed {a.seed} "
-        + " ".join(f"--checkpoint {p}" for p in paths)
-        + "` (checkpoints of the default configs, seed 0).",
+        f"`python benchmarks/userstyle_accuracy.py --n {a.n} --seed {a.seed}"
+        + " --checkpoint CHECKPOINT" * len(paths)
+        + "`, checkpoints: "
+        + ", ".join(names)
+        + ".",
         f"Machine: {machine()}; reference speeds {before} at the start, {reference_speeds()} at the end.",
         "",
     ]
     write_section("userstyle", "\n".join(header + lines))
     if done.returncode not in (0, 1):
         raise SystemExit(f"predict failed:\n{done.stderr}")
+
+
+def describe(config: dict) -> str:
+    """A checkpoint named by what made it: front end, config (the shipped one, or not), seed."""
+    features = config["features"]
+    shipped = asdict(load_config(features))
+    same = all(config.get(k) == v for k, v in shipped.items() if k != "seed")
+    return f"{features} ({f'configs/{features}.toml' if same else 'a changed config'}, seed {config['seed']})"
 
 
 def _or_error(path):
