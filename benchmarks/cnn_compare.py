@@ -51,12 +51,12 @@ def flops_performed(batch: int, piece: int, c1: int = 32, c2: int = 64, k: int =
     """Multiply-adds × 2 that mnist_softmax.cnn performs per training image: conv1 direct (im2col),
     conv2 through the Fourier domain (cnn.fourier_conv_forward/backward): four transforms (x and dy
     to spectra, y and dx back), three per-frequency products (y, dx, the cross-spectrum), the
-    kernel's spectrum once per batch and its gradient's taps once per piece."""
+    kernel's spectrum once per batch and its gradient's taps once per piece of the batch."""
     side = 14
     freqs = (side + 2) * ((side + 2) // 2 + 1)
     transforms = 8 * freqs * side * side * (c1 + c2)
     products = 3 * 8 * freqs * c1 * c2
-    per_weights = 4 * freqs * k * k * c1 * c2 * (1 / piece + 1 / batch)
+    per_weights = 4 * freqs * k * k * c1 * c2 * (-(-batch // piece) + 1) / batch
     conv1 = 2 * 28 * 28 * c1 * k * k
     fc = 2 * c2 * 7 * 7 * n_classes
     return 2 * conv1 + transforms + products + per_weights + 3 * fc
@@ -236,9 +236,9 @@ def main() -> None:
         f" rates; {a.epochs} epoch(s) of 55,000 images, batch {a.batch_size}, one-cycle to lr {a.lr}; each tool in"
         f" its own process, medians of {a.rounds} alternating rounds"
         + (f", the first {a.steps} steps of each epoch timed and scaled to the whole epoch" if a.steps else "")
-        + f"; {fpi / 1e6:.1f} MFLOP per training image counted as direct convolutions (GFLOP/s column), of"
-        f" which mnist-softmax performs {done / 1e6:.1f} (its conv2 goes through the Fourier domain; its"
-        " performed GFLOP/s in the next column; PyTorch's own algorithm is not counted).",
+        + f"; {fpi / 1e6:.1f} MFLOP per training image counted as direct convolutions (GFLOP/s column);"
+        f" mnist-softmax's conv2 goes through the Fourier domain and performs {done / 1e6:.1f} MFLOP per"
+        " image instead (performed GFLOP/s; PyTorch's own algorithm is not counted).",
         f"Machine: {machine()}; {before} before, {after} after.",
         "",
         "| tool | s/epoch | images/s | GFLOP/s | performed GFLOP/s | final test acc | peak RSS MiB | time ÷ pytorch"

@@ -27,7 +27,8 @@ Two ways to compute a 5×5 "same" convolution, each where it is fastest:
   with the direct conv within ~1e-6 of the largest value. The gradients are the same kind of
   product: see fourier_conv_backward.
 
-Every function is pure (inputs never modified) and works in float32 or float64 alike.
+The layers and the network's loss and gradients are pure functions (inputs never modified) and work
+in float32 or float64 alike; train_step and train_epoch update the parameters in place.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def conv_backward(
 
     dw[o, c, kh, kw] = Σ dy[i, j, b, o] · x_padded[i + kh, j + kw, b, c]: the product of the shifted
     input with dy. dx is the "same" convolution of dy with the kernel flipped in both axes and its
-    channel axes swapped.
+    channel axes swapped (the network never needs conv1's dx; the tests use this as the direct
+    reference for the Fourier conv).
     """
     H, W, B, n_out = dy.shape
     C = w.shape[1]
@@ -147,10 +149,11 @@ def _fourier(H: int, W: int, dtype: np.dtype) -> Fourier:
     theta = 2 * np.pi * (u * np.arange(H)[:, None] / Nh + v * np.arange(W) / Nw)  # (Nh, Nv, H, W)
     offsets = np.arange(K) - K // 2
     phi = 2 * np.pi * (u * offsets[:, None] / Nh + v * offsets / Nw)  # (Nh, Nv, K, K)
-    mats = Fourier(rows(theta, 1, -1), rows(theta, c, -c).T, rows(phi, 1, 1), rows(phi, c, -c).T)
-    for m in mats:
-        m.flags.writeable = False
-    return mats
+    mats = [rows(theta, 1, -1), rows(theta, c, -c).T, rows(phi, 1, 1), rows(phi, c, -c).T]
+    for i, mat in enumerate(mats):
+        mats[i] = np.ascontiguousarray(mat)  # its own memory, so read-only means read-only
+        mats[i].flags.writeable = False
+    return Fourier(*mats)
 
 
 class Spectrum(NamedTuple):
@@ -165,8 +168,8 @@ def conv_spectrum(w: np.ndarray, H: int, W: int) -> Spectrum:
     """The transform of kernel w (O, C, K, K) for images of H×W, computed once per weight update
     and shared by every piece of a batch."""
     n_out, C = w.shape[:2]
-    m = _fourier(H, W, w.dtype)
-    s = (m.kernel @ w.transpose(2, 3, 1, 0).reshape(K * K, C * n_out)).reshape(-1, 2, C, n_out)
+    dft = _fourier(H, W, w.dtype)
+    s = (dft.kernel @ w.transpose(2, 3, 1, 0).reshape(K * K, C * n_out)).reshape(-1, 2, C, n_out)
     forward = np.ascontiguousarray(s.transpose(0, 2, 1, 3))
     backward = np.empty((len(s), n_out, 2, C), w.dtype)
     backward[:, :, 0] = s[:, 0].transpose(0, 2, 1)
@@ -193,10 +196,10 @@ def fourier_conv_forward(x: np.ndarray, spectrum: Spectrum) -> tuple[np.ndarray,
     spectrum, which fourier_conv_backward needs).
     """
     H, W, B, C = x.shape
-    m = _fourier(H, W, x.dtype)
-    X = (m.to_freq @ x.reshape(H * W, B * C)).reshape(-1, 2 * B, C)
+    dft = _fourier(H, W, x.dtype)
+    X = (dft.to_freq @ x.reshape(H * W, B * C)).reshape(-1, 2 * B, C)
     Y = _complex_product(X, spectrum.forward)
-    y = m.to_pixels @ Y.reshape(2 * len(Y), -1)
+    y = dft.to_pixels @ Y.reshape(2 * len(Y), -1)
     return y.reshape(H, W, B, -1), X
 
 
@@ -209,10 +212,10 @@ def fourier_conv_backward(X: np.ndarray, spectrum: Spectrum, dy: np.ndarray) -> 
     """
     H, W, B, n_out = dy.shape
     C = X.shape[2]
-    m = _fourier(H, W, dy.dtype)
-    DY = (m.to_freq @ dy.reshape(H * W, B * n_out)).reshape(-1, 2 * B, n_out)
+    dft = _fourier(H, W, dy.dtype)
+    DY = (dft.to_freq @ dy.reshape(H * W, B * n_out)).reshape(-1, 2 * B, n_out)
     DX = _complex_product(DY, spectrum.backward)
-    dx = (m.to_pixels @ DX.reshape(2 * len(DX), B * C)).reshape(H, W, B, C)
+    dx = (dft.to_pixels @ DX.reshape(2 * len(DX), B * C)).reshape(H, W, B, C)
     # Σ_b X̂ conj(Ŷ) per channel pair: real part Re X̂ᵀ Re Ŷ + Im X̂ᵀ Im Ŷ, imaginary part
     # Im X̂ᵀ Re Ŷ - Re X̂ᵀ Im Ŷ; one real product of [[Re X̂, Im X̂], [Im X̂, -Re X̂]]ᵀ with [Re Ŷ; Im Ŷ].
     XX = np.empty((len(X), 2 * B, 2 * C), X.dtype)
@@ -220,7 +223,7 @@ def fourier_conv_backward(X: np.ndarray, spectrum: Spectrum, dy: np.ndarray) -> 
     XX[:, :B, C:] = X[:, B:]
     np.negative(X[:, :B], out=XX[:, B:, C:])
     cross = XX.transpose(0, 2, 1) @ DY  # (F, 2C, O) = [Re; Im] of the cross-spectrum
-    dw = m.kernel_grad @ cross.reshape(2 * len(X), C * n_out)
+    dw = dft.kernel_grad @ cross.reshape(2 * len(X), C * n_out)
     return dx, np.ascontiguousarray(dw.reshape(K, K, C, n_out).transpose(3, 2, 0, 1))
 
 
@@ -309,7 +312,7 @@ def forward(params: Params, x: np.ndarray, spectrum: Spectrum | None = None) -> 
     p1, arg1 = maxpool_forward(y1)
     a1 = bias_relu_forward(p1, params["conv1_b"])
     if spectrum is None:
-        spectrum = conv_spectrum(params["conv2_w"], *a1.shape[:2])
+        spectrum = conv2_spectrum(params, *x.shape[:2])
     y2, X2 = fourier_conv_forward(a1, spectrum)
     p2, arg2 = maxpool_forward(y2)
     a2 = bias_relu_forward(p2, params["conv2_b"])
@@ -329,9 +332,10 @@ def backward(params: Params, cache: tuple, d_features: np.ndarray) -> Params:
     return {"conv1_w": dw1, "conv1_b": db1, "conv2_w": dw2, "conv2_b": db2}
 
 
-def _conv2_spectrum(params: Params, x: np.ndarray) -> Spectrum:
-    """conv2's kernel transformed for input x (H, W, B, 1), whose conv2 sees (H/2)×(W/2) maps."""
-    return conv_spectrum(params["conv2_w"], x.shape[0] // 2, x.shape[1] // 2)
+def conv2_spectrum(params: Params, height: int, width: int) -> Spectrum:
+    """conv2's kernel transformed for input images of height × width, whose conv2 sees
+    (height/2)×(width/2) maps."""
+    return conv_spectrum(params["conv2_w"], height // 2, width // 2)
 
 
 def _quiet(f, *args):
@@ -342,18 +346,17 @@ def _quiet(f, *args):
 
 
 def _piece_loss_and_grads(
-    params: Params, spectrum: Spectrum, x: np.ndarray, y: np.ndarray, share: float
+    params: Params, spectrum: Spectrum, x: np.ndarray, y: np.ndarray, batch_size: int
 ) -> tuple[float, np.ndarray, Params]:
-    """loss_and_grads of one piece of a batch, weighted by its share of the batch (its size / the
-    batch's): the piece's forward pass, the softmax layer on its rows, its backward pass."""
+    """loss_and_grads of one piece of a batch of batch_size images, as its part of the batch's:
+    the piece's forward pass, the softmax layer on its rows, its backward pass."""
     features, cache = forward(params, x, spectrum)
-    top = layer_grads(params["W"], params["b"], features, y)  # the project's softmax layer, as for pixels
-    # Each sample's dL/dz depends on its own logits only, so the layer's G on a piece's rows, scaled
-    # by the piece's share, is the whole batch's G on those rows.
-    G = top.G * top.G.dtype.type(share)
-    grads = backward(params, cache, G @ params["W"])
-    grads["W"], grads["b"] = G.T @ features, G.sum(axis=0)
-    return top.loss * share, top.z, grads
+    # Each sample's dL/dz depends on its own logits only: the layer on a piece's rows gives the
+    # batch's G on those rows, and the piece's part of the batch's loss, dW and db.
+    top = layer_grads(params["W"], params["b"], features, y, batch_size)  # the project's softmax layer
+    grads = backward(params, cache, top.G @ params["W"])
+    grads["W"], grads["b"] = top.dW, top.db
+    return top.loss, top.z, grads
 
 
 def loss_and_grads(
@@ -370,16 +373,15 @@ def loss_and_grads(
     B = x.shape[2]
     pieces = [slice(s, min(s + PIECE, B)) for s in range(0, B, PIECE)]
     run = map if pool is None else pool.map
-    spectrum = _conv2_spectrum(params, x)
-    work = lambda s: _quiet(_piece_loss_and_grads, params, spectrum, x[:, :, s], y[s], (s.stop - s.start) / B)  # noqa: E731
-    parts = list(run(work, pieces))
+    spectrum = conv2_spectrum(params, x.shape[0], x.shape[1])
+    parts = list(run(lambda s: _quiet(_piece_loss_and_grads, params, spectrum, x[:, :, s], y[s], B), pieces))
     loss, grads = parts[0][0], parts[0][2]
     for part_loss, _, part in parts[1:]:
         loss += part_loss
         for name in grads:
             grads[name] += part[name]
-    z = parts[0][1] if len(parts) == 1 else np.concatenate([z for _, z, _ in parts])
-    return loss, z, grads
+    logits = parts[0][1] if len(parts) == 1 else np.concatenate([z for _, z, _ in parts])
+    return loss, logits, grads
 
 
 def train_step(
@@ -474,17 +476,18 @@ def maps(images: np.ndarray, params: Params, progress: bool = False) -> np.ndarr
     n = len(images)
     out = np.empty((n, params["conv2_w"].shape[0], 7, 7), np.float32)
 
-    spectrum = conv_spectrum(params["conv2_w"], images.shape[1] // 2, images.shape[2] // 2)
-
-    def work(s: int) -> int:
+    def work(spectrum: Spectrum, s: int) -> int:
         f, _ = forward(params, to_input(images[s : s + PIECE]), spectrum)
         out[s : s + len(f)] = f.reshape(len(f), *out.shape[1:])
         return len(f)
 
     bar = _bar(n, progress)
+    # The spectrum too is made with a one-thread BLAS, as in training: the maps then do not depend
+    # on how many threads the caller's BLAS has.
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
-        for m in pool.map(work, range(0, n, PIECE)):
-            bar(m)
+        spectrum = conv2_spectrum(params, *images.shape[1:])
+        for done in pool.map(functools.partial(work, spectrum), range(0, n, PIECE)):
+            bar(done)
     bar(0, close=True)
     return out
 

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from conftest import central_differences
+from threadpoolctl import threadpool_limits
 
 from mnist_softmax import cnn
 from mnist_softmax.train import one_cycle
@@ -87,7 +88,8 @@ def test_fourier_conv_equals_the_direct_conv_and_leaves_inputs_alone(shape):
         assert rel_err(got, ref) < 2e-6
     for a, b in zip((x, w, dy), kept, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not cnn._fourier(*shape[:2], np.dtype(np.float64)).to_freq.flags.writeable  # shared, so read-only
+    for mat in cnn._fourier(*shape[:2], np.dtype(np.float64)):  # shared between calls, so read-only
+        assert not mat.flags.writeable and mat.flags.owndata
 
 
 def test_maxpool_gradient_by_central_differences():
@@ -110,10 +112,13 @@ def test_bias_relu_gradients_by_central_differences():
     check(f, b, db, rng)
 
 
-def test_whole_network_gradients_by_central_differences():
+@pytest.mark.parametrize("width", [8, 12])  # square and not: height and width never swap
+def test_whole_network_gradients_by_central_differences(width):
     rng = np.random.default_rng(3)
     params = tiny_params(rng)
-    x, y = tiny_batch(rng)
+    params["W"] = rng.uniform(-0.25, 0.25, (10, 4 * 2 * (width // 4)))  # N = 4 maps · 2 · width/4
+    x = rng.standard_normal((8, width, 5, 1))
+    y = rng.integers(0, 10, 5)
     loss, z, grads = cnn.loss_and_grads(params, x, y)
     assert z.shape == (5, 10) and set(grads) == set(cnn.PARAM_NAMES)
     for name in cnn.PARAM_NAMES:
@@ -149,6 +154,9 @@ def test_maxpool_ties_go_to_the_first_input_and_nothing_is_modified():
     x = np.array([1.0, 3.0, 3.0, 2.0]).reshape(2, 2, 1, 1)  # tie between (0, 1) and (1, 0)
     dx = cnn.maxpool_backward(np.ones((1, 1, 1, 1)), cnn.maxpool_forward(x)[1])
     assert dx[:, :, 0, 0].tolist() == [[0, 1], [0, 0]]
+    x = np.array([0.0, 0.0, 1.0, 1.0]).reshape(2, 2, 1, 1)  # the bottom row wins, a tie within it
+    dx = cnn.maxpool_backward(np.ones((1, 1, 1, 1)), cnn.maxpool_forward(x)[1])
+    assert dx[:, :, 0, 0].tolist() == [[0, 0], [1, 0]]
     np.testing.assert_array_equal(x_copy, 0)
 
 
@@ -266,6 +274,9 @@ def test_maps_shape_chunking_and_agreement_with_forward(mnist, monkeypatch):
     assert M.shape == (300, 64, 7, 7) and M.dtype == np.float32
     features, _ = cnn.forward(params, cnn.to_input(images))
     np.testing.assert_allclose(M.reshape(300, -1), features, rtol=1e-6, atol=1e-6)
+    for threads in (1, 2):  # whatever BLAS threads the caller has, the same maps to the bit
+        with threadpool_limits(threads, user_api="blas"):
+            np.testing.assert_array_equal(cnn.maps(images, params), M)
     monkeypatch.setattr(cnn, "PIECE", 7)  # many pieces, a short one last
     np.testing.assert_allclose(cnn.maps(images, params), M, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(cnn.maps(images[5:6], params)[0], cnn.maps(images[5:6], params)[0])

@@ -6,6 +6,7 @@ from conftest import central_differences
 
 from mnist_softmax.softmax import (
     cross_entropy,
+    layer_grads,
     log_softmax,
     logits,
     loss_and_grad,
@@ -84,6 +85,20 @@ def test_logit_gradient_is_p_minus_onehot_over_batch():
     z, y = rng.normal(size=(5, 10)), rng.integers(0, 10, 5)
     _, G = softmax_loss_grad(z, y)
     np.testing.assert_allclose(G, (softmax(z) - np.eye(10)[y]) / 5, rtol=1e-12)
+
+
+def test_parts_of_a_batch_add_up_to_the_batch():
+    """With batch_size, the layer on some rows of a batch gives the batch's G on those rows and
+    their part of its loss, dW and db (cnn sends a batch through the network in pieces)."""
+    rng = np.random.default_rng(5)
+    W, b = rng.standard_normal((10, 6)), rng.standard_normal(10)
+    X, y = rng.standard_normal((7, 6)), rng.integers(0, 10, 7)
+    whole = layer_grads(W, b, X, y)
+    parts = [layer_grads(W, b, X[s], y[s], batch_size=7) for s in (slice(0, 3), slice(3, 7))]
+    assert sum(p.loss for p in parts) == pytest.approx(whole.loss, rel=1e-14)
+    np.testing.assert_allclose(np.concatenate([p.G for p in parts]), whole.G, rtol=1e-14)
+    np.testing.assert_allclose(parts[0].dW + parts[1].dW, whole.dW, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(parts[0].db + parts[1].db, whole.db, rtol=1e-12, atol=1e-15)
 
 
 def test_inputs_are_not_modified():
