@@ -99,6 +99,8 @@ def test_parts_of_a_batch_add_up_to_the_batch():
     np.testing.assert_allclose(np.concatenate([p.G for p in parts]), whole.G, rtol=1e-14)
     np.testing.assert_allclose(parts[0].dW + parts[1].dW, whole.dW, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(parts[0].db + parts[1].db, whole.db, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="less than the 7 rows"):
+        layer_grads(W, b, X, y, batch_size=6)
 
 
 def test_inputs_are_not_modified():
