@@ -9,6 +9,7 @@ logits = X @ W.T + b is the row-wise form of the column form  z = W·x + b.
 
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -61,8 +62,12 @@ def softmax_loss_grad(z: np.ndarray, y: np.ndarray, batch_size: int | None = Non
     (for T = 10, 1.7× faster than along rows of 10); G is returned as a (B, T) view of it, so G.T is
     contiguous for G.T @ X.
     """
-    if batch_size is not None and batch_size < max(len(y), 1):
-        raise ValueError(f"batch_size {batch_size} is less than the {len(y)} rows given, or than 1")
+    if len(z) != len(y):
+        raise ValueError(f"{len(z)} rows of logits but {len(y)} labels")
+    if batch_size is not None:
+        batch_size = operator.index(batch_size)  # an integer, not 7.5 or nan
+        if batch_size < max(len(y), 1):
+            raise ValueError(f"batch_size {batch_size} is less than the {len(y)} rows given, or than 1")
     B = len(y) if batch_size is None else batch_size
     cols = np.arange(len(y))
     zt = np.array(z.T, order="C")

@@ -101,6 +101,11 @@ def test_parts_of_a_batch_add_up_to_the_batch():
     np.testing.assert_allclose(parts[0].db + parts[1].db, whole.db, rtol=1e-12, atol=1e-15)
     with pytest.raises(ValueError, match="less than the 7 rows"):
         layer_grads(W, b, X, y, batch_size=6)
+    for not_a_size in (7.5, float("nan"), float("inf")):
+        with pytest.raises(TypeError):
+            layer_grads(W, b, X, y, batch_size=not_a_size)
+    with pytest.raises(ValueError, match="7 rows of logits but 3 labels"):
+        softmax_loss_grad(logits(X, W, b), y[:3])
 
 
 def test_inputs_are_not_modified():
