@@ -124,7 +124,14 @@ def standardize_(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarr
 
 
 def features(images: np.ndarray, fe: FrontEnd, params: Params, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The model's input: images uint8 (n, 28, 28) -> standardised float32 (n, N)."""
+    """The model's input: images uint8 (n, 28, 28) -> standardised float32 (n, N).
+
+    Anything else is refused (ValueError): float images in [0, 1], say, would be read as nearly
+    black and classified without a word.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"images must be uint8 of shape (n, 28, 28) in MNIST form, not {images.dtype} {images.shape}")
     return standardize(flatten(fe.maps(images, params)), mean, scale)
 
 

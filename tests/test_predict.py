@@ -261,3 +261,12 @@ def test_predict_path_stays_light(model_path, mnist, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_classify_refuses_images_not_in_mnist_form(model_path, mnist):
+    model = load_checkpoint(model_path).model
+    digits = mnist.test_images[:3]
+    assert classify(model, digits).shape == (3, 10)
+    for bad in (digits / 255, digits.astype(bool), digits.astype(np.int64), digits[0], np.zeros((2, 32, 32), np.uint8)):
+        with pytest.raises(ValueError, match=r"uint8 of shape \(n, 28, 28\)"):
+            classify(model, bad)
