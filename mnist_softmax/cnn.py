@@ -359,19 +359,28 @@ def _piece_loss_and_grads(
     return top.loss, top.z, grads
 
 
+def _pieces(n: int) -> list[slice]:
+    """A batch of n images cut into an even number of pieces of at most PIECE images, as equal as
+    they can be, so that two threads get the same work: 64 -> 32 + 32, 33 -> 17 + 16, 100 -> 4 × 25."""
+    count = -(-n // PIECE)
+    count += count % 2 if n > 1 else 0
+    size = -(-n // count)
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
 def loss_and_grads(
     params: Params, x: np.ndarray, y: np.ndarray, pool: ThreadPoolExecutor | None = None
 ) -> tuple[float, np.ndarray, Params]:
     """Mean softmax loss of the whole network and its gradient for every parameter.
 
     x (H, W, B, 1) input (see to_input), y (B,) labels -> (loss, logits z (B, T), grads with the
-    keys and shapes of params). The batch goes through the network in pieces of PIECE images, each
+    keys and shapes of params). The batch goes through the network in pieces (_pieces), each
     forward and backward on one thread (on the threads of pool if one is given: the same numbers
     either way), so a piece's arrays are still in cache for its backward pass; the pieces' losses
     and gradients are summed in piece order.
     """
     B = x.shape[2]
-    pieces = [slice(s, min(s + PIECE, B)) for s in range(0, B, PIECE)]
+    pieces = _pieces(B)
     run = map if pool is None else pool.map
     spectrum = conv2_spectrum(params, x.shape[0], x.shape[1])
     parts = list(run(lambda s: _quiet(_piece_loss_and_grads, params, spectrum, x[:, :, s], y[s], B), pieces))

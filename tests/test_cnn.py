@@ -145,6 +145,15 @@ def test_pieces_and_threads_give_the_gradients_of_the_whole_batch(monkeypatch):
         np.testing.assert_array_equal(threaded[2][name], in_pieces[2][name])
 
 
+@pytest.mark.parametrize("n", [1, 2, 16, 33, 64, 65, 100, 4096])
+def test_a_batch_is_cut_into_an_even_number_of_pieces_that_cover_it(n):
+    pieces = cnn._pieces(n)
+    sizes = [p.stop - p.start for p in pieces]
+    assert [p.start for p in pieces] == [0, *(p.stop for p in pieces[:-1])] and pieces[-1].stop == n
+    assert max(sizes) <= cnn.PIECE and (len(pieces) % 2 == 0 or n == 1)
+    assert max(sizes) - min(sizes) <= max(sizes) // 2  # no crumb of a piece for one thread
+
+
 def test_maxpool_ties_go_to_the_first_input_and_nothing_is_modified():
     x = np.zeros((2, 2, 1, 1))
     x_copy = x.copy()
