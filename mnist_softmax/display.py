@@ -99,7 +99,7 @@ def explain_text(e: dict) -> str:
     C, H, W = e["map_shape"]
     lines = [
         f"1. feature map: {C}×{H}×{W}, flattened (C order) to an N-vector x, N = {e['n_features']};"
-        f" standardised: x = (features − mean) / scale.",
+        + (" standardised: x = (features − mean) / scale." if e["standardised"] else " not standardised."),
         f"   x: min {e['x_min']:.4f}, max {e['x_max']:.4f}, mean {e['x_mean']:.4f}",
         f"2. logits z = W·x + b, W is {len(e['logits'])}×{e['n_features']}:",
         f"   z = {_vec(e['logits'])}",

@@ -31,6 +31,7 @@ def explain_numbers(model: Model, digit: np.ndarray, label: int | None = None) -
     out = {
         "map_shape": list(model.front.map_shape),
         "n_features": int(x.size),
+        "standardised": bool(np.any(model.mean != 0) or np.any(model.scale != 1)),
         "x_min": float(x.min()),
         "x_max": float(x.max()),
         "x_mean": float(x.mean()),

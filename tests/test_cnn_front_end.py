@@ -110,3 +110,4 @@ def test_cli_run_eval_and_predict(mnist_dir, mnist, tmp_path):
     Image.fromarray(mnist.test_images[0]).save(img)
     text = run("predict", img, "--checkpoint", out / "model.npz", "--explain", "--label", 7).output
     assert "64×7×7" in text and "N = 3136" in text and "W is 10×3136" in text
+    assert "not standardised." in text  # the cnn's maps go to W as they are

@@ -152,6 +152,7 @@ def test_explain_prints_the_models_real_numbers(model_path, mnist, tmp_path):
     assert "z = [" + ", ".join(f"{v:.4f}" for v in e["logits"]) + "]" in text
     assert f"sum = {e['sum']:.6f}" in text and f"= {e['loss']:.6f}" in text
     assert "N = 784" in text and "(the same number)" in text
+    assert e["standardised"] and "standardised: x = (features − mean) / scale." in text
 
 
 def test_text_output_bars_top_k_and_input_views(model_path, mnist, tmp_path):
