@@ -10,10 +10,11 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import FEATURE_NAMES, SCHEDULES, Config
+from .config import FEATURE_NAMES, SCHEDULES, Config, load_config
 from .errors import MnistSoftmaxError, Terminated, escape_controls, exit_code, path_text, shown
 
 DEFAULTS = Config()
+SHIPPED = {name: load_config(name) for name in FEATURE_NAMES}  # configs/<features>.toml, for --help
 
 
 class _Group(click.Group):
@@ -150,7 +151,11 @@ def cache_cmd(data_dir: Path, clear: bool) -> None:
 
 
 def _default(key: str) -> str:
-    return f"[default: {getattr(DEFAULTS, key)}, from the config]"
+    """A train option's default: the config's value, given per front end where their configs differ."""
+    values = {name: getattr(cfg, key) for name, cfg in SHIPPED.items()}
+    if key == "features" or len(set(values.values())) == 1:
+        return f"[default: {getattr(DEFAULTS, key)}, from the config]"
+    return "[default: from the config: " + ", ".join(f"{v} for {name}" for name, v in values.items()) + "]"
 
 
 @main.command()
@@ -216,9 +221,12 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
                     _err("interrupted before the first epoch finished; nothing saved")
                     raise SystemExit(e.exit_code) from None
                 _save(run_dir, e.result, cfg, painter)
+                where = "".join(f" --mirror {shown(m)}" for m in mirrors)
+                if data_dir != Path("data"):  # the data option's default
+                    where = f" --data-dir {shown(data_dir)}{where}"
                 _err(
                     f"interrupted: saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/; "
-                    f"continue with: mnist-softmax train --resume {shown(run_dir)}"
+                    f"continue with: mnist-softmax train --resume {shown(run_dir)}{where}"
                 )
                 raise SystemExit(e.exit_code) from None
             _save(run_dir, result, cfg, painter)

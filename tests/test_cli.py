@@ -140,7 +140,7 @@ def test_every_command_is_documented_with_an_example():
     for name, cmd in main.commands.items():
         help_text = run(name, "--help").output
         assert cmd.help and "Example" in help_text, name
-    assert "[default: 10, from the config]" in " ".join(run("train", "--help").output.split())
+    assert "[default: 0.9, from the config]" in " ".join(run("train", "--help").output.split())
 
 
 def test_console_script_runs_as_a_module():
@@ -160,3 +160,10 @@ def test_quiet_train_leaves_matplotlib_to_its_helper_and_never_imports_tqdm(mnis
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert {p.name for p in (tmp_path / "run").iterdir()} >= {"curves.png", "weights.png"}
+
+
+def test_train_help_gives_each_front_ends_default_where_their_configs_differ():
+    text = " ".join(run("train", "--help").output.split())
+    assert "Mini-batch size. [default: from the config: 200 for pixels, 200 for conv, 64 for cnn]" in text
+    assert "[default: from the config: 10 for pixels, 15 for conv, 6 for cnn]" in text
+    assert "SGD momentum. [default: 0.9, from the config]" in text

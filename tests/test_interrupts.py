@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -49,9 +50,10 @@ def test_ctrl_c_after_the_last_epoch_saves_the_run_with_the_resume_hint(mnist_di
     result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(out), "--epochs", "2", "-q"])
     monkeypatch.undo()
     assert result.exit_code == 130, result.output
-    assert f"saved epoch 2/2 to {out}/; continue with: mnist-softmax train --resume {out}" in result.stderr
+    hint = f"continue with: mnist-softmax train --resume {out} --data-dir {mnist_dir}"
+    assert f"saved epoch 2/2 to {out}/; {hint}" in result.stderr
     assert json.loads((out / "summary.json").read_text())["interrupted"]
-    run("train", "--resume", out, "--data-dir", mnist_dir, "-q")
+    run(*shlex.split(hint.removeprefix("continue with: mnist-softmax ")), "-q")  # the hint, as given, is enough
     run("train", "--data-dir", mnist_dir, "--out", tmp_path / "straight", "--epochs", "2", "-q")
     a, b = load_checkpoint(out / "model.npz"), load_checkpoint(tmp_path / "straight" / "model.npz")
     np.testing.assert_array_equal(a.model.W, b.model.W)
