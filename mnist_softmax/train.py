@@ -163,14 +163,25 @@ def _bounded(params) -> bool:
 
 
 def _diverged(what: str, lr: float, cfg: Config):
-    advice = f"try a smaller --lr, e.g. --lr {cfg.lr / 10:g}"
-    if lr * cfg.weight_decay > 2 * (1 + cfg.momentum):
-        # Then the decay term alone, W ← W − lr·wd·W with momentum, overshoots and grows without bound.
+    suggestion = cfg.lr / 10
+    # The decay term alone, W ← W − lr·wd·W with momentum m, overshoots and grows without bound
+    # once lr·wd > 2(1 + m): then the suggestion is also a rate below half that bound.
+    unstable_decay = lr * cfg.weight_decay > 2 * (1 + cfg.momentum)
+    if unstable_decay:
+        suggestion = min(suggestion, _one_digit_below((1 + cfg.momentum) / cfg.weight_decay))
+    advice = f"try a smaller --lr, e.g. --lr {suggestion:g}"
+    if unstable_decay:
         advice = (
             f"lr × weight decay = {lr * cfg.weight_decay:g} is too large for the decay step to be stable; "
             f"{advice}, or a smaller --weight-decay"
         )
     raise TrainingDiverged(f"training diverged ({what}) at lr {lr:g}; {advice}")
+
+
+def _one_digit_below(x: float) -> float:
+    """x rounded down to one significant digit: 3846.2 -> 3000."""
+    unit = 10 ** math.floor(math.log10(x))
+    return math.floor(x / unit * (1 + 1e-12)) * unit  # 0.3 / 0.1 is 2.9999999999999996
 
 
 def prepare(

@@ -112,6 +112,8 @@ def test_divergence_stops_with_advice(lr, weight_decay):
     with pytest.raises(TrainingDiverged, match="smaller --lr") as e:
         fit(cfg, synthetic_mnist(500, 100))
     assert ("smaller --weight-decay" in str(e.value)) == (weight_decay > 0)  # the decay is named when it is the cause
+    suggested = float(str(e.value).split("e.g. --lr ")[1].split(",")[0])
+    assert suggested <= lr / 10 and suggested * weight_decay <= 1  # itself stable for the decay (bound: 2·(1 + m))
 
 
 def test_batches_come_in_order_whole_and_the_helper_thread_ends():
