@@ -178,6 +178,11 @@ def _default(key: str) -> str:
 @click.option("--schedule", type=click.Choice(SCHEDULES), help=f"Learning-rate schedule. {_default('schedule')}")
 @click.option("--val-size", type=int, help=f"Training images held out for validation. {_default('val_size')}")
 @click.option("--seed", type=int, help=f"Seed for the split, the order and any front-end fitting. {_default('seed')}")
+@click.option(
+    "--shift",
+    type=int,
+    help=f"cnn only: move each training image by up to this many pixels, at random, every epoch. {_default('shift')}",
+)
 @data_options
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder to write. [default: runs/<timestamp>]"

@@ -167,3 +167,9 @@ def test_train_help_gives_each_front_ends_default_where_their_configs_differ():
     assert "Mini-batch size. [default: from the config: 200 for pixels, 200 for conv, 64 for cnn]" in text
     assert "[default: from the config: 10 for pixels, 15 for conv, 6 for cnn]" in text
     assert "SGD momentum. [default: 0.9, from the config]" in text
+
+
+def test_shift_is_a_cnn_flag(mnist_dir):
+    result = CliRunner().invoke(main, ["train", "--shift", "2", "--data-dir", str(mnist_dir), "-q"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "'shift' works only with features cnn" in result.output

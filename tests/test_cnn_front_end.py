@@ -94,9 +94,25 @@ def test_a_diverging_network_stops_with_advice_at_the_step_it_failed(small):
 
 def test_cli_run_eval_and_predict(mnist_dir, mnist, tmp_path):
     out = tmp_path / "run"
-    run("train", "--features", "cnn", "--epochs", 1, "--val-size", 59000, "--data-dir", mnist_dir, "--out", out, "-q")
+    run(
+        "train",
+        "--features",
+        "cnn",
+        "--epochs",
+        1,
+        "--val-size",
+        59000,
+        "--shift",
+        1,
+        "--data-dir",
+        mnist_dir,
+        "--out",
+        out,
+        "-q",
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["features"] == "cnn" and summary["n_features"] == 3136 and summary["test_accuracy"] > 0.5
+    assert summary["config"]["shift"] == 1  # the flag, over configs/cnn.toml's 2
     for split in ("test", "train"):
         got = json.loads(
             run("eval", "--checkpoint", out / "model.npz", "--split", split, "--data-dir", mnist_dir, "--json").output
