@@ -225,14 +225,12 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
                 if not e.result.history:
                     _err("interrupted before the first epoch finished; nothing saved")
                     raise SystemExit(e.exit_code) from None
-                _save(run_dir, e.result, cfg, painter)
                 where = "".join(f" --mirror {shown(m)}" for m in mirrors)
                 if data_dir != Path("data"):  # the data option's default
                     where = f" --data-dir {shown(data_dir)}{where}"
-                _err(
-                    f"interrupted: saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/; "
-                    f"continue with: mnist-softmax train --resume {shown(run_dir)}{where}"
-                )
+                hint = f"continue with: mnist-softmax train --resume {shown(run_dir)}{where}"
+                _save(run_dir, e.result, cfg, painter, hint)
+                _err(f"interrupted: saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/; {hint}")
                 raise SystemExit(e.exit_code) from None
             _save(run_dir, result, cfg, painter)
         except BaseException:
@@ -246,9 +244,10 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     )
 
 
-def _save(run_dir: Path, result, cfg, painter) -> None:
+def _save(run_dir: Path, result, cfg, painter, resume_hint: str = "") -> None:
     """Write the run (runs.save_outputs), point runs/latest at it, then draw its figures. A signal
-    while the figures are drawn leaves a complete run without them, and the message says so."""
+    while the figures are drawn leaves a complete run without them, and the message says so (with
+    resume_hint, for a run that was itself interrupted)."""
     from .runs import FIGURES, draw_figures, save_outputs
 
     if not save_outputs(run_dir, result, cfg):
@@ -260,6 +259,7 @@ def _save(run_dir: Path, result, cfg, painter) -> None:
         _err(
             f"interrupted while drawing the figures: {shown(run_dir)}/ holds the model, metrics and summary"
             + (f"; {', '.join(missing)} not drawn" if missing else "")
+            + (f"; {resume_hint}" if resume_hint else "")
         )
         raise SystemExit(exit_code(e)) from None
 

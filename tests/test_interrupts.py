@@ -129,6 +129,24 @@ def test_ctrl_c_while_the_figures_are_drawn_says_what_was_saved(mnist_dir, tmp_p
     assert not json.loads((latest / "summary.json").read_text())["interrupted"]  # training did finish
 
 
+def test_ctrl_c_again_while_an_interrupted_runs_figures_are_drawn_keeps_the_resume_hint(
+    mnist_dir, tmp_path, monkeypatch
+):
+    import mnist_softmax.runs as runs_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    _interrupt_call(monkeypatch, 2)  # after epoch 2 of 3 is scored
+    monkeypatch.setattr(runs_mod, "draw_figures", interrupted)
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(out), "--epochs", "3", "-q"])
+    assert result.exit_code == 130
+    assert "interrupted while drawing the figures" in result.stderr
+    assert f"continue with: mnist-softmax train --resume {out} --data-dir {mnist_dir}" in result.stderr
+    assert json.loads((out / "summary.json").read_text())["interrupted"]
+
+
 def test_train_and_eval_without_a_validation_split(mnist_dir, tmp_path):
     run("train", "--data-dir", mnist_dir, "--out", tmp_path / "run", "--val-size", "0", "--epochs", "1", "-q")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
