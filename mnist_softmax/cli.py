@@ -203,6 +203,7 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     Example: mnist-softmax train --epochs 5 --lr 0.05 --out runs/quick
     """
     from .data import load_mnist
+    from .model import N_CLASSES
     from .plots import Painter
     from .runs import new_run_dir
     from .train import TrainingInterrupted, fit
@@ -242,6 +243,11 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
         f"({result.seconds:.1f}s, features {cfg.features})\nwrote {shown(run_dir)}/"
         " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
     )
+    if result.test_acc < 2 / N_CLASSES:  # a model that predicts (nearly) one class: a run gone wrong
+        _err(
+            f"warning: test accuracy {result.test_acc:.4f} is near chance ({1 / N_CLASSES:.1f}): the model"
+            f" learned next to nothing; look at the learning rate (this run's: --lr {cfg.lr:g})"
+        )
 
 
 def _save(run_dir: Path, result, cfg, painter, resume_hint: str = "") -> None:

@@ -173,3 +173,13 @@ def test_shift_is_a_cnn_flag(mnist_dir):
     result = CliRunner().invoke(main, ["train", "--shift", "2", "--data-dir", str(mnist_dir), "-q"])
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert "'shift' works only with features cnn" in result.output
+
+
+def test_a_run_that_learned_nothing_is_reported_with_a_warning(mnist_dir, tmp_path, monkeypatch):
+    import mnist_softmax.train as train_mod
+
+    good = run("train", "--data-dir", mnist_dir, "--out", tmp_path / "good", "--epochs", "1", "-q")
+    assert "warning" not in good.stderr
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (2.3026, 0.098))  # a network gone dead
+    result = run("train", "--data-dir", mnist_dir, "--out", tmp_path / "run", "--epochs", "1", "--lr", "5", "-q")
+    assert "warning: test accuracy 0.0980 is near chance (0.1)" in result.stderr and "--lr 5" in result.stderr
