@@ -383,14 +383,15 @@ def loss_and_grads(
     pieces = _pieces(B)
     run = map if pool is None else pool.map
     spectrum = conv2_spectrum(params, x.shape[0], x.shape[1])
-    parts = list(run(lambda s: _quiet(_piece_loss_and_grads, params, spectrum, x[:, :, s], y[s], B), pieces))
-    loss, grads = parts[0][0], parts[0][2]
-    for part_loss, _, part in parts[1:]:
+    parts = run(lambda s: _quiet(_piece_loss_and_grads, params, spectrum, x[:, :, s], y[s], B), pieces)
+    loss, logits, grads = next(parts)
+    logits = [logits]
+    for part_loss, part_logits, part in parts:  # summed as they come, in piece order
         loss += part_loss
+        logits.append(part_logits)
         for name in grads:
             grads[name] += part[name]
-    logits = parts[0][1] if len(parts) == 1 else np.concatenate([z for _, z, _ in parts])
-    return loss, logits, grads
+    return loss, np.concatenate(logits) if len(logits) > 1 else logits[0], grads
 
 
 def train_step(

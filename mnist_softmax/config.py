@@ -80,9 +80,6 @@ def _check_type(key: str, value: Any, want: type) -> Any:
     return value
 
 
-CNN_MAX_BATCH = 4096  # about 1.2 GB of activations
-
-
 def _number(v: float) -> str:
     return str(v) if isinstance(v, int) else f"{v:g}"
 
@@ -106,9 +103,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'conv_kernel' must be odd, got {cfg.conv_kernel}")
     if cfg.features != "cnn" and cfg.shift:
         raise ConfigError(f"config key 'shift' works only with features cnn (features are fixed for {cfg.features})")
-    if cfg.features == "cnn" and cfg.batch_size > CNN_MAX_BATCH:
-        # Every piece's activations are kept until the softmax layer has seen the whole batch: ~0.3 MB an image.
-        raise ConfigError(f"config key 'batch_size' must be at most {CNN_MAX_BATCH} for features cnn")
     if cfg.features == "cnn" and cfg.standardize != "none":
         # The maps change as the network learns: no standardiser fitted beforehand would fit them.
         raise ConfigError(f"config key 'standardize' must be none for features cnn, got {cfg.standardize!r}")

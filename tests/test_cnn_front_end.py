@@ -77,11 +77,26 @@ def test_interrupt_and_resume_give_the_uninterrupted_weights_bit_for_bit(small, 
     assert resumed.final == straight.final
 
 
-def test_shift_is_refused_where_features_are_fixed_and_cnn_batches_are_bounded():
+def test_shift_is_refused_where_features_are_fixed():
     with pytest.raises(ConfigError, match="'shift' works only with features cnn"):
         load_config("cnn", {"features": "pixels", "standardize": "feature"})
-    with pytest.raises(ConfigError, match="'batch_size' must be at most 4096 for features cnn"):
-        load_config("cnn", {"batch_size": 60000})
+    assert load_config("cnn", {"batch_size": 60000}).batch_size == 60000  # pieces bound the memory, not the batch
+
+
+def test_a_large_batch_holds_only_a_piece_at_a_time():
+    """Each piece goes forward and backward before the next starts, and its gradients are summed as
+    they come: a batch of 2,048 images needs about the memory of a few pieces, not of the batch."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    params = cnn_mod.init_params(rng)
+    x = cnn_mod.to_input(rng.integers(0, 256, (2048, 28, 28), dtype=np.uint8))
+    y = rng.integers(0, 10, 2048)
+    tracemalloc.start()
+    cnn_mod.loss_and_grads(params, x, y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 60e6, f"{peak / 1e6:.0f} MB"  # the pieces' activations held together would be ~600 MB
 
 
 def test_a_diverging_network_stops_with_advice_at_the_step_it_failed(small):
