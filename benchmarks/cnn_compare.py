@@ -50,11 +50,17 @@ def flops_per_image(c1: int = 32, c2: int = 64, k: int = 5, n_classes: int = 10)
 def flops_performed(batch: int, piece: int, c1: int = 32, c2: int = 64, k: int = 5, n_classes: int = 10) -> float:
     """Multiply-adds × 2 that mnist_softmax.cnn performs per training image: conv1 direct (im2col),
     conv2 through the Fourier domain (cnn.fourier_conv_forward/backward): four transforms (x and dy
-    to spectra, y and dx back), three per-frequency products (y, dx, the cross-spectrum), the
-    kernel's spectrum once per batch and its gradient's taps once per piece of the batch."""
+    to spectra, y and dx back, each one axis at a time), three per-frequency products (y, dx, the
+    cross-spectrum), the kernel's spectrum once per batch and its gradient's taps once per piece."""
     side = 14
-    freqs = (side + 2) * ((side + 2) // 2 + 1)
-    transforms = 8 * freqs * side * side * (c1 + c2)
+    grid, half = side + 2, (side + 2) // 2 + 1  # the Fourier grid's rows; frequencies per row
+    freqs = grid * half
+    # One transform of one channel of one image: along the rows, (2·grid, side) @ (side, side);
+    # then along the columns, for each of the grid's rows, (2·half, 2·side) @ (2·side, 1). The
+    # inverse costs the same. Each channel of conv2's input and output is transformed twice
+    # (x and dx; y and dy).
+    one = 2 * (2 * grid * side * side + grid * 2 * half * 2 * side)
+    transforms = 2 * (c1 + c2) * one
     products = 3 * 8 * freqs * c1 * c2
     per_weights = 4 * freqs * k * k * c1 * c2 * (-(-batch // piece) + 1) / batch
     conv1 = 2 * 28 * 28 * c1 * k * k
