@@ -19,7 +19,7 @@ the same run. Each contender's process also times a 2000² sgemm (2 threads) jus
 on a shared machine, a low figure there marks a run slowed by other work. GFLOP/s are given two
 ways: the network's work counted as direct convolutions (flops_per_image, the same for both), and
 for mnist-softmax the operations it performs (flops_performed: its conv2 goes through the Fourier
-domain, about half the direct work). No assertions.
+domain, about a quarter of the direct work). No assertions.
 """
 
 from __future__ import annotations
