@@ -14,6 +14,7 @@ from .config import FEATURE_NAMES, SCHEDULES, Config, load_config
 from .errors import MnistSoftmaxError, Terminated, escape_controls, exit_code, path_text, shown
 
 DEFAULTS = Config()
+DATA_DIR = Path("data")  # --data-dir's default
 SHIPPED = {name: load_config(name) for name in FEATURE_NAMES}  # configs/<features>.toml, for --help
 
 
@@ -74,7 +75,7 @@ def _handle_sigterm() -> None:
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data"),
+    default=DATA_DIR,
     help="Where the MNIST files (and the feature cache, in cache/) are kept.",
 )
 
@@ -153,8 +154,10 @@ def cache_cmd(data_dir: Path, clear: bool) -> None:
 def _default(key: str) -> str:
     """A train option's default: the config's value, given per front end where their configs differ."""
     values = {name: getattr(cfg, key) for name, cfg in SHIPPED.items()}
-    if key == "features" or len(set(values.values())) == 1:
-        return f"[default: {getattr(DEFAULTS, key)}, from the config]"
+    if key == "features":
+        return f"[default: {DEFAULTS.features}, from the config]"
+    if len(set(values.values())) == 1:
+        return f"[default: {values[DEFAULTS.features]}, from the config]"
     return "[default: from the config: " + ", ".join(f"{v} for {name}" for name, v in values.items()) + "]"
 
 
@@ -227,7 +230,7 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
                     _err("interrupted before the first epoch finished; nothing saved")
                     raise SystemExit(e.exit_code) from None
                 where = "".join(f" --mirror {shown(m)}" for m in mirrors)
-                if data_dir != Path("data"):  # the data option's default
+                if data_dir != DATA_DIR:
                     where = f" --data-dir {shown(data_dir)}{where}"
                 hint = f"continue with: mnist-softmax train --resume {shown(run_dir)}{where}"
                 _save(run_dir, e.result, cfg, painter, hint)

@@ -416,8 +416,8 @@ def loss_and_grads(
     run = map if pool is None else pool.map
     spectrum = conv2_spectrum(params, x.shape[0], x.shape[1])
     parts = run(lambda s: _quiet(_piece_loss_and_grads, params, spectrum, x[:, :, s], y[s], B), pieces)
-    loss, logits, grads = next(parts)
-    logits = [logits]
+    loss, first_logits, grads = next(parts)
+    logits = [first_logits]
     for part_loss, part_logits, part in parts:  # summed as they come, in piece order
         loss += part_loss
         logits.append(part_logits)
