@@ -13,14 +13,83 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
-SHARED_MNIST = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "mnist"))
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = Path(os.environ.get("MNIST_SOFTMAX_TEST_DATA", ROOT.parent / "shared" / "mnist"))
+
+# Hypothesis keeps no example database, and its other files go to a temp folder: nothing is
+# written into the checkout (see pytest_sessionfinish).
+settings.register_profile("no-database", database=None)
+settings.load_profile("no-database")
+HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="mnist-softmax-hypothesis-")
+set_hypothesis_home_dir(HYPOTHESIS_HOME)
+
+# ------------------------------------------------------------------------------ the checkout stays as it was
+
+# Made by installing and by Python itself, not by the tests: .ci/run's venv, pip's egg-info, bytecode.
+_NOT_WATCHED = {".git", ".venv", "__pycache__", "build"}
+
+
+def checkout_state(root: Path = ROOT) -> dict[str, tuple]:
+    """{path relative to root: (kind, size, mtime_ns or link target)} of everything in the checkout
+    but what installing and Python write (_NOT_WATCHED, *.egg-info)."""
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")]
+        for name in dirs + files:
+            path = Path(folder) / name
+            st = path.lstat()
+            what = os.readlink(path) if path.is_symlink() else st.st_mtime_ns
+            state[str(path.relative_to(root))] = ("link" if path.is_symlink() else st.st_mode >> 12, st.st_size, what)
+    return state
+
+
+def pytest_sessionstart(session):
+    session.config._checkout_before = checkout_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests write only into their temp folders: a run that changed the checkout fails, naming what changed."""
+    import shutil
+
+    shutil.rmtree(HYPOTHESIS_HOME, ignore_errors=True)
+    before = getattr(session.config, "_checkout_before", None)
+    if before is None:
+        return
+    after = checkout_state()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the tests changed the checkout (they must write only into temp folders): " + ", ".join(changed[:20])
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"FAILED {message}", red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+REQUIRE_PEERS = "MNIST_SOFTMAX_REQUIRE_PEERS"  # "1": the PyTorch cross-checks must run (.ci/run sets it)
+
+
+def need_peer(module: str = "torch"):
+    """The peer library a cross-check compares against (PyTorch). Where it is not installed the test
+    is skipped, saying how to install it; with $MNIST_SOFTMAX_REQUIRE_PEERS=1 (CI) it fails instead."""
+    import importlib
+
+    if os.environ.get(REQUIRE_PEERS) == "1":
+        try:
+            return importlib.import_module(module)
+        except ImportError as e:
+            pytest.fail(f"{module} is required here (${REQUIRE_PEERS}=1) but cannot be imported: {e}")
+    return pytest.importorskip(module, reason=f"{module} is not installed: pip install -e '.[bench]'")
 
 
 def served_file(name: str) -> Path:

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import central_differences
+from conftest import central_differences, need_peer
 from threadpoolctl import threadpool_limits
 
 from mnist_softmax import cnn
@@ -185,7 +185,7 @@ def torch_net(torch, p, x_hw, dtype):
 @pytest.mark.parametrize("kind", ["im2col", "fourier"])
 @pytest.mark.parametrize("channels", [1, 16])
 def test_conv_and_pool_match_torch_autograd(kind, channels):
-    torch = pytest.importorskip("torch")
+    torch = need_peer("torch")
     import torch.nn.functional as F
 
     rng = np.random.default_rng(5)
@@ -208,7 +208,7 @@ def test_conv_and_pool_match_torch_autograd(kind, channels):
 
 
 def test_whole_network_matches_torch_autograd():
-    torch = pytest.importorskip("torch")
+    torch = need_peer("torch")
     import torch.nn.functional as F
 
     rng = np.random.default_rng(6)
@@ -229,7 +229,7 @@ def test_whole_network_matches_torch_autograd():
 def test_training_steps_equal_torch_sgd_steps(mnist):
     """Two steps (so momentum counts) of the full-size float32 network on real images, from the same
     weights, against torch.optim.SGD with weight decay on the kernels and W only."""
-    torch = pytest.importorskip("torch")
+    torch = need_peer("torch")
     import torch.nn.functional as F
 
     rng = np.random.default_rng(7)
@@ -262,7 +262,7 @@ def test_training_steps_equal_torch_sgd_steps(mnist):
 
 
 def test_one_cycle_equals_torch_one_cycle_lr():
-    torch = pytest.importorskip("torch")
+    torch = need_peer("torch")
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=100, cycle_momentum=False)
     want = []

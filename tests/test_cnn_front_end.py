@@ -60,10 +60,10 @@ def test_fit_trains_the_network_and_the_same_seed_gives_the_same_weights(small):
 
 def test_interrupt_and_resume_give_the_uninterrupted_weights_bit_for_bit(small, monkeypatch, tmp_path):
     straight = fit(_cfg(), small)
-    interrupt_call(monkeypatch, cnn_mod, "train_epoch", 2)
-    with pytest.raises(TrainingInterrupted) as e:
-        fit(_cfg(), small)
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        interrupt_call(m, cnn_mod, "train_epoch", 2)
+        with pytest.raises(TrainingInterrupted) as e:
+            fit(_cfg(), small)
     partial = e.value.result
     assert len(partial.history) == 1
     save_outputs(tmp_path, partial, _cfg(), root=tmp_path / "runs")  # through the checkpoint, as --resume is

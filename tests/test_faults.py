@@ -224,14 +224,13 @@ def test_ctrl_c_during_download_leaves_no_final_file_and_the_next_run_resumes(mn
             if self.n > 400_000:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(data_mod, "_progress", Interrupting)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(data_mod, "_progress", Interrupting)
         fetch_file(BIG, tmp_path, [f"{url}/good/"], **FAST)
     assert not (tmp_path / BIG).exists()
     parts = list(tmp_path.glob(f".{BIG}.*.part"))
     assert len(parts) == 1 and parts[0].stat().st_size > 400_000
     kept = parts[0].stat().st_size
-    monkeypatch.undo()
     before = len(server.hits)
     assert _sha(fetch_file(BIG, tmp_path, [f"{url}/good/"], **FAST)) == FILES[BIG].sha256
     assert server.hits[before][2] == f"bytes={kept}-"  # the next run continued from the partial file
@@ -303,10 +302,10 @@ def test_interrupt_mid_epoch_keeps_the_last_completed_epoch_and_resume_matches(m
     data = _small_data()
     cfg = make_config({"epochs": 4, "val_size": 200, "batch_size": 50, "seed": 2})
     full = fit(cfg, data)
-    interrupt_call(monkeypatch, train_mod, "sgd_step", 2 * 26 + 10)  # partway through epoch 3 (26 batches an epoch)
-    with pytest.raises(TrainingInterrupted) as e:
-        fit(cfg, data)
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        interrupt_call(m, train_mod, "sgd_step", 2 * 26 + 10)  # partway through epoch 3 (26 batches an epoch)
+        with pytest.raises(TrainingInterrupted) as e:
+            fit(cfg, data)
     partial = e.value.result
     assert len(partial.history) == 2 and partial.state.epochs_done == 2
     assert not np.array_equal(partial.model.W, full.model.W)

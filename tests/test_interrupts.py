@@ -33,10 +33,10 @@ def test_an_interrupt_while_the_final_scores_are_computed_keeps_every_epoch(monk
     data = synthetic_mnist(600, 100)
     cfg = make_config({"epochs": 2, "val_size": 100, "batch_size": 50})
     straight = fit(cfg, data)
-    _interrupt_call(monkeypatch, call)
-    with pytest.raises(TrainingInterrupted) as e:
-        fit(cfg, data)
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        _interrupt_call(m, call)
+        with pytest.raises(TrainingInterrupted) as e:
+            fit(cfg, data)
     partial = e.value.result
     assert len(partial.history) == 2 and not partial.final and e.value.exit_code == 130
     np.testing.assert_array_equal(partial.model.W, straight.model.W)
@@ -46,9 +46,11 @@ def test_an_interrupt_while_the_final_scores_are_computed_keeps_every_epoch(monk
 
 def test_ctrl_c_after_the_last_epoch_saves_the_run_with_the_resume_hint(mnist_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    _interrupt_call(monkeypatch, 5)
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(out), "--epochs", "2", "-q"])
-    monkeypatch.undo()
+    with monkeypatch.context() as m:  # undoing the whole monkeypatch would undo the test's own working folder
+        _interrupt_call(m, 5)
+        result = CliRunner().invoke(
+            main, ["train", "--data-dir", str(mnist_dir), "--out", str(out), "--epochs", "2", "-q"]
+        )
     assert result.exit_code == 130, result.output
     hint = f"continue with: mnist-softmax train --resume {out} --data-dir {mnist_dir}"
     assert f"saved epoch 2/2 to {out}/; {hint}" in result.stderr

@@ -6,6 +6,7 @@ the bias, a sample dropped, momentum or the learning rate ignored, a frozen bias
 
 import numpy as np
 import pytest
+from conftest import need_peer
 
 from mnist_softmax.config import make_config
 from mnist_softmax.sgd import momentum_update_, sgd_step
@@ -50,7 +51,7 @@ def test_one_epoch_equals_an_independent_reference():
 
 
 def test_one_epoch_equals_torch_sgd_with_the_same_parameter_groups():
-    torch = pytest.importorskip("torch")
+    torch = need_peer("torch")
     X, y, W, b, vW, vb, order = _problem(1)
     w_t, b_t = torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)
     groups = [{"params": [w_t], "weight_decay": WD}, {"params": [b_t], "weight_decay": 0.0}]
