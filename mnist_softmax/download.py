@@ -14,8 +14,10 @@ Nothing here parses, trains or prints; progress bars and the `log` callback asid
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -26,7 +28,7 @@ from typing import NamedTuple
 
 from . import __version__
 from .errors import DownloadError, shown
-from .fileio import atomic_write_bytes, remove_stale_temps
+from .fileio import atomic_write_bytes, exclusive, remove_stale_temps
 
 DEFAULT_SOURCES = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -71,6 +73,14 @@ def max_body(spec: FileSpec) -> int:
 # Sources
 
 
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """text with the credentials of any URL in it (user:password@) shown as ***@: they are never printed."""
+    return _CREDENTIALS.sub(r"\1***@", str(text))
+
+
 def check_source(source: str) -> str:
     """The source if it is an http(s) URL with a host, a file:// URL or a plain path; else DownloadError."""
     if not source.strip():
@@ -85,12 +95,12 @@ def check_source(source: str) -> str:
         parsed = urllib.parse.urlparse(source)
         parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number
     except ValueError as e:
-        raise DownloadError(f"mirror {source!r} is not a valid URL ({e})") from None
+        raise DownloadError(f"mirror {redact(source)!r} is not a valid URL ({redact(e)})") from None
     if parsed.scheme in ("http", "https") and parsed.hostname:
         return source
     if parsed.scheme == "file":
         return source
-    raise DownloadError(f"mirror {source!r}: only http://, https://, file:// URLs and folders are supported")
+    raise DownloadError(f"mirror {redact(source)!r}: only http://, https://, file:// URLs and folders are supported")
 
 
 def sources(mirrors: Sequence[str] = (), env: dict | None = None) -> list[str]:
@@ -213,19 +223,28 @@ class _Unreachable(ValueError):
     """No answer from a source at all (refused, unknown host, timed out): it is skipped for the other files."""
 
 
+class _Slow(_Unreachable):
+    """A source that stopped sending (no chunk for the stall limit): asking it again, for this file or
+    another, would cost another stall limit, so it is skipped for the rest of the command."""
+
+
 STALL_SECONDS = 60.0  # no 64 kB chunk for this long: the body is cut off (a trickling server)
+SLOW_NOTICE_SECONDS = 10.0  # ... and after this long, the user is told which source is slow
 
 
 class _Stall:
     """Cuts a response off when no chunk has arrived for `seconds`. A server that trickles a byte
     every few seconds never trips the read timeout, which only bounds each socket read; this
-    shuts the socket from a watcher thread, so the blocked read returns and the fault is seen."""
+    shuts the socket from a watcher thread, so the blocked read returns and the fault is seen.
+    `notice()` is called once, from the watcher, when no chunk has come for `notice_after` seconds."""
 
-    def __init__(self, response, seconds: float):
+    def __init__(self, response, seconds: float, notice=lambda: None, notice_after: float | None = None):
         import threading
 
         self.sock = getattr(getattr(response.raw, "connection", None), "sock", None)
         self.seconds = seconds
+        self.notice = notice
+        self.notice_after = SLOW_NOTICE_SECONDS if notice_after is None else notice_after
         self.last = time.monotonic()
         self.fired = False
         self._done = threading.Event()
@@ -242,8 +261,14 @@ class _Stall:
     def _watch(self) -> None:
         import socket
 
-        while not self._done.wait(min(1.0, self.seconds / 4)):
-            if time.monotonic() - self.last > self.seconds:
+        noticed = False
+        while not self._done.wait(min(1.0, self.seconds / 4, self.notice_after / 2)):
+            quiet_for = time.monotonic() - self.last
+            if not noticed and self.notice_after < quiet_for < self.seconds:
+                noticed = True
+                with contextlib.suppress(Exception):  # a message must never stop the watch
+                    self.notice()
+            if quiet_for > self.seconds:
                 self.fired = True
                 with contextlib.suppress(OSError):
                     self.sock.shutdown(socket.SHUT_RDWR)
@@ -274,16 +299,32 @@ def _part_path(data_dir: Path, name: str, url: str) -> Path:
     return data_dir / f".{name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.part"
 
 
-def _session(retries: int, backoff: float):
-    """A requests session whose urllib3 Retry handles faults before a response: refused or reset
-    connections, timeouts, and HTTP 408/429/5xx, each at most `retries` times, waiting
-    backoff·2^k seconds (urllib3's schedule: no wait before the first retry). A server's
-    Retry-After is not obeyed, so no server can make a download wait longer than that."""
-    import requests
-    from requests.adapters import HTTPAdapter
+@functools.cache
+def _retry_class():
+    """urllib3's Retry, except that a read timeout is not retried: a server that took the request and
+    then said nothing for the whole timeout would cost another timeout each time it was asked."""
+    from urllib3.exceptions import ReadTimeoutError
     from urllib3.util.retry import Retry
 
-    retry = Retry(
+    class NoRetryOnSilence(Retry):
+        def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+            if isinstance(error, ReadTimeoutError):
+                raise error.with_traceback(_stacktrace)
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    return NoRetryOnSilence
+
+
+def _session(retries: int, backoff: float):
+    """A requests session whose urllib3 Retry handles faults before a response: refused or reset
+    connections and HTTP 408/429/5xx, each at most `retries` times, waiting backoff·2^k seconds
+    (urllib3's schedule: no wait before the first retry). A read timeout is not retried (see
+    _retry_class), and a server's Retry-After is not obeyed, so no server can make a download wait
+    longer than that."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    retry = _retry_class()(
         total=retries,
         status_forcelist=TRANSIENT_STATUS,
         allowed_methods=frozenset({"GET"}),
@@ -298,73 +339,113 @@ def _session(retries: int, backoff: float):
     return session
 
 
+def _partial_length(part: Path) -> int:
+    """How many bytes of an earlier attempt `part` holds (0 if none). Anything there that is not a
+    file of ours (a FIFO would block the write, a link could point anywhere) is removed first; a
+    folder is an error."""
+    if part.exists() and not part.is_file() or part.is_symlink():
+        if part.is_dir() and not part.is_symlink():
+            raise ValueError(f"{part} is a folder in the way of the download; remove it")
+        part.unlink()
+    return part.stat().st_size if part.exists() else 0
+
+
+def _resume_offset(response, have: int, part: Path) -> int:
+    """Where the response's body starts in the file: `have` when the server resumed our partial file
+    of that length (206 with the matching Content-Range), 0 when it sent the whole file (200).
+    Anything else is an error: a 416 (our partial file is not a prefix it knows: removed, and
+    _Transient so the next try starts over), another status, or an HTML page."""
+    status = response.status_code
+    if status == 416 and have:
+        part.unlink()
+        raise _Transient("partial file not resumable; starting over")
+    resumed = have and status == 206 and response.headers.get("Content-Range", "").startswith(f"bytes {have}-")
+    if status != 200 and not resumed:
+        raise ValueError(f"HTTP {status}")
+    if response.headers.get("Content-Type", "").startswith("text/html"):
+        raise ValueError("got an HTML page")
+    return have if resumed else 0
+
+
+def _announced_total(response, start: int, cap: int) -> int | None:
+    """The file's length the response announces (start + Content-Length), or None when it cannot be
+    checked (no length, or a Content-Encoding, whose decoded bytes requests hands over). Refused at
+    once if longer than the file can be (cap)."""
+    length = response.headers.get("Content-Length")
+    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+    total = start + int(length) if length and length.isdigit() and not encoded else None
+    if total is not None and total > cap:
+        raise ValueError(f"announces {total} bytes; this file cannot be more than {cap}")
+    return total
+
+
+def _stream_body(response, f, decoder: Decoder, received: int, cap: int, bar, watch: _Stall) -> int:
+    """Append the response's body to file f and feed it to decoder, chunk by chunk; returns the bytes
+    of the file received in all. Refuses a body longer than the file can be (cap); a stall (watch
+    fired) is _Slow."""
+    import requests
+
+    try:
+        for chunk in response.iter_content(_CHUNK):
+            watch.progress()
+            received += len(chunk)
+            if received > cap:
+                raise ValueError(f"sent more than {cap} bytes; this file cannot be more")
+            f.write(chunk)
+            decoder.feed(chunk)
+            bar.update(len(chunk))
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+        if not watch.fired:
+            raise
+    if watch.fired:
+        raise _Slow(f"too slow: no {_CHUNK // 1024} kB in {watch.seconds:g} s")
+    return received
+
+
 def _fetch_http(
-    session, url: str, part: Path, spec: FileSpec, timeout: tuple[float, float], quiet: bool, stall: float
+    session,
+    url: str,
+    part: Path,
+    spec: FileSpec,
+    timeout: tuple[float, float],
+    quiet: bool,
+    stall: float,
+    log: Callable[[str], None] = lambda msg: None,
 ) -> bytes:
     """Stream `url` into `part`, resuming from its current length where the server allows (HTTP
     Range, answered 206) and starting over where it does not (answered 200). Returns the verified
     decompressed bytes.
 
-    Raises _Transient for a body cut off midway (the partial file stays), ValueError otherwise.
+    Raises _Transient for a body cut off midway (the partial file stays), _Unreachable for no answer,
+    _Slow for a stall, ValueError otherwise. Says through `log` when a body stops coming.
     """
     import requests
 
-    if part.exists() and not part.is_file() or part.is_symlink():  # not ours: a FIFO would block the write
-        if part.is_dir() and not part.is_symlink():
-            raise ValueError(f"{part} is a folder in the way of the download; remove it")
-        part.unlink()
-    have = part.stat().st_size if part.exists() else 0
+    have = _partial_length(part)
     decoder, cap = Decoder(spec), max_body(spec)
     responded = False
     try:
         with session.get(url, headers={"Range": f"bytes={have}-"} if have else {}, stream=True, timeout=timeout) as r:
             responded = True
-            if r.status_code == 416 and have:  # our partial file is not a prefix the server knows
-                part.unlink()
-                raise _Transient("partial file not resumable; starting over")
-            resumed = have and r.status_code == 206 and r.headers.get("Content-Range", "").startswith(f"bytes {have}-")
-            if r.status_code != 200 and not resumed:
-                raise ValueError(f"HTTP {r.status_code}")
-            if r.headers.get("Content-Type", "").startswith("text/html"):
-                raise ValueError("got an HTML page")
-            start = have if resumed else 0
-            if start:
-                for chunk in _read_chunks(part):
-                    decoder.feed(chunk)
-            length = r.headers.get("Content-Length")
-            # With a Content-Encoding, requests hands over decoded bytes and the length cannot be checked.
-            encoded = r.headers.get("Content-Encoding", "identity") != "identity"
-            total = start + int(length) if length and length.isdigit() and not encoded else None
-            if total is not None and total > cap:
-                raise ValueError(f"announces {total} bytes; this file cannot be more than {cap}")
-            received = start
+            start = _resume_offset(r, have, part)
+            for chunk in _read_chunks(part) if start else ():
+                decoder.feed(chunk)
+            total = _announced_total(r, start, cap)
+            notice = f"{redact(url)} is slow: nothing for {SLOW_NOTICE_SECONDS:g} s; it gets {stall:g} s in all"
             with (
-                open(part, "ab" if resumed else "wb") as f,
+                open(part, "ab" if start else "wb") as f,
                 _progress(total, url.rsplit("/", 1)[-1], quiet, start) as bar,
-                _Stall(r, stall) as watch,
+                _Stall(r, stall, lambda: log(notice)) as watch,
             ):
-                try:
-                    for chunk in r.iter_content(_CHUNK):
-                        watch.progress()
-                        received += len(chunk)
-                        if received > cap:
-                            raise ValueError(f"sent more than {cap} bytes; this file cannot be more")
-                        f.write(chunk)
-                        decoder.feed(chunk)
-                        bar.update(len(chunk))
-                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
-                    if not watch.fired:
-                        raise
-                if watch.fired:
-                    raise _Transient(f"too slow: no {_CHUNK // 1024} kB in {stall:g} s")
+                received = _stream_body(r, f, decoder, start, cap, bar, watch)
             if total is not None and received != total:
                 raise _Transient(f"connection closed after {received} of {total} bytes")
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-        if not responded:  # urllib3 has already retried these
+        if not responded:  # urllib3 has already retried these, where retrying made sense
             raise _Unreachable(_network_reason(e)) from None
         raise _Transient(_network_reason(e)) from None
     except requests.RequestException as e:
-        raise ValueError(str(e) or type(e).__name__) from None
+        raise ValueError(redact(str(e)) or type(e).__name__) from None
     return decoder.result()
 
 
@@ -381,7 +462,15 @@ def _fetch_local(folder: Path, name: str, spec: FileSpec) -> bytes:
 
 
 def _fetch_from(
-    source: str, name: str, data_dir: Path, timeout, retries: int, backoff: float, quiet: bool, stall: float
+    source: str,
+    name: str,
+    data_dir: Path,
+    timeout,
+    retries: int,
+    backoff: float,
+    quiet: bool,
+    stall: float,
+    log: Callable[[str], None] = lambda msg: None,
 ) -> bytes:
     """The verified bytes of `name` from one source. A body cut off midway is resumed up to
     `retries` times, waiting backoff·2^k seconds; ValueError says why the source failed."""
@@ -395,7 +484,7 @@ def _fetch_from(
         for attempt in range(retries + 1):
             resuming = part.is_file()
             try:
-                return _fetch_http(session, url, part, spec, timeout, quiet, stall)
+                return _fetch_http(session, url, part, spec, timeout, quiet, stall, log)
             except _Unreachable:
                 raise
             except _Transient as e:
@@ -413,35 +502,6 @@ def _fetch_from(
     raise ValueError(reason)
 
 
-@contextlib.contextmanager
-def exclusive(lock: Path) -> Iterator[None]:
-    """Hold an exclusive lock across processes while inside; the lock file is removed on the way out.
-
-    After each flock the lock file is checked to still be the one at `lock`: a process that
-    locked a file which another has meanwhile removed tries again, so two never both hold it.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, as before
-        yield
-        return
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-        os.close(fd)
-
-
 def fetch_file(
     name: str,
     data_dir: Path,
@@ -452,15 +512,17 @@ def fetch_file(
     quiet: bool = False,
     stall: float = STALL_SECONDS,
     unreachable: set[str] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
 ) -> bytes:
     """Fetch, verify and atomically store `data_dir/name`; return its decompressed bytes.
 
     Sources are tried in turn; any failure at one (HTTP error, HTML page, bad gzip, checksum
-    mismatch, too long a body, retries used up) moves on to the next. The final file is only ever
-    written with verified bytes; partial files are removed once the file is done. Processes that
-    fetch the same file take turns, and a later one uses the file an earlier one stored.
-    `unreachable` collects the sources that gave no answer at all (refused, timed out), which
-    are then skipped: ensure_files shares it across the four files.
+    mismatch, too long a body, retries used up) moves on to the next, and `log` says so at once.
+    The final file is only ever written with verified bytes; partial files are removed once the
+    file is done. Processes that fetch the same file take turns, and a later one uses the file an
+    earlier one stored. `unreachable` collects the sources that gave no answer at all (refused,
+    timed out) or stopped sending (a stall), which are then skipped: ensure_files shares it
+    across the four files, so one bad source costs one timeout or stall limit in all.
     """
     unreachable = set() if unreachable is None else unreachable
     spec = FILES[name]
@@ -469,16 +531,20 @@ def fetch_file(
         if done is not None:
             return done
         reasons = []
-        for source in srcs:
+        for i, source in enumerate(srcs):
             if source in unreachable:
-                reasons.append(f"  {shown(source)}: skipped (no answer for an earlier file)")
+                reasons.append(f"  {shown(redact(source))}: skipped (silent or stalled for an earlier file)")
                 continue
             try:
-                data = _fetch_from(source, name, data_dir, timeout, retries, backoff, quiet, stall)
+                data = _fetch_from(source, name, data_dir, timeout, retries, backoff, quiet, stall, log)
             except (ValueError, OSError) as e:
                 if isinstance(e, _Unreachable):
                     unreachable.add(source)
-                reasons.append(f"  {shown(source)}: {e}")
+                reason = redact(str(e))
+                reasons.append(f"  {shown(redact(source))}: {reason}")
+                later = [s for s in srcs[i + 1 :] if s not in unreachable]
+                if later:
+                    log(f"{shown(redact(source))}: {reason}; trying {shown(redact(later[0]))} for {name}")
                 continue
             atomic_write_bytes(data_dir / name, data)
             for leftover in data_dir.glob(f".{name}.*.part"):
@@ -522,6 +588,6 @@ def ensure_files(
         if buf is None:
             if path.exists():
                 log(f"{shown(path)} is damaged (size or checksum wrong); fetching it again")
-            buf = fetch_file(name, data_dir, srcs, quiet=quiet, unreachable=unreachable, **fetch_kwargs)
+            buf = fetch_file(name, data_dir, srcs, quiet=quiet, unreachable=unreachable, log=log, **fetch_kwargs)
         out[name] = buf
     return out

@@ -1,8 +1,10 @@
-"""Atomic file writes: a temp file in the target's folder, fsync, then rename over the target."""
+"""Atomic file writes (a temp file in the target's folder, fsync, then rename over the target), new
+files that never replace one, and locks that processes take turns on."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -32,6 +34,8 @@ def _create_temp(path: Path) -> tuple[int, Path]:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
             continue
+        except OSError as e:  # a read-only or missing folder, say: the user asked for `path`, not the temp file
+            raise OSError(e.errno, e.strerror, str(path)) from None
     raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
@@ -99,11 +103,10 @@ def write_new(folder: str | os.PathLike, stem: str, suffix: str, data: bytes) ->
     never replacing a file (the complete file is linked into place, which fails if the name is
     taken, even by a file created a moment ago by another process). Returns the path written."""
     folder = Path(folder)
+    if not stem or stem in (".", "..") or any(sep and sep in stem for sep in (os.sep, os.altsep, "\0")):
+        raise ValueError(f"{stem!r} is not a file name: write_new writes only into the folder it is given")
     stem = _cut(stem)  # leave room for -<k> and the suffix
-    try:
-        fd, tmp = _create_temp(folder / f"{stem}{suffix}")
-    except OSError as e:
-        raise OSError(e.errno, e.strerror, str(folder / f"{stem}{suffix}")) from None
+    fd, tmp = _create_temp(folder / f"{stem}{suffix}")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -120,3 +123,41 @@ def write_new(folder: str | os.PathLike, stem: str, suffix: str, data: bytes) ->
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+class Locked(OSError):
+    """exclusive(..., wait=False) found the lock held by another process."""
+
+
+@contextlib.contextmanager
+def exclusive(lock: str | os.PathLike, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock across processes while inside; the lock file is removed on the way out.
+
+    wait=True takes turns with the other holders; wait=False raises Locked at once if another holds it.
+    After each flock the lock file is checked to still be the one at `lock`: a process that
+    locked a file which another has meanwhile removed tries again, so two never both hold it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise Locked(errno.EWOULDBLOCK, "held by another process", str(lock)) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)

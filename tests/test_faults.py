@@ -29,6 +29,7 @@ from mnist_softmax.runs import new_run_dir
 from mnist_softmax.train import TrainingInterrupted, fit
 
 SMALL = "t10k-labels-idx1-ubyte"  # 4.5 kB gzipped
+FILES_FIRST = next(iter(FILES))  # the file ensure_files fetches first
 BIG = "t10k-images-idx3-ubyte"  # 1.6 MB gzipped: a reset mid-file leaves a real partial file
 FAST = {"timeout": (2.0, 0.5), "backoff": 0.01, "quiet": True}
 
@@ -92,6 +93,62 @@ def test_a_source_that_never_answers_is_skipped_for_the_other_files(mnist_server
     ensure_files(tmp_path, [f"{url}/silent/", f"{url}/good/"], quiet=True, retries=0, timeout=(2.0, 0.5))
     silent = [h for h in server.hits[before:] if h[0] == "silent"]
     assert len(silent) == 1, silent  # asked once, then skipped for the three other files
+
+
+def test_a_silent_source_is_asked_once_even_with_retries_left(mnist_server, tmp_path, monkeypatch):
+    """A read timeout is not retried: each retry of a server that stays silent costs a whole timeout."""
+    from mnist_softmax.download import ensure_files
+
+    server, url = mnist_server
+    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
+    before = len(server.hits)
+    ensure_files(tmp_path, [f"{url}/silent/", f"{url}/good/"], quiet=True, retries=2, timeout=(2.0, 0.5))
+    assert [h[0] for h in server.hits[before:]].count("silent") == 1
+
+
+def test_a_stalled_source_costs_one_stall_limit_in_all_and_says_so_at_once(mnist_server, tmp_path, monkeypatch):
+    """A trickling source is cut off after the stall limit once, then skipped for every other file;
+    the user is told which source is slow before the limit, and which source comes next."""
+    from mnist_softmax.download import ensure_files
+
+    server, url = mnist_server
+    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
+    monkeypatch.setattr(data_mod, "SLOW_NOTICE_SECONDS", 0.5)
+    lines = []
+    before = len(server.hits)
+    ensure_files(
+        tmp_path, [f"{url}/trickle/", f"{url}/good/"], quiet=True, retries=2, stall=2.0, timeout=(2.0, 1.0),
+        backoff=0.01, log=lines.append,
+    )  # fmt: skip
+    assert [h[0] for h in server.hits[before:]].count("trickle") == 1  # one stall limit, not one per file and retry
+    assert lines[0] == f"{url}/trickle/{FILES_FIRST}.gz is slow: nothing for 0.5 s; it gets 2 s in all"
+    assert lines[1] == f"{url}/trickle/: too slow: no 64 kB in 2 s; trying {url}/good/ for {FILES_FIRST}"
+
+
+def test_credentials_in_a_mirror_url_are_never_shown(mnist_server, tmp_path, monkeypatch):
+    from mnist_softmax.download import redact
+
+    _, url = mnist_server
+    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
+    secret = url.replace("http://", "http://alice:s3cret@") + "/404/"
+    result = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "--mirror", secret, "-q"])
+    assert result.exit_code == 1 and "s3cret" not in result.output and "alice" not in result.output
+    assert url.replace("http://", "http://***@") + "/404/: HTTP 404" in result.output
+    for bad in ("ftp://bob:pw@example.org/", "http://bob:pw@[::1"):
+        refused = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "--mirror", bad, "-q"])
+        assert refused.exit_code == 1 and "pw" not in refused.output and "***@" in refused.output
+    assert redact("see https://u:p@h.org/x and http://t0ken@h/") == "see https://***@h.org/x and http://***@h/"
+
+
+def test_the_default_retry_counts(mnist_server, tmp_path):
+    """By default a source is asked 1 + 2 times for an HTTP 5xx, and a body cut off midway is taken
+    up again twice; a permanent error is asked once."""
+    server, url = mnist_server
+    before = len(server.hits)
+    with pytest.raises(DownloadError):
+        fetch_file(SMALL, tmp_path, [f"{url}/503/", f"{url}/short/", f"{url}/404/"], quiet=True, backoff=0.01)
+    hits = [h[0] for h in server.hits[before:]]
+    assert (hits.count("503"), hits.count("short"), hits.count("404")) == (3, 3, 1)
 
 
 def test_a_fifo_or_folder_where_the_partial_file_goes_is_dealt_with(mnist_server, tmp_path):
