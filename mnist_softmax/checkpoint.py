@@ -15,9 +15,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import CheckpointError, shown
-from .features import FRONT_ENDS
+from .features import FRONT_ENDS, FrontEnd
 from .fileio import atomic_open
 from .model import MAX_ABS, MIN_SCALE, N_CLASSES, Model
+from .state import EPOCH_COLUMNS, TrainState
 
 FORMAT = "mnist-softmax"
 # 2: the split, front-end fitting and batch order draw from separate streams (split.rng_streams);
@@ -49,7 +50,7 @@ class Checkpoint(NamedTuple):
 def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict, state=None) -> None:
     """Write the checkpoint atomically: readers see the old file or the complete new one.
 
-    With `state` (a train.TrainState), it also holds what `train --resume` needs: the momentum
+    With `state` (a state.TrainState), it also holds what `train --resume` needs: the momentum
     buffer of each trained parameter (train_v_<name>), the random streams' states
     (train_rng_json) and the epoch history (train_history_json).
     """
@@ -169,12 +170,92 @@ def _open(path: Path) -> zipfile.ZipFile:
         raise CheckpointError(f"{shown(path)} is not a readable checkpoint (not an .npz file: {e})") from None
 
 
-def _load(path: str | Path, with_state: bool):
-    """The checkpoint's validated contents: (Checkpoint, {train_* key: value} or None)."""
-    path = Path(path)
+def _format_version(path: Path, small: dict[str, np.ndarray]) -> int:
+    """The format version of a file whose `format` member says it is ours, if this version reads it."""
+    if _string(path, "format", small["format"]) != FORMAT:
+        raise CheckpointError(f"{shown(path)} is not an mnist-softmax checkpoint")
+    version = _integer(path, "format_version", small["format_version"])
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise _fail(path, f"format version {version}; this mnist-softmax reads versions {readable}")
+    return version
+
+
+def _front_end(path: Path, small: dict[str, np.ndarray]) -> FrontEnd:
+    """The front end the checkpoint names, with its class count and map shape checked against it."""
+    name = _string(path, "front_end", small["front_end"])
+    if name not in FRONT_ENDS:
+        raise _fail(path, f"front end {name!r}, which this version does not have")
+    fe = FRONT_ENDS[name]
+    if _integer(path, "n_classes", small["n_classes"]) != N_CLASSES:
+        raise _fail(path, f"n_classes must be {N_CLASSES}")
+    map_shape = small["map_shape"]
+    if map_shape.ndim != 1 or map_shape.dtype.kind not in "iu" or tuple(map_shape.tolist()) != fe.map_shape:
+        raise _fail(path, f"map_shape {map_shape.tolist()} does not match front end {name} {fe.map_shape}")
+    return fe
+
+
+def _config(path: Path, small: dict[str, np.ndarray], fe: FrontEnd) -> dict:
+    """config_json as a Config dict: valid as a config file would be, and training this front end."""
     from .config import make_config
     from .errors import ConfigError
 
+    values = _json(path, "config_json", _string(path, "config_json", small["config_json"]), dict)
+    try:
+        config = make_config(values, source=f"{shown(path)} config_json").to_dict()
+    except ConfigError as e:
+        raise _fail(path, f"config_json: {e}") from None
+    if config["features"] != fe.name:
+        raise _fail(path, f"config_json trains features {config['features']!r}, not {fe.name!r}")
+    return config
+
+
+def _array_shapes(path: Path, fe: FrontEnd, config: dict, members: set[str], with_state: bool) -> dict:
+    """{member: shape} of every float array to read: the layer, the standardiser, the front end's
+    parameters (fe_<name>; members naming no parameter of it are refused) and, with_state, the
+    velocity (train_v_<name>) of each parameter training changes."""
+    T, N = N_CLASSES, fe.n_features
+    fe_shapes = {f"fe_{k}": shape for k, shape in fe.param_shapes(config).items()}
+    extra = sorted(k for k in members if k.startswith("fe_") and k not in fe_shapes)
+    if extra:
+        raise _fail(path, f"{', '.join(extra)} is not a parameter of front end {fe.name}")
+    shapes = {"W": (T, N), "b": (T,), "norm_mean": (N,), "norm_scale": (N,)} | fe_shapes
+    if with_state:
+        shapes |= {f"train_v_{k}": shape for k, shape in _trained_shapes(fe, config).items()}
+    return shapes
+
+
+def _trained_shapes(fe: FrontEnd, config: dict) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of the parameters training changes: W and b, and a trained front end's own."""
+    return {"W": (N_CLASSES, fe.n_features), "b": (N_CLASSES,)} | (fe.param_shapes(config) if fe.trained else {})
+
+
+def _arrays(zf: zipfile.ZipFile, path: Path, members: set[str], shapes: dict) -> dict[str, np.ndarray]:
+    """Each member of `shapes` read and checked as finite, bounded float32 of its shape (_floats)."""
+    arrays = {}
+    for key, shape in shapes.items():
+        if key not in members:
+            if key.startswith("train_"):
+                raise CheckpointError(f"{shown(path)} holds no training state to resume from")
+            raise CheckpointError(f"{shown(path)} is not an mnist-softmax checkpoint (missing {key})")
+        max_bytes = 4096 + 8 * int(np.prod(shape, dtype=object))  # room for a float64 to be named
+        arrays[key] = _floats(path, key, _read_member(zf, path, key, max_bytes), shape)
+    if not (arrays["norm_scale"] >= MIN_SCALE).all():
+        raise _fail(path, f"norm_scale must be at least {MIN_SCALE:g} (the smallest std_floor)")
+    return arrays
+
+
+def _text_member(zf: zipfile.ZipFile, path: Path, members: set[str], key: str, kind: type):
+    """A JSON member (a string) parsed into `kind` (dict or list)."""
+    if key not in members:
+        raise CheckpointError(f"{shown(path)} holds no training state to resume from")
+    return _json(path, key, _string(path, key, _read_member(zf, path, key, _SMALL)), kind)
+
+
+def _load(path: str | Path, with_state: bool) -> tuple[Checkpoint, dict | None]:
+    """The checkpoint's validated contents: (Checkpoint, with_state: {"velocity", "rng_states",
+    "history"} as stored, else None). Each step below checks the rule its name says."""
+    path = Path(path)
     try:
         with _open(path) as zf:
             members = {name[:-4] for name in zf.namelist() if name.endswith(".npy")}
@@ -184,74 +265,24 @@ def _load(path: str | Path, with_state: bool):
                     f"{shown(path)} is not an mnist-softmax checkpoint (missing {', '.join(missing)})"
                 )
             small = {k: _read_member(zf, path, k, _SMALL) for k in _REQUIRED if k not in _FLOATS}
-            if _string(path, "format", small["format"]) != FORMAT:
-                raise CheckpointError(f"{shown(path)} is not an mnist-softmax checkpoint")
-            version = _integer(path, "format_version", small["format_version"])
-            if version not in READABLE_VERSIONS:
-                readable = " and ".join(map(str, READABLE_VERSIONS))
-                raise _fail(path, f"format version {version}; this mnist-softmax reads versions {readable}")
-            front_end = _string(path, "front_end", small["front_end"])
-            if front_end not in FRONT_ENDS:
-                raise _fail(path, f"front end {front_end!r}, which this version does not have")
-            fe = FRONT_ENDS[front_end]
-            if _integer(path, "n_classes", small["n_classes"]) != N_CLASSES:
-                raise _fail(path, f"n_classes must be {N_CLASSES}")
-            map_shape = small["map_shape"]
-            if map_shape.ndim != 1 or map_shape.dtype.kind not in "iu" or tuple(map_shape.tolist()) != fe.map_shape:
-                raise _fail(path, f"map_shape {map_shape.tolist()} does not match front end {front_end} {fe.map_shape}")
-            values = _json(path, "config_json", _string(path, "config_json", small["config_json"]), dict)
-            try:
-                config = make_config(values, source=f"{shown(path)} config_json").to_dict()
-            except ConfigError as e:
-                raise _fail(path, f"config_json: {e}") from None
-            if config["features"] != front_end:
-                raise _fail(path, f"config_json trains features {config['features']!r}, not {front_end!r}")
+            version = _format_version(path, small)
+            fe = _front_end(path, small)
+            config = _config(path, small, fe)
             metrics = _json(path, "metrics_json", _string(path, "metrics_json", small["metrics_json"]), dict)
-
-            T, N = N_CLASSES, fe.n_features
-            shapes = {"W": (T, N), "b": (T,), "norm_mean": (N,), "norm_scale": (N,)}
-            fe_shapes = {f"fe_{k}": shape for k, shape in fe.param_shapes(config).items()}
-            extra = sorted(k for k in members if k.startswith("fe_") and k not in fe_shapes)
-            if extra:
-                raise _fail(path, f"{', '.join(extra)} is not a parameter of front end {front_end}")
-            trained = {"W": (T, N), "b": (T,)} | (
-                {k: fe_shapes[f"fe_{k}"] for k in fe.param_shapes(config)} if fe.trained else {}
-            )
-            if with_state:
-                state_keys = [f"train_v_{k}" for k in trained] + ["train_rng_json", "train_history_json"]
-                if not all(k in members for k in state_keys):
-                    raise CheckpointError(f"{shown(path)} holds no training state to resume from")
-                shapes |= {f"train_v_{k}": shape for k, shape in trained.items()}
-            arrays = {}
-            for key, shape in (shapes | fe_shapes).items():
-                if key not in members:
-                    raise CheckpointError(f"{shown(path)} is not an mnist-softmax checkpoint (missing {key})")
-                max_bytes = 4096 + 8 * int(np.prod(shape, dtype=object))  # room for a float64 to be named
-                arrays[key] = _floats(path, key, _read_member(zf, path, key, max_bytes), shape)
+            arrays = _arrays(zf, path, members, _array_shapes(path, fe, config, members, with_state))
             state = None
             if with_state:
-                rng = _json(
-                    path,
-                    "train_rng_json",
-                    _string(path, "train_rng_json", _read_member(zf, path, "train_rng_json", _SMALL)),
-                    dict,
-                )
-                history = _json(
-                    path,
-                    "train_history_json",
-                    _string(path, "train_history_json", _read_member(zf, path, "train_history_json", _SMALL)),
-                    list,
-                )
-                velocity = {k: arrays[f"train_v_{k}"] for k in trained}
-                state = {"velocity": velocity, "rng_states": rng, "history": history, "trained": list(trained)}
+                state = {
+                    "velocity": {k: arrays[f"train_v_{k}"] for k in _trained_shapes(fe, config)},
+                    "rng_states": _text_member(zf, path, members, "train_rng_json", dict),
+                    "history": _text_member(zf, path, members, "train_history_json", list),
+                }
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error) as e:
         if isinstance(e, OSError) and e.filename:
             raise
         raise CheckpointError(f"{shown(path)} is not a readable checkpoint ({e})") from None
-    if not (arrays["norm_scale"] >= MIN_SCALE).all():
-        raise _fail(path, f"norm_scale must be at least {MIN_SCALE:g} (the smallest std_floor)")
-    fe_params = {k[3:]: arrays[k] for k in fe_shapes}
-    model = Model(front_end, fe_params, arrays["norm_mean"], arrays["norm_scale"], arrays["W"], arrays["b"])
+    fe_params = {k: arrays[f"fe_{k}"] for k in fe.param_shapes(config)}
+    model = Model(fe.name, fe_params, arrays["norm_mean"], arrays["norm_scale"], arrays["W"], arrays["b"])
     return Checkpoint(model, config, metrics, version), state
 
 
@@ -269,39 +300,80 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 def _epoch_row(row, epoch: int) -> bool:
     """Whether a history row is what train.fit writes for this epoch: its columns, numbers in each."""
-    from .train import EPOCH_COLUMNS
-
     if not isinstance(row, dict) or tuple(row) != EPOCH_COLUMNS or row["epoch"] != epoch:
         return False
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in row.values())
 
 
-def load_train_state(path: str | Path):
-    """(config dict, train.TrainState) from a checkpoint that holds training state, for `train --resume`."""
-    from .train import TrainState  # only here: inference never imports the trainer
+def _history(path: Path, history: list, epochs: int) -> list[dict]:
+    """train_history_json: one row per completed epoch, as train.fit writes them, no more than the run's epochs."""
+    if len(history) > epochs or not all(_epoch_row(row, i + 1) for i, row in enumerate(history)):
+        raise CheckpointError(f"{shown(path)}: train_history_json does not fit the run's {epochs} epochs")
+    return history
 
-    checkpoint, state = _load(path, with_state=True)
+
+def _same_form(value, template) -> bool:
+    """Whether value has template's form: dicts with the same keys and values of the same form,
+    integers where it has integers (not floats, not booleans), the same strings."""
+    if isinstance(template, dict):
+        return (
+            isinstance(value, dict)
+            and value.keys() == template.keys()
+            and all(_same_form(value[k], template[k]) for k in template)
+        )
+    if isinstance(template, bool) or not isinstance(template, int):
+        return value == template
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _rng_states(path: Path, rng_states: dict, needed: set[str]) -> dict[str, dict]:
+    """train_rng_json: the state of each stream in `needed`, each exactly of the form NumPy's
+    default generator gives (a float where an integer belongs is refused, not rounded)."""
+    from .split import STREAMS
+
+    if set(rng_states) != needed or not needed <= set(STREAMS):
+        raise CheckpointError(f"{shown(path)}: train_rng_json must hold the streams {', '.join(sorted(needed))}")
+    template = np.random.default_rng(0).bit_generator.state
+    for name, one in rng_states.items():
+        why = "not of the form of a PCG64 state"
+        if _same_form(one, template):
+            try:
+                np.random.default_rng().bit_generator.state = one
+                continue
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                why = str(e)
+        raise CheckpointError(f"{shown(path)}: train_rng_json is not a random generator's state ({name}: {why})")
+    return rng_states
+
+
+def is_finished(checkpoint: Checkpoint, state: TrainState) -> bool:
+    """Whether the run trained every epoch it planned and was scored (not interrupted)."""
+    return state.epochs_done == checkpoint.config["epochs"] and checkpoint.metrics.get("interrupted") is False
+
+
+def load_run(path: str | Path) -> tuple[Checkpoint, TrainState]:
+    """The checkpoint and the training state it holds (state.TrainState), each member validated:
+    what `train --resume` continues, or completes the folder of when the run had finished."""
+    checkpoint, stored = _load(path, with_state=True)
+    path = Path(path)
     if checkpoint.format_version != FORMAT_VERSION:
         raise CheckpointError(
             f"{shown(path)} was written by an older mnist-softmax (format version {checkpoint.format_version}), whose "
             "random streams this version does not continue; start a new run instead of --resume"
         )
     model, config = checkpoint.model, checkpoint.config
-    history = state["history"]
-    if len(history) > config["epochs"] or not all(_epoch_row(row, i + 1) for i, row in enumerate(history)):
-        raise CheckpointError(f"{shown(path)}: train_history_json does not fit the run's {config['epochs']} epochs")
-    if len(history) == config["epochs"] and checkpoint.metrics.get("interrupted") is False:
-        raise CheckpointError(f"{shown(path)} is a finished run ({config['epochs']} epochs); nothing to resume")
-    rng_states = state["rng_states"]
-    try:
-        for one in rng_states.values():
-            np.random.default_rng().bit_generator.state = one
-    except (TypeError, ValueError, KeyError, OverflowError) as e:
-        raise CheckpointError(f"{shown(path)}: train_rng_json is not a random generator's state ({e})") from None
-    from .split import STREAMS
+    history = _history(path, stored["history"], config["epochs"])
+    fe = FRONT_ENDS[model.front_end]
+    rng_states = _rng_states(path, stored["rng_states"], {"order", "shift"} if fe.trained else {"order"})
+    params = {"W": model.W, "b": model.b} | {k: model.fe_params[k] for k in stored["velocity"] if k not in ("W", "b")}
+    return checkpoint, TrainState(params, stored["velocity"], rng_states, history)
 
-    needed = {"order", "shift"} if FRONT_ENDS[model.front_end].trained else {"order"}  # what train.fit draws from
-    if set(rng_states) != needed or not needed <= set(STREAMS):
-        raise CheckpointError(f"{shown(path)}: train_rng_json must hold the streams {', '.join(sorted(needed))}")
-    params = {"W": model.W, "b": model.b} | {k: model.fe_params[k] for k in state["trained"] if k not in ("W", "b")}
-    return config, TrainState(params, state["velocity"], rng_states, history)
+
+def load_train_state(path: str | Path) -> tuple[dict, TrainState]:
+    """(config dict, state.TrainState) from a checkpoint that holds training state, for `train --resume`;
+    CheckpointError for a run that finished (nothing to resume)."""
+    checkpoint, state = load_run(path)
+    if is_finished(checkpoint, state):
+        epochs = checkpoint.config["epochs"]
+        raise CheckpointError(f"{shown(path)} is a finished run ({epochs} epochs); nothing to resume")
+    return checkpoint.config, state

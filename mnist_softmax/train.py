@@ -10,7 +10,6 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,41 +22,7 @@ from .features import FRONT_ENDS, fit_standardizer, made_by, mnist_rows, standar
 from .model import MAX_ABS, N_CLASSES, Model, evaluate, split_features
 from .sgd import sgd_step
 from .split import rng_streams, split_indices
-
-
-@dataclass
-class TrainState:
-    """Where training stands after a completed epoch: enough to continue it exactly."""
-
-    params: dict[str, np.ndarray]  # every parameter training changes: "W", "b" (and a trained front end's)
-    velocity: dict[str, np.ndarray]  # the momentum buffer of each, by the same names
-    rng_states: dict[str, dict]  # bit_generator.state of each stream drawn from during epochs ("order")
-    history: list[dict]
-
-    @property
-    def epochs_done(self) -> int:
-        return len(self.history)
-
-
-@dataclass
-class TrainResult:
-    model: Model
-    state: TrainState | None = None
-    history: list[dict] = field(default_factory=list)  # one row per epoch (see EPOCH_COLUMNS)
-    # (loss, accuracy) of the final weights on each split, exactly what `eval --split` recomputes
-    final: dict[str, tuple[float, float]] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def test_acc(self) -> float:
-        return self.final["test"][1]
-
-    @property
-    def test_loss(self) -> float:
-        return self.final["test"][0]
-
-
-EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+from .state import TrainResult, TrainState
 
 
 def lr_at(cfg: Config, epoch: int) -> float:

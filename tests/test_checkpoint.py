@@ -215,7 +215,7 @@ def test_truncated_missing_and_non_npz_files(tmp_path):
 
 def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
     from mnist_softmax.checkpoint import load_train_state
-    from mnist_softmax.train import TrainState
+    from mnist_softmax.state import TrainState
 
     path = tmp_path / "model.npz"
     m = _model()
@@ -231,6 +231,11 @@ def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
     np.testing.assert_array_equal(old.model.W, m.W)
     with pytest.raises(CheckpointError, match="older mnist-softmax .* start a new run"):
         load_train_state(path)
+
+
+def _rng_state(**changes) -> dict:
+    """A PCG64 state as NumPy gives it, with `changes` made."""
+    return np.random.default_rng(0).bit_generator.state | changes
 
 
 @pytest.mark.parametrize(
@@ -256,6 +261,18 @@ def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
             },
             "not a random generator's state",
         ),
+        *(
+            ({"train_rng_json": np.array(json.dumps({"order": changed}))}, "not of the form of a PCG64 state")
+            for changed in (  # a float, a boolean, a string where an integer belongs; a key more or less
+                _rng_state(has_uint32=0.0),
+                _rng_state(uinteger=True),
+                _rng_state(state={"state": "1", "inc": 1}),
+                _rng_state(state={"state": 1.0, "inc": 1}),
+                _rng_state(extra=1),
+                {k: v for k, v in _rng_state().items() if k != "uinteger"},
+                _rng_state(bit_generator="MT19937"),
+            )
+        ),
         ({"train_v_W": _f32((10, 784), np.nan)}, "train_v_W holds NaN"),
         ({"train_v_W": _f32((10, 783))}, "train_v_W has shape"),
         ({"train_v_b": None}, "holds no training state"),
@@ -263,7 +280,7 @@ def test_format_version_1_is_read_for_scoring_but_not_resumed(tmp_path):
 )
 def test_training_state_is_validated_before_a_resume(tmp_path, changes, message):
     from mnist_softmax.checkpoint import load_train_state
-    from mnist_softmax.train import TrainState
+    from mnist_softmax.state import TrainState
 
     path = tmp_path / "model.npz"
     m = _model()

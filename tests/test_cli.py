@@ -13,7 +13,7 @@ from conftest import assert_figure, run
 from mnist_softmax.checkpoint import load_checkpoint
 from mnist_softmax.cli import main
 from mnist_softmax.config import Config, load_config
-from mnist_softmax.train import EPOCH_COLUMNS
+from mnist_softmax.state import EPOCH_COLUMNS
 
 
 def test_default_train_reaches_the_accuracy_bar_and_writes_every_file(trained):
