@@ -72,9 +72,26 @@ def _handle_sigterm() -> None:
         signal.signal(signal.SIGTERM, terminate)
 
 
+class _OneLineUsageError(click.UsageError):
+    """A usage error (exit code 2) shown as its one `Error: …` line, without the usage text."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class NonEmptyPath(click.Path):
+    """click.Path that refuses an empty string, which would otherwise quietly mean the current folder."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            name = param.opts[0] if param is not None and param.opts and param.opts[0].startswith("-") else "a path"
+            raise _OneLineUsageError(f"{name} is empty; give a file or folder name")
+        return super().convert(value, param, ctx)
+
+
 data_dir_option = click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     default=DATA_DIR,
     help="Where the MNIST files (and the feature cache, in cache/) are kept.",
 )
@@ -188,11 +205,11 @@ def _default(key: str) -> str:
 )
 @data_options
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder to write. [default: runs/<timestamp>]"
+    "--out", type=NonEmptyPath(file_okay=False, path_type=Path), help="Run folder to write. [default: runs/<timestamp>]"
 )
 @click.option(
     "--resume",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=NonEmptyPath(exists=True, file_okay=False, path_type=Path),
     help="Continue the interrupted run in RUN_DIR (its own recipe), to the same result as an uninterrupted run.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no per-epoch lines.")
@@ -208,35 +225,28 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     from .data import load_mnist
     from .model import N_CLASSES
     from .plots import Painter
-    from .runs import new_run_dir
-    from .train import TrainingInterrupted, fit
+    from .runs import claim, holds_files, new_run_dir
+    from .signals import Shield
 
+    other_options = bool(config_path or out or any(v is not None for v in overrides.values()))
+    if resume is not None and _complete_saved_run(resume, other_options):
+        return
     cfg, state = _recipe(config_path, overrides, resume, out)
-    if out is not None and out.is_dir() and any(out.iterdir()):
-        raise click.ClickException(
-            f"--out {shown(out)} already holds files; runs are never overwritten: choose a new folder"
-        )
-    with Painter() as painter:  # imports matplotlib in a helper process while this one trains
+    if out is not None and holds_files(out):
+        raise _out_taken(out)
+    # Shield: the first Ctrl-C or SIGTERM interrupts, later ones wait until the run is saved.
+    # Painter: imports matplotlib in a helper process while this one trains.
+    with Shield() as shield, Painter() as painter:
         mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
         run_dir = resume or out or new_run_dir()
         created = resume is None and (out is None or not out.exists())
-        run_dir.mkdir(parents=True, exist_ok=True)
-        on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
         try:
-            try:
-                result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state)
-            except TrainingInterrupted as e:
-                if not e.result.history:
-                    _err("interrupted before the first epoch finished; nothing saved")
-                    raise SystemExit(e.exit_code) from None
-                where = "".join(f" --mirror {shown(m)}" for m in mirrors)
-                if data_dir != DATA_DIR:
-                    where = f" --data-dir {shown(data_dir)}{where}"
-                hint = f"continue with: mnist-softmax train --resume {shown(run_dir)}{where}"
-                _save(run_dir, e.result, cfg, painter, hint)
-                _err(f"interrupted: saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/; {hint}")
-                raise SystemExit(e.exit_code) from None
-            _save(run_dir, result, cfg, painter)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with claim(run_dir):  # a second train into this folder is refused, before it trains
+                if resume is None and holds_files(run_dir):  # another run filled it since the check above
+                    raise _out_taken(run_dir)
+                where = _data_flags(data_dir, mirrors)
+                result = _train_and_save(run_dir, cfg, state, mnist, data_dir, quiet, shield, painter, where)
         except BaseException:
             if created:  # a folder this run made and could not fill goes again; one the user made stays
                 _remove_if_empty(run_dir)
@@ -253,24 +263,100 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
         )
 
 
-def _save(run_dir: Path, result, cfg, painter, resume_hint: str = "") -> None:
-    """Write the run (runs.save_outputs), point runs/latest at it, then draw its figures. A signal
-    while the figures are drawn leaves a complete run without them, and the message says so (with
-    resume_hint, for a run that was itself interrupted)."""
+def _out_taken(out: Path) -> click.ClickException:
+    return click.ClickException(
+        f"--out {shown(out)} already holds files; runs are never overwritten: choose a new folder"
+    )
+
+
+def _data_flags(data_dir: Path, mirrors: tuple[str, ...]) -> str:
+    """The --data-dir and --mirror flags a later command needs to find the same data, as text."""
+    from .download import redact
+
+    where = "".join(f" --mirror {shown(redact(m))}" for m in mirrors)
+    return f" --data-dir {shown(data_dir)}{where}" if data_dir != DATA_DIR else where
+
+
+def _train_and_save(run_dir: Path, cfg, state, mnist, data_dir: Path, quiet: bool, shield, painter, where: str):
+    """Train (train.fit) and save the run in run_dir, or, when interrupted, save its completed epochs
+    with the command that resumes it and exit 130 (143 for SIGTERM). Returns the TrainResult."""
+    from .train import TrainingInterrupted, fit
+
+    on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
+    resume = f"mnist-softmax train --resume {shown(run_dir)}{where}"
+    try:
+        result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state, on_finish=shield.hold)
+    except TrainingInterrupted as e:  # the shield holds later signals from here until the run is saved
+        if not e.result.history:
+            _err("interrupted before the first epoch finished; nothing saved")
+            raise SystemExit(e.exit_code) from None
+        _save(run_dir, e.result, cfg, painter, shield, resume, interrupted=True)
+        saved = f"saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/"
+        _err(f"interrupted: {saved}; continue with: {resume}")
+        raise SystemExit(e.exit_code) from None
+    _save(run_dir, result, cfg, painter, shield, resume)
+    return result
+
+
+def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted: bool = False) -> None:
+    """Write the run (runs.save_outputs, points runs/latest at a run in runs/) with signals held, so
+    no signal cuts the save short; then draw its figures. A signal that came during the save acts
+    once it is complete; one while the figures are drawn leaves a complete run without them. Either
+    way the message says what was saved, and for a run that was itself interrupted, the command that
+    resumes it (`resume`)."""
+    from .errors import MnistSoftmaxError
     from .runs import FIGURES, draw_figures, save_outputs
 
-    if not save_outputs(run_dir, result, cfg):
-        _err("note: runs/latest is not a link that can be replaced (a real folder?); it was left as it is")
+    shield.hold()
     try:
+        latest_ok = save_outputs(run_dir, result, cfg)
+    except OSError as e:  # a full disk, say: if the checkpoint is written, it holds everything else
+        if not e.filename or Path(e.filename).name == "model.npz" or not (run_dir / "model.npz").is_file():
+            raise
+        raise MnistSoftmaxError(
+            f"{e.strerror or e}: {shown(e.filename)}; the run itself is saved in {shown(run_dir)}/model.npz: "
+            f"once this is fixed, `{resume}` takes it from there"
+        ) from None
+    if not latest_ok:
+        _err("note: runs/latest is not a link that can be replaced (a real folder?); it was left as it is")
+    when = "saving the run"
+    try:
+        shield.release()  # a signal that came during the save acts now, everything saved
+        when = "drawing the figures"
         draw_figures(run_dir, result, painter)
     except KeyboardInterrupt as e:
         missing = [f for f in FIGURES if not (run_dir / f).exists()]
         _err(
-            f"interrupted while drawing the figures: {shown(run_dir)}/ holds the model, metrics and summary"
+            f"interrupted while {when}: {shown(run_dir)}/ holds the model, metrics and summary"
             + (f"; {', '.join(missing)} not drawn" if missing else "")
-            + (f"; {resume_hint}" if resume_hint else "")
+            + (f"; continue with: {resume}" if interrupted else "")
         )
         raise SystemExit(exit_code(e)) from None
+
+
+def _complete_saved_run(run_dir: Path, other_options: bool) -> bool:
+    """`train --resume` of a run whose training finished but whose folder lacks files (its save was
+    cut short: a crash, a full disk): write them from its model.npz, which holds them all, and say
+    which. False, and nothing done, for any other run."""
+    from .runs import FIGURES, OUTPUTS, claim, draw_figures, missing_outputs, save_outputs, saved_result
+
+    missing = missing_outputs(run_dir)
+    if "model.npz" in missing or not missing:
+        return False
+    result, cfg, finished = saved_result(run_dir)
+    if not finished:
+        return False
+    if other_options:
+        raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
+    with claim(run_dir):
+        save_outputs(run_dir, result, cfg, only=tuple(m for m in missing if m in OUTPUTS))
+        if any(m in FIGURES for m in missing):
+            draw_figures(run_dir, result)
+    click.echo(
+        f"the run in {shown(run_dir)}/ had finished training; wrote what its folder lacked: {', '.join(missing)}\n"
+        f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  (features {cfg.features})"
+    )
+    return True
 
 
 def _recipe(config_path, overrides: dict, resume: Path | None, out: Path | None):
@@ -305,7 +391,7 @@ def _remove_if_empty(run_dir: Path) -> None:
 def checkpoint_option(f):
     return click.option(
         "--checkpoint",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=NonEmptyPath(exists=True, dir_okay=False, path_type=Path),
         help="A model.npz written by train. [default: runs/latest/model.npz]",
     )(f)
 
@@ -315,7 +401,7 @@ def checkpoint_option(f):
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", help="Which images to score.")
 @data_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also write confusion.png, errors.png.")
+@click.option("--out", type=NonEmptyPath(file_okay=False, path_type=Path), help="Also write confusion.png, errors.png.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
     """Score a checkpoint: accuracy, loss, per-class precision/recall/F1, confusion matrix.
@@ -324,11 +410,9 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
 
     Example: mnist-softmax eval --checkpoint runs/latest/model.npz --split test --out report/
     """
-    import json
-
     from .checkpoint import load_checkpoint
     from .data import load_mnist
-    from .display import score_record, score_table
+    from .display import json_text, score_record, score_table
     from .runs import latest_checkpoint
     from .scoring import score_split
 
@@ -336,26 +420,27 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
     model, cfg, _, version = load_checkpoint(path)
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
     s, images, labels = score_split(model, cfg, mnist, split, data_dir / "cache", _bars(quiet), version)
-    if out is not None:
+    if as_json:
+        click.echo(json_text({"checkpoint": path_text(path), "split": split, **score_record(s)}))
+    else:
+        click.echo(f"checkpoint {shown(path)} ({model.front_end}, N = {model.W.shape[1]})   split {split}")
+        click.echo(score_table(s))
+    if out is not None:  # after the scores: whatever happens to the figures, the scores are out
         from . import plots
         from .scoring import most_confident_errors
 
         out.mkdir(parents=True, exist_ok=True)
-        plots.plot_confusion(out / "confusion.png", s.confusion, f"{path} on {split} (accuracy {s.accuracy:.2%})")
+        title = f"{path_text(path)} on {split} (accuracy {s.accuracy:.2%})"
+        plots.plot_confusion(out / "confusion.png", s.confusion, title)
         plots.plot_errors(
             out / "errors.png", images, labels, s.probabilities, most_confident_errors(s.probabilities, labels, 32)
         )
-    if as_json:
-        click.echo(json.dumps({"checkpoint": path_text(path), "split": split, **score_record(s)}))
-        return
-    click.echo(f"checkpoint {shown(path)} ({model.front_end}, N = {model.W.shape[1]})   split {split}")
-    click.echo(score_table(s))
-    if out is not None:
-        click.echo(f"wrote {shown(out)}/confusion.png, {shown(out)}/errors.png")
+        if not as_json:
+            click.echo(f"wrote {shown(out)}/confusion.png, {shown(out)}/errors.png")
 
 
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=NonEmptyPath(path_type=Path))
 @checkpoint_option
 @click.option("--top-k", type=click.IntRange(1, 10), help="Show only the K most probable classes.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
@@ -368,7 +453,7 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
 @click.option("--show-input", is_flag=True, help="Print the 28×28 image the model saw, as ASCII art.")
 @click.option(
     "--save-input",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     help="Write it to DIR/<name>.png (<name>-2.png, … if taken: never over a file).",
 )
 def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save_input) -> None:
@@ -382,10 +467,8 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
 
     Example: mnist-softmax predict my-digit.jpg --explain --label 7
     """
-    import json
-
     from .checkpoint import load_checkpoint
-    from .display import prediction_record, prediction_text
+    from .display import json_text, prediction_record, prediction_text
     from .images import ImageError, image_files
     from .predict import predict_files
     from .runs import latest_checkpoint
@@ -415,9 +498,8 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
                 _err(f"error: {shown(result.path)}: could not save its input image in {shown(save_input)} ({why})")
                 failed += 1
         if as_json:
-            click.echo(
-                json.dumps(prediction_record(result, top_k) | ({"saved_input": path_text(saved)} if saved else {}))
-            )
+            extra = {"saved_input": path_text(saved)} if saved else {}
+            click.echo(json_text(prediction_record(result, top_k) | extra))
         else:
             click.echo(prediction_text(result, top_k, show_input) + (f"\n  saved as {shown(saved)}" if saved else ""))
     if failed:

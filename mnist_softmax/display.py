@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 
 from .errors import path_text, shown
@@ -24,6 +27,24 @@ def score_table(s: Score) -> str:
     for k in range(T):
         lines.append(f"{k:>9}" + "".join(f"{v:>{width}}" for v in s.confusion[k]))
     return "\n".join(lines)
+
+
+def finite_json(value):
+    """value (dicts, lists, numbers, strings) with every non-finite float replaced by the string
+    "Infinity", "-Infinity" or "NaN": JSON has no such numbers, and these strings are what
+    JavaScript's Number() and Python's float() read back as them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def json_text(record: dict) -> str:
+    """One line of strict JSON (RFC 8259) for a record: non-finite numbers as finite_json writes them."""
+    return json.dumps(finite_json(record), allow_nan=False)
 
 
 def score_record(s: Score) -> dict:
@@ -114,6 +135,11 @@ def explain_text(e: dict) -> str:
         y = e["label"]
         lines += [
             f"6. softmax loss for label {y}: −log p_{y} = −log {e['probabilities'][y]:.6f} = {e['loss']:.6f}",
-            f"   cross entropy of p against label {y}: {e['cross_entropy']:.6f} (the same number)",
+            f"   cross entropy of p against label {y}: {e['cross_entropy']:.6f} "
+            + (
+                "(the same number)"
+                if math.isfinite(e["cross_entropy"])
+                else f"(p_{y} underflowed to 0 in float64: −log 0; the loss from the logits above is the figure)"
+            ),
         ]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_open
+from .fileio import atomic_open, remove_stale_temps
 
 
 def _figure(width: float, height: float, layout: str | None = None):
@@ -111,7 +111,7 @@ def plot_confusion(path: Path, cm: np.ndarray, title: str) -> None:
     ax.set_yticks(range(T))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)  # it holds a path: `$` in it is shown, not read as math
     _save(fig, path)
 
 
@@ -233,10 +233,15 @@ class Painter:
         if proc is not None:
             try:
                 proc.communicate(encode_jobs(jobs), timeout=timeout)
-                if proc.returncode == 0:
-                    return
             except (OSError, subprocess.TimeoutExpired):  # gone, or stuck: draw here instead
-                _stop(proc)
+                pass
+            finally:  # also when interrupted: a helper stopped mid-figure leaves no temp file behind
+                if proc.returncode != 0:
+                    _stop(proc)
+                    for folder in {Path(path).parent for _, path, _ in jobs}:
+                        remove_stale_temps(folder)
+            if proc.returncode == 0:
+                return
         draw(jobs)
 
     def __enter__(self) -> Painter:
@@ -256,7 +261,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _helper() -> int:
     """The Painter's process: import matplotlib, then draw the jobs read from stdin (none: exit)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the trainer, which then saves its run
+    # Ctrl-C (sent to the whole process group) and SIGTERM are for the trainer, which saves its run
+    # and stops this helper itself, cleaning up after it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .images import ImageError, to_mnist_many
 from .model import Model
-from .softmax import cross_entropy, logits, softmax, softmax_loss
+from .softmax import check_labels, cross_entropy, logits, softmax, softmax_loss
 
 
 def explain_numbers(model: Model, digit: np.ndarray, label: int | None = None) -> dict:
@@ -73,6 +73,8 @@ def predict_files(
     With `label`, each Prediction carries the softmax loss for it; with `explain`, every number
     of the computation (explain_numbers).
     """
+    if label is not None:
+        label = int(check_labels([label], 1, model.W.shape[0])[0])
     paths = [Path(p) for p in paths]
     # Read and normalised in parallel (images.to_mnist_many), in input order; classified here.
     for path, prepared in zip(paths, to_mnist_many(paths), strict=True):

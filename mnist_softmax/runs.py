@@ -1,20 +1,27 @@
-"""Run folders: a fresh folder per run, the files in it, and `runs/latest` pointing at the newest."""
+"""Run folders: a fresh folder per run, the files in it, a lock while a run writes them, and
+`runs/latest` pointing at the newest run in runs/ (a run written elsewhere with --out leaves it alone)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
 import json
+import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import CheckpointError
-from .fileio import atomic_write_text
+from .errors import CheckpointError, MnistSoftmaxError, shown
+from .fileio import Locked, atomic_write_text, exclusive, remove_stale_temps
 
 RUNS_ROOT = Path("runs")
 LATEST = "latest"
+OUTPUTS = ("model.npz", "metrics.csv", "summary.json", "config.toml")  # written in this order, model first
+FIGURES = ("curves.png", "weights.png")
+LOCK = ".train.lock"  # in a run folder while a `train` writes it
 
 
 def new_run_dir(root: Path = RUNS_ROOT) -> Path:
@@ -32,6 +39,32 @@ def new_run_dir(root: Path = RUNS_ROOT) -> Path:
         except FileExistsError:
             continue
     raise OSError(f"could not create a new run folder in {root}")
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path) -> Iterator[None]:
+    """Hold run_dir for this process while inside: a second `train` into the same folder is refused
+    at once, before it trains (MnistSoftmaxError). Once held, temp files that killed writers left in
+    it are removed. The lock file is removed on the way out; one left by a killed run holds nothing."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive(run_dir / LOCK, wait=False))
+        except Locked:
+            raise MnistSoftmaxError(
+                f"{shown(run_dir)}/ is being written by another `mnist-softmax train` right now; choose another --out"
+            ) from None
+        remove_stale_temps(run_dir)
+        yield
+
+
+def holds_files(run_dir: Path) -> bool:
+    """Whether run_dir holds anything but a run's lock file."""
+    return run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir())
+
+
+def in_root(run_dir: Path, root: Path = RUNS_ROOT) -> bool:
+    """Whether run_dir is a folder directly in root, the runs that root/latest follows."""
+    return run_dir.resolve().parent == root.resolve()
 
 
 def mark_latest(run_dir: Path, root: Path = RUNS_ROOT) -> bool:
@@ -102,21 +135,55 @@ def summary_of(result, cfg) -> dict:
     }
 
 
-def save_outputs(run_dir: Path, result, cfg, root: Path = RUNS_ROOT) -> bool:
-    """Write the run's files (checkpoint, metrics, summary, config), each atomically, then point
-    root/latest at it. Returns whether root/latest could be pointed at it (see mark_latest)."""
+def save_outputs(run_dir: Path, result, cfg, root: Path = RUNS_ROOT, only: tuple[str, ...] = OUTPUTS) -> bool:
+    """Write the run's files (OUTPUTS: checkpoint, metrics, summary, config), each atomically and the
+    checkpoint first, which holds all the others' contents; then, for a run in root, point
+    root/latest at it. `only`: write just these of OUTPUTS. Returns False when root/latest is in
+    the way (see mark_latest), else True."""
     from .checkpoint import save_checkpoint
     from .config import to_toml
 
     summary = summary_of(result, cfg)
-    save_checkpoint(run_dir / "model.npz", result.model, cfg.to_dict(), summary, result.state)
-    write_metrics_csv(run_dir / "metrics.csv", result.history)
-    write_json(run_dir / "summary.json", {**summary, "config": cfg.to_dict()})
-    atomic_write_text(run_dir / "config.toml", to_toml(cfg))
-    return mark_latest(run_dir, root)
+    writers = {
+        "model.npz": lambda path: save_checkpoint(path, result.model, cfg.to_dict(), summary, result.state),
+        "metrics.csv": lambda path: write_metrics_csv(path, result.history),
+        "summary.json": lambda path: write_json(path, {**summary, "config": cfg.to_dict()}),
+        "config.toml": lambda path: atomic_write_text(path, to_toml(cfg)),
+    }
+    for name in OUTPUTS:
+        if name in only:
+            writers[name](run_dir / name)
+    return mark_latest(run_dir, root) if in_root(run_dir, root) else True
 
 
-FIGURES = ("curves.png", "weights.png")
+def missing_outputs(run_dir: Path) -> list[str]:
+    """The files of OUTPUTS and FIGURES that run_dir lacks."""
+    return [name for name in OUTPUTS + FIGURES if not (run_dir / name).is_file()]
+
+
+def saved_result(run_dir: Path):
+    """(TrainResult, Config, finished) of the run saved in run_dir/model.npz, rebuilt from the checkpoint
+    alone: weights, training state, history, final scores (none for a run that was interrupted), and
+    whether its training finished. CheckpointError if the checkpoint cannot say."""
+    from .checkpoint import load_run
+    from .config import make_config
+    from .state import TrainResult
+
+    path = run_dir / "model.npz"
+    checkpoint, state = load_run(path)
+    cfg = make_config(checkpoint.config, source=f"{shown(path)} config_json")
+    metrics = checkpoint.metrics
+    finished = metrics.get("interrupted") is False and state.epochs_done == cfg.epochs
+    final = {}
+    if finished:
+        for split in ("train", "val", "test"):
+            loss, acc = metrics.get(f"{split}_loss"), metrics.get(f"{split}_accuracy")
+            if not all(v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in (loss, acc)):
+                raise CheckpointError(f"{shown(path)}: metrics_json holds no final {split} scores")
+            final[split] = (math.nan if loss is None else loss, math.nan if acc is None else acc)
+    seconds = metrics.get("seconds", 0.0)
+    seconds = seconds if isinstance(seconds, int | float) and not isinstance(seconds, bool) else 0.0
+    return TrainResult(checkpoint.model, state, list(state.history), final, float(seconds)), cfg, finished
 
 
 def draw_figures(run_dir: Path, result, painter=None) -> None:

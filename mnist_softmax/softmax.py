@@ -39,17 +39,37 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def check_labels(y, n_rows: int, T: int) -> np.ndarray:
+    """y as an integer array (n_rows,) of classes in [0, T), or ValueError: a label of -1 would
+    otherwise index class T - 1 and give its loss without a word."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of integers, not {y.dtype} of shape {y.shape}")
+    if len(y) != n_rows:
+        raise ValueError(f"{n_rows} rows of logits (or probabilities) but {len(y)} labels")
+    if len(y) and (y.min() < 0 or y.max() >= T):
+        raise ValueError(f"labels must be classes in [0, {T}), found {int(y.min())}..{int(y.max())}")
+    return y
+
+
 def softmax_loss(z: np.ndarray, y: np.ndarray) -> float:
-    """Mean softmax loss, -log p(true class), straight from logits. z (B, T), y (B,) -> scalar."""
+    """Mean softmax loss, -log p(true class), straight from logits. z (B, T), y (B,) -> scalar.
+
+    Finite for any finite logits (log-sum-exp), however small the probability of the true class.
+    """
+    y = check_labels(y, len(z), z.shape[-1])
     return float(-log_softmax(z)[np.arange(len(y)), y].mean())
 
 
 def cross_entropy(P: np.ndarray, y: np.ndarray) -> float:
     """Mean cross entropy of given probabilities against integer labels. P (B, T), y (B,) -> scalar.
 
-    Equals softmax_loss(z, y) when P = softmax(z). P must hold probabilities, not logits.
+    Equals softmax_loss(z, y) when P = softmax(z). P must hold probabilities, not logits. A true
+    class whose probability underflowed to 0 gives inf (what -log 0 is), without a warning.
     """
-    return float(-np.log(P[np.arange(len(y)), y]).mean())
+    y = check_labels(y, len(P), P.shape[-1])
+    with np.errstate(divide="ignore"):
+        return float(-np.log(P[np.arange(len(y)), y]).mean())
 
 
 def softmax_loss_grad(z: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> tuple[float, np.ndarray]:
@@ -62,8 +82,7 @@ def softmax_loss_grad(z: np.ndarray, y: np.ndarray, batch_size: int | None = Non
     (for T = 10, 1.7× faster than along rows of 10); G is returned as a (B, T) view of it, so G.T is
     contiguous for G.T @ X.
     """
-    if len(z) != len(y):
-        raise ValueError(f"{len(z)} rows of logits but {len(y)} labels")
+    y = check_labels(y, len(z), z.shape[-1])
     if batch_size is not None:
         batch_size = operator.index(batch_size)  # an integer, not 7.5 or nan
         if batch_size < max(len(y), 1):

@@ -22,7 +22,14 @@ def rng_streams(seed: int) -> dict[str, np.random.Generator]:
 
 
 def split_indices(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded split of range(n): (train indices (n - val_size,), val indices (val_size,)), sorted."""
+    """A seeded split of range(n): (train indices (n - val_size,), val indices (val_size,)), sorted.
+
+    0 <= val_size < n: the training split keeps at least one row (ValueError otherwise).
+    """
+    if not 0 <= val_size < n:
+        raise ValueError(
+            f"val_size must be in [0, {n}) for {n} rows (the training split keeps one at least), not {val_size}"
+        )
     perm = rng.permutation(n)
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 

@@ -6,6 +6,7 @@ the validation split, report. The test set is scored once, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -106,16 +107,19 @@ def train_epoch(
         from tqdm import tqdm  # here only: without a bar, `train` never imports it (~35 ms)
 
         bar = tqdm(total=len(order), desc=desc, unit="img", unit_scale=True, leave=False)
-    for step, (xs, ys) in enumerate(batches(X, y, order, cfg.batch_size)):
-        loss, z = sgd_step(W, b, velocity, xs, ys, float(lrs[step]), cfg.momentum, cfg.weight_decay)
-        if not math.isfinite(loss):
-            _diverged(f"loss {loss}", float(lrs[step]), cfg)
-        seen += len(ys)
-        total_loss += loss * len(ys)
-        correct += int((z.argmax(axis=1) == ys).sum())
-        if bar is not None and step % 50 == 0:
-            bar.update(seen - bar.n)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+    # Closed here, on the way out, also when interrupted: not later, by the garbage collector,
+    # where an interrupt arriving during its thread's shut-down could only be printed and ignored.
+    with contextlib.closing(batches(X, y, order, cfg.batch_size)) as stream:
+        for step, (xs, ys) in enumerate(stream):
+            loss, z = sgd_step(W, b, velocity, xs, ys, float(lrs[step]), cfg.momentum, cfg.weight_decay)
+            if not math.isfinite(loss):
+                _diverged(f"loss {loss}", float(lrs[step]), cfg)
+            seen += len(ys)
+            total_loss += loss * len(ys)
+            correct += int((z.argmax(axis=1) == ys).sum())
+            if bar is not None and step % 50 == 0:
+                bar.update(seen - bar.n)
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
     if bar is not None:
         bar.close()
     if not _bounded((W, b)):
@@ -289,6 +293,7 @@ def fit(
     progress: bool = False,
     cache_dir: Path | None = None,
     resume: TrainState | None = None,
+    on_finish: Callable[[], None] = lambda: None,
 ) -> TrainResult:
     """Train by the recipe in cfg; the same cfg and data give the same result.
 
@@ -299,6 +304,8 @@ def fit(
     resume continues from a saved TrainState: features are rebuilt from the seed (deterministic),
     then weights, momentum and the random generators are restored, so the final weights equal
     those of an uninterrupted run. Ctrl-C raises TrainingInterrupted with the last completed epoch.
+    on_finish is called once the final scores are in, as the last step that an interrupt can stop:
+    the caller's moment to hold signals off until it has saved the result (signals.Shield.hold).
     """
     t0 = time.perf_counter()
     streams = rng_streams(cfg.seed)
@@ -330,6 +337,7 @@ def fit(
             result.state = _snapshot(run.params, run.velocity, run.rngs, result.history)
             on_epoch(row)
         final = {split: run.score(split) for split in ("train", "val", "test")}
+        on_finish()
     except KeyboardInterrupt as e:  # also during the final scoring: the completed epochs are kept
         _restore(result.state, run.params, run.velocity, {})  # undo the unfinished epoch
         result.history = list(result.state.history)

@@ -129,6 +129,27 @@ def test_user_mistakes_give_one_line_and_an_exit_code(args, code, message, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--data-dir", ""],
+        ["train", "--out", " "],
+        ["train", "--resume", ""],
+        ["eval", "--checkpoint", ""],
+        ["eval", "--out", ""],
+        ["predict", ""],
+        ["predict", "x.png", "--save-input", ""],
+        ["download", "--data-dir", ""],
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    option = next((a for a in args if a.startswith("--")), "a path")
+    assert result.exit_code == 2 and result.output == f"Error: {option} is empty; give a file or folder name\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_config_key_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_text("lr = 0.1\nbatchsize = 10\n")

@@ -90,3 +90,19 @@ def test_eval_equals_train_whatever_the_blas_thread_count(mnist_dir, tmp_path):
         )
         record = json.loads(out.stdout)
         assert (record["loss"], record["accuracy"]) == (summary["test_loss"], summary["test_accuracy"]), threads
+
+
+def test_a_path_that_looks_like_math_is_shown_literally_in_the_report(trained, mnist_dir, tmp_path):
+    """`$…$` in a path went into the figure's title as matplotlib mathtext: a traceback, an empty
+    report folder and no scores. The scores come first, and the title shows the path as it is."""
+    import shutil
+
+    cwd, _ = trained
+    odd = tmp_path / "runs" / "a$x^$" / "model.npz"
+    odd.parent.mkdir(parents=True)
+    shutil.copy(cwd / "runs/latest/model.npz", odd)
+    result = run("eval", "--checkpoint", odd, "--data-dir", mnist_dir, "--out", tmp_path / "report")
+    summary = json.loads((cwd / "runs/latest/summary.json").read_text())
+    assert f"accuracy {summary['test_accuracy']:.4f}" in result.output and "Traceback" not in result.output
+    assert_figure(tmp_path / "report" / "confusion.png", min_fraction=0.01)
+    assert (tmp_path / "report" / "errors.png").is_file()

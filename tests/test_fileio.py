@@ -50,3 +50,34 @@ def test_the_old_file_stays_until_the_new_one_is_complete(tmp_path):
         assert target.read_text() == "old"
         raise RuntimeError
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+
+
+@pytest.mark.parametrize("stem", ["../x", "a/b", "..", ".", "", "x\0y"])
+def test_write_new_writes_only_into_its_folder(tmp_path, stem):
+    folder = tmp_path / "inner"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is not a file name"):
+        fileio.write_new(folder, stem, ".png", b"data")
+    assert list(tmp_path.rglob("*")) == [folder]
+    assert fileio.write_new(folder, "..x", ".png", b"data") == folder / "..x.png"  # dots inside a name are fine
+
+
+def test_a_folder_that_takes_no_file_is_named_not_the_temp_file(tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(NotADirectoryError) as e:
+        atomic_write_text(not_a_folder / "summary.json", "{}")
+    assert e.value.filename == str(not_a_folder / "summary.json")
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # as on a read-only mount, which root cannot write either
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(fileio.os, "open", read_only)
+    for write in (lambda: atomic_write_text(tmp_path / "summary.json", "{}"),
+                  lambda: fileio.write_new(tmp_path, "digit", ".png", b"x")):  # fmt: skip
+        with pytest.raises(OSError, match="Read-only file system") as e:
+            write()
+        assert e.value.filename in (str(tmp_path / "summary.json"), str(tmp_path / "digit.png"))

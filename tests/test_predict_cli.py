@@ -149,3 +149,40 @@ def test_predict_file_is_the_library_call(model_path, seven, tmp_path):
     Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
     with pytest.raises(ImageError, match="no digit found"):
         predict_file(model, tmp_path / "blank.png")
+
+
+def test_json_output_is_strict_json_even_for_a_zero_probability(model_path, seven, tmp_path):
+    """A class whose probability underflows to 0 has cross entropy −log 0 = inf: JSON has no such
+    number, so it is written as the string "Infinity" (what Number() and float() read back)."""
+    import numpy as np
+
+    from mnist_softmax.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(model_path)
+    checkpoint.model.b[3] = -1e4  # class 3 cannot win: p_3 = exp(-1e4 - ...) is 0 in float64
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, checkpoint.model, checkpoint.config, checkpoint.metrics)
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    result = CliRunner().invoke(
+        main, ["predict", str(seven), "--checkpoint", str(path), "--json", "--explain", "--label", "3"]
+    )
+    assert result.exit_code == 0 and result.stderr == ""  # no "divide by zero" warning either
+    record = json.loads(result.stdout, parse_constant=refuse)
+    assert record["explain"]["cross_entropy"] == "Infinity" and float(record["explain"]["cross_entropy"]) == np.inf
+    assert 1e4 < record["explain"]["loss"] < 1.1e4 and record["loss"] == pytest.approx(record["explain"]["loss"])
+    text = CliRunner().invoke(main, ["predict", str(seven), "--checkpoint", str(path), "--explain", "--label", "3"])
+    assert "cross entropy of p against label 3: inf (p_3 underflowed to 0" in text.output and text.stderr == ""
+
+
+def test_a_label_outside_the_classes_is_refused_by_the_library(model_path, seven):
+    from mnist_softmax.checkpoint import load_checkpoint
+    from mnist_softmax.predict import predict_file
+
+    model = load_checkpoint(model_path).model
+    for label in (-1, 10):
+        with pytest.raises(ValueError, match=r"labels must be classes in \[0, 10\)"):
+            predict_file(model, seven, label=label)
+    assert predict_file(model, seven, label=9).label == 9

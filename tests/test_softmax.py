@@ -104,7 +104,7 @@ def test_parts_of_a_batch_add_up_to_the_batch():
     for not_a_size in (7.5, float("nan"), float("inf")):
         with pytest.raises(TypeError):
             layer_grads(W, b, X, y, batch_size=not_a_size)
-    with pytest.raises(ValueError, match="7 rows of logits but 3 labels"):
+    with pytest.raises(ValueError, match="7 rows of logits .*but 3 labels"):
         softmax_loss_grad(logits(X, W, b), y[:3])
 
 
@@ -128,3 +128,23 @@ def test_shapes_and_logits_are_w_x_plus_b():
     assert z.shape == (3, 10)
     np.testing.assert_allclose(z[1], W @ X[1] + b, rtol=1e-12)  # column form z = W·x + b
     assert predict_proba(X, W, b).shape == (3, 10)
+
+
+@pytest.mark.parametrize("y", [[-1], [10], [0.0], [[1]], [True]])
+def test_labels_outside_the_classes_are_refused_not_wrapped(y):
+    """Label -1 would index class 9 (NumPy counts from the end) and give its loss without a word."""
+    z, P = np.zeros((1, 10)), np.full((1, 10), 0.1)
+    for f in (lambda: softmax_loss(z, y), lambda: cross_entropy(P, y), lambda: softmax_loss_grad(z, y)):
+        with pytest.raises(ValueError, match="labels must be"):
+            f()
+
+
+def test_cross_entropy_of_a_zero_probability_is_inf_without_a_warning():
+    import warnings
+
+    P = np.array([[1.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cross_entropy(P, np.array([1])) == np.inf
+    z = np.array([[0.0, -2000.0]])  # the same probabilities, from logits: the loss is the exact figure
+    assert softmax(z)[0, 1] == 0.0 and softmax_loss(z, np.array([1])) == 2000.0

@@ -65,3 +65,11 @@ def test_training_without_a_validation_split():
 
     result = fit(make_config({"epochs": 1, "val_size": 0, "batch_size": 50}), synthetic_mnist(300, 50))
     assert np.isnan(result.history[0]["val_loss"]) and result.test_acc > 0.5
+
+
+@pytest.mark.parametrize("val_size", [10, 20, -3])
+def test_a_split_that_would_leave_no_training_row_or_overlap_is_refused(val_size):
+    with pytest.raises(ValueError, match=r"val_size must be in \[0, 10\)"):
+        split_indices(10, val_size, np.random.default_rng(0))
+    train, val = split_indices(10, 9, np.random.default_rng(0))
+    assert len(train) == 1 and sorted([*train, *val]) == list(range(10))

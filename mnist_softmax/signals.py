@@ -1,0 +1,62 @@
+"""Ctrl-C and SIGTERM for a command whose work must survive them (`train`).
+
+The first signal interrupts where the program is: KeyboardInterrupt for SIGINT, errors.Terminated
+for SIGTERM. From then on, and while the result is being saved (`hold`), signals wait instead: the
+clean-up and the save that follow an interrupt, or the save of a finished run, cannot themselves be
+cut short, so nothing is left half-written. `release` ends the wait and delivers the first signal
+that waited, if any, as if it had just arrived.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from .errors import Terminated
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interrupt_for(signum: int) -> KeyboardInterrupt:
+    """The exception a signal raises: Terminated (exit code 143) for SIGTERM, else KeyboardInterrupt (130)."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+class Shield:
+    """While inside: SIGINT and SIGTERM interrupt once, then wait until `release()` (see the module
+    docstring). Outside the main thread, where Python delivers no signal, it does nothing."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.waiting: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Shield:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._arrived) for sig in SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _arrived(self, signum: int, frame) -> None:
+        if self.holding:
+            self.waiting.append(signum)
+            return
+        self.holding = True  # what runs because of this interrupt is not interrupted in turn
+        raise interrupt_for(signum)
+
+    def hold(self) -> None:
+        """From now on signals wait (for a save that must complete)."""
+        self.holding = True
+
+    def release(self) -> None:
+        """Signals act again; the first one that waited acts now (and holds the rest, as one that
+        arrives does)."""
+        if self.waiting:
+            signum = self.waiting[0]
+            self.waiting.clear()
+            raise interrupt_for(signum)
+        self.holding = False

@@ -1,0 +1,96 @@
+"""Run the mnist-softmax CLI with signals aimed at a moment, not at a time.
+
+    python aim_signal.py AIM [AIM ...] -- mnist-softmax-args...
+
+Each AIM is TARGET=SIGNALS. TARGET says when this process sends itself the signals (once):
+  write:NAME          when the temp file of NAME (model.npz, metrics.csv, ...) is created: its write has begun
+  figure:NAME         when the figure helper creates the temp file of NAME (curves.png, weights.png): the
+                      helper sends them to this process, which is then waiting for its figures
+  slow-figure:NAME    the same, and the helper then takes 30 s more over that file (a slow disk), so
+                      this process stops it with the temp file half-written
+  call:MODULE:FUNC:N  at the N-th call of mnist_softmax.MODULE.FUNC, before it runs
+SIGNALS is a comma-separated list of INT, TERM or KILL, sent back to back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+
+def _send(pid: int, signals: str) -> None:
+    for name in signals.split(","):
+        os.kill(pid, getattr(signal, f"SIG{name}"))
+
+
+def _aim_at_temp(name: str, pid_to_signal, signals: str, then_wait: float = 0.0) -> None:
+    from mnist_softmax import fileio
+
+    real, fired = fileio._create_temp, []
+
+    def create_temp(path):
+        made = real(path)
+        if path.name == name and not fired:
+            fired.append(True)
+            _send(pid_to_signal(), signals)
+            time.sleep(then_wait)
+        return made
+
+    fileio._create_temp = create_temp
+
+
+def _aim(target: str, signals: str) -> None:
+    kind, _, what = target.partition(":")
+    if kind == "write":
+        _aim_at_temp(what, os.getpid, signals)
+    elif kind in ("figure", "slow-figure"):
+        from mnist_softmax import plots
+
+        init = plots.Painter.__init__
+        wait = "30" if kind == "slow-figure" else "0"
+
+        def painter_init(self, command=None):
+            init(self, [sys.executable, os.path.abspath(__file__), "--figure-helper", what, signals, wait])
+
+        plots.Painter.__init__ = painter_init
+    elif kind == "call":
+        import importlib
+
+        module_name, func, n = what.split(":")
+        module = importlib.import_module(f"mnist_softmax.{module_name}")
+        real, calls = getattr(module, func), [0]
+
+        def aimed(*a, **k):
+            calls[0] += 1
+            if calls[0] == int(n):
+                _send(os.getpid(), signals)
+            return real(*a, **k)
+
+        setattr(module, func, aimed)
+    else:
+        raise SystemExit(f"unknown target {target!r}")
+
+
+def main() -> None:
+    if sys.argv[1] == "--figure-helper":  # the figure helper of a `figure:` aim
+        _, _, name, signals, wait = sys.argv
+        _aim_at_temp(name, os.getppid, signals, float(wait))
+        from mnist_softmax import plots
+
+        code = plots._helper()
+        sys.stdout.flush()
+        os._exit(code)
+    split = sys.argv.index("--")
+    for aim in sys.argv[1:split]:
+        target, _, signals = aim.rpartition("=")
+        _aim(target, signals)
+    from mnist_softmax.cli import main as cli
+
+    sys.argv = ["mnist-softmax", *sys.argv[split + 1 :]]
+    cli()
+
+
+if __name__ == "__main__":
+    main()
