@@ -52,6 +52,7 @@ An image is refused with `no digit found (<reason>)` by the first of these rules
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -122,7 +123,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
                 im.load()
                 unsigned = _unsigned_32bit(im)
                 # Phones store the sensor's pixels and an Orientation tag saying how to turn them.
-                im = ImageOps.exif_transpose(im)
+                im = ImageOps.exif_transpose(im, in_place=False) if _oriented(im) else im
                 return _to_arrays(im, unsigned)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: image too large (more than {MAX_PIXELS:,} pixels)") from None
@@ -130,6 +131,17 @@ def read_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: cannot read image ({e})") from None
+
+
+def _oriented(im) -> bool:
+    """Whether the image's EXIF Orientation asks for it to be turned (exif_transpose copies the
+    pixels even when it does not; Pillow's own warning for corrupt EXIF is its business, not the user's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return im.getexif().get(0x0112, 1) not in (1, None)
+        except Exception:  # noqa: BLE001 -- a corrupt EXIF block: read the pixels as they are stored
+            return False
 
 
 def _unsigned_32bit(im) -> bool:
@@ -175,12 +187,18 @@ def _to_arrays(im, unsigned_32bit: bool = False) -> tuple[np.ndarray, np.ndarray
     elif im.mode == "P":
         im = im.convert("RGB")
     if im.mode in ("RGBA", "LA", "RGBa"):
-        a = np.asarray(im, dtype=np.float32) / 255.0
+        a = _unit_float(im)
         return a[..., :-1], a[..., -1]
     if im.mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, 1, LAB, HSV ...
-    a = np.asarray(im, dtype=np.float32) / 255.0
+    a = _unit_float(im)
     return (a if a.ndim == 3 else a[..., None]), None
+
+
+def _unit_float(im) -> np.ndarray:
+    """An 8-bit Pillow image as float32 in [0, 1], (H, W) or (H, W, bands), in one pass over the
+    pixels (np.asarray(im, dtype=float32) / 255 takes ~6× the time)."""
+    return np.multiply(np.asarray(im), np.float32(1 / 255), dtype=np.float32)
 
 
 def _integer_scale(a: np.ndarray) -> np.ndarray:
@@ -211,19 +229,47 @@ def block_reduce(a: np.ndarray, k: int, op=np.add) -> np.ndarray:
     """Combine each k×k block of (H, W, ...) with `op` (np.add: sums, np.maximum: maxima).
     -> (H // k, W // k, ...); rows and columns past the last whole block are left out."""
     h, w = a.shape[0] // k, a.shape[1] // k
-    out = a[0 : h * k : k, 0 : w * k : k].copy()
-    for i in range(k):
-        for j in range(k):
-            if i or j:
-                op(out, a[i : h * k : k, j : w * k : k], out=out)
+    # Rows first, each a whole row at a time; then the columns of the k-times smaller result.
+    rows = a[0 : h * k : k, 0 : w * k].copy()
+    for i in range(1, k):
+        op(rows, a[i : h * k : k, 0 : w * k], out=rows)
+    out = rows[:, 0::k].copy()
+    for j in range(1, k):
+        op(out, rows[:, j::k], out=out)
     return out
 
 
+def median(values: np.ndarray, axis: int | None = None):
+    """np.median of finite values (along axis 0 or 1, or of all), by one partial sort: the same
+    numbers, at a fraction of np.median's cost on the small arrays this module takes medians of.
+    Along axis 1 of a C-contiguous array is the fast way: each row's values are contiguous."""
+    if axis is None:
+        values, axis = values.ravel(), 0
+    n = values.shape[axis]
+    if n == 0:
+        raise ValueError("the median of no values")
+    k = n // 2
+    if n % 2:
+        return np.take(np.partition(values, k, axis=axis), k, axis=axis)
+    part = np.partition(values, (k - 1, k), axis=axis)
+    return (np.take(part, k - 1, axis=axis) + np.take(part, k, axis=axis)) / 2
+
+
+def _median_1d(v: np.ndarray) -> float:
+    """The median of a 1-D array of finite values, as np.median gives it, at a third of the cost."""
+    n = len(v)
+    if n == 0:
+        raise ValueError("the median of no values")
+    k = n // 2
+    part = np.partition(v, k)
+    return float(part[k]) if n % 2 else (float(part[:k].max()) + float(part[k])) / 2
+
+
 def robust_sigma(values: np.ndarray) -> tuple[float, float]:
-    """(median, σ̂) of values, σ̂ = 1.4826·MAD: the standard deviation, were the values normal;
+    """(median, σ̂) of values (n,), σ̂ = 1.4826·MAD: the standard deviation, were the values normal;
     unlike mean and std, a minority of outliers (ink) barely moves them."""
-    med = float(np.median(values))
-    return med, 1.4826 * float(np.median(np.abs(values - med)))
+    med = _median_1d(values)
+    return med, 1.4826 * _median_1d(np.abs(values - med))
 
 
 def robust_upper(values: np.ndarray, k: float) -> float:
@@ -236,7 +282,8 @@ def otsu(values: np.ndarray, bins: int = 128) -> float:
     """The threshold that best separates values (n,) into two classes (Otsu: the largest
     between-class variance). Values above it form the upper class."""
     lo, hi = float(values.min()), float(values.max())
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    # The histogram of every so many values (about 4096) has the shape of the whole one.
+    hist, edges = _histogram(values, bins, lo, hi)
     p = hist / max(hist.sum(), 1)
     centres = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(p)[:-1]
@@ -247,33 +294,71 @@ def otsu(values: np.ndarray, bins: int = 128) -> float:
     return float(edges[1 + int(np.nanargmax(between))]) if np.isfinite(between).any() else hi
 
 
-def _plane_design(h: int, w: int, k: int, H: int, W: int) -> np.ndarray:
-    """Design matrix (h·w, 3) of [1, row, col] at the centres of k×k blocks, in units of the full
-    image's height and width, so the plane's coefficients apply to the full image unchanged."""
+def _histogram(values: np.ndarray, bins: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """np.histogram(values, bins, range=(lo, hi)) for values within [lo, hi], by one bincount:
+    (counts (bins,), edges (bins + 1,)). The top value falls in the last bin, as there."""
+    edges = np.linspace(lo, hi, bins + 1)
+    if hi <= lo:
+        return np.bincount(np.zeros(len(values), np.intp), minlength=bins), edges
+    idx = ((values - lo) * (bins / (hi - lo))).astype(np.intp)
+    return np.bincount(np.minimum(idx, bins - 1), minlength=bins), edges
+
+
+@functools.lru_cache(maxsize=64)
+def _plane_design(h: int, w: int, k: int, H: int, W: int, tilt: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(design matrix (h·w, 3) of [1, row, col] at the centres of k×k blocks, its mean row (3,)),
+    rows and columns in units of the full image's height and width, so the plane's coefficients
+    apply to the full image unchanged. Without tilt, the row and column columns are 0 (a constant
+    is fitted). Read-only: the same few image sizes come again and again."""
     r = ((np.arange(h) + 0.5) * k - 0.5) / H
     c = ((np.arange(w) + 0.5) * k - 0.5) / W
-    rr, cc = np.meshgrid(r, c, indexing="ij")
-    return np.stack([np.ones(h * w), rr.ravel(), cc.ravel()], axis=1)
+    A = np.zeros((h * w, 3))
+    A[:, 0] = 1.0
+    if tilt:
+        A[:, 1] = np.repeat(r, w)
+        A[:, 2] = np.tile(c, h)
+    mean = np.array([1.0, r.mean(), c.mean()]) if tilt else np.array([1.0, 0.0, 0.0])
+    A.flags.writeable = mean.flags.writeable = False
+    return A, mean
 
 
-def fit_plane(A: np.ndarray, values: np.ndarray, keep: np.ndarray, rounds: int = 2) -> np.ndarray:
-    """Least-squares plane through values (n, C) at the rows of A (n, 3) where keep (n,) holds,
-    refitted `rounds` times without the points more than 3 σ̂ off. -> coefficients (3, C)."""
-    keep = keep.copy()
+def fit_plane(At: np.ndarray, V: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """Least-squares plane through values V (C, n) at the points At (3, n) (rows 1, row, col),
+    refitted `rounds` times without the points more than 3 σ̂ off. -> coefficients (3, C).
+    Channel-major, so every reduction runs along contiguous memory."""
+    keep = np.ones(V.shape[1], bool)
     for i in range(rounds + 1):
         if keep.sum() < 3:
             keep[:] = True
-        coef = np.linalg.lstsq(A[keep], values[keep], rcond=None)[0]
+        coef = _least_squares(At, V, keep)
         if i == rounds:
             break
-        resid = np.sqrt(((values - A @ coef) ** 2).sum(1))
+        resid = _distances(V, At, coef)
         keep &= resid <= robust_upper(resid[keep], 3.0) + 1e-6
     return coef
 
 
-def fit_paper(A: np.ndarray, values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """The paper under values (n, C) at the rows of A (n, 3), from the points where keep (n,):
-    a plane (fit_plane) where the light is clearly uneven, else a constant, the median. -> (3, C).
+def _least_squares(At: np.ndarray, V: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """argmin_x ‖Aᵀ… ‖: the plane coefficients (3, C) through values V (C, n) at the points
+    At (3, n) where keep (n,), by the normal equations, a 3×3 solve (the columns are 1, row,
+    col: well conditioned), or lstsq where they are singular."""
+    kept = At * keep
+    try:
+        return np.linalg.solve(kept @ At.T, kept @ V.T)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(At.T[keep], V.T[keep], rcond=None)[0]
+
+
+def _distances(V: np.ndarray, At: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """|V − planeᵀ| per point: the Euclidean length over the C channels. V (C, n) -> (n,)."""
+    r = V - coef.T @ At
+    return np.abs(r[0]) if len(r) == 1 else np.sqrt(np.einsum("cn,cn->n", r, r))
+
+
+def fit_paper(A: np.ndarray, values: np.ndarray, keep: np.ndarray, points: int = FIT_POINTS) -> np.ndarray:
+    """The paper under values (n, C) at the rows of A (n, 3), from about `points` of the points
+    where keep (n,): a plane (fit_plane) where the light is clearly uneven, else a constant, the
+    median. -> (3, C).
 
     A tilt is taken only when it takes out most of the spread (robust σ at least 30% lower than
     around the median): fitted to a few slivers of paper between frame-filling strokes, a plane
@@ -283,25 +368,28 @@ def fit_paper(A: np.ndarray, values: np.ndarray, keep: np.ndarray) -> np.ndarray
         keep = np.ones(len(A), bool)
     # A plane has three numbers: a couple of thousand points, spread over the image, pin it down.
     chosen = np.flatnonzero(keep)
-    chosen = chosen[:: max(1, len(chosen) // FIT_POINTS)]
-    A, values, keep = A[chosen], values[chosen], np.ones(len(chosen), bool)
-    flat = np.zeros((3, values.shape[1]))
-    flat[0] = np.median(values[keep], axis=0)
-    if not A[:, 1:].any():
+    chosen = chosen[:: max(1, len(chosen) // points)]
+    At, V = A[chosen].T.copy(), values[chosen].T.copy()  # channel-major: (3, m), (C, m)
+    flat = np.zeros((3, V.shape[0]))
+    flat[0] = median(V, axis=1)
+    if not At[1:].any():
         return flat
-    plane = fit_plane(A, values, keep)
-
-    def spread(coef):
-        return robust_sigma(np.sqrt(((values[keep] - A[keep] @ coef) ** 2).sum(1)))[1]
-
-    return plane if spread(plane) < 0.7 * spread(flat) else flat
+    plane = fit_plane(At, V)
+    spread_plane = robust_sigma(_distances(V, At, plane))[1]
+    return plane if spread_plane < 0.7 * robust_sigma(_distances(V, At, flat))[1] else flat
 
 
 class InkMap(NamedTuple):
-    ink: np.ndarray  # (H, W) float32: 0 at the paper, 1 at the strongest ink
+    level: np.ndarray  # (H, W) float32: each pixel's step towards the ink, less the paper's noise floor
     cover: np.ndarray  # (H, W) float32 in [0, 1]: 1 from the ink's typical level up (for the rules)
     background: tuple[float, ...]  # mean paper colour per channel
     inverted: bool  # the ink is darker than the paper
+
+    def ink(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The ink in box (row0, row1, col0, col1): 0 at the paper, 1 at the box's strongest ink."""
+        r0, r1, c0, c1 = box
+        crop = np.maximum(self.level[r0:r1, c0:c1], 0.0)
+        return crop / max(float(crop.max()), 1e-12)
 
 
 def ink_map(colour: np.ndarray) -> InkMap:
@@ -311,45 +399,42 @@ def ink_map(colour: np.ndarray) -> InkMap:
     k = max(1, -(-max(H, W) // VIEW_SIDE))
     view = block_reduce(colour, k) / (k * k)  # (h, w, C): the small view, noise averaged down
     h, w = view.shape[:2]
-    A = _plane_design(h, w, k, H, W)
-    if max(h, w) < 24:  # a tiny image has no uneven light to speak of, and too few pixels to fit a tilt
-        A[:, 1:] = 0.0
+    # A tiny image has no uneven light to speak of, and too few pixels to fit a tilt.
+    A, A_mean = _plane_design(h, w, k, H, W, tilt=max(h, w) >= 24)
     flat = view.reshape(-1, C).astype(np.float64)
 
-    # Brightness along the main axis of colour, so ink and paper of equal grey still differ.
-    axis = np.ones(C) / np.sqrt(C)
-    if C > 1:
-        centred = flat - flat.mean(0)
-        vals, vecs = np.linalg.eigh(centred.T @ centred)
-        if vals[-1] > 1e-12:
-            axis = vecs[:, -1] * (1 if vecs[:, -1].sum() >= 0 else -1)
+    axis = _main_axis(flat)  # brightness along it: ink and paper of equal grey still differ
     bright = flat @ axis
     # Uneven light is a plane under everything; taking it off first keeps a dim corner of the
-    # page from becoming its own class. Refitted on the paper class once it is known.
-    resid = bright - (A @ fit_paper(A, bright[:, None], np.ones(len(A), bool)))[:, 0]
+    # page from becoming its own class.
+    # A first look: a few hundred points pin a plane down well enough to split the classes.
+    resid = bright - (A @ fit_paper(A, bright[:, None], np.ones(len(A), bool), FIT_POINTS // 8))[:, 0]
     if resid.max() - resid.min() < 1e-6:
         raise ImageError("no digit found (blank: a single flat colour)")
     upper = resid > otsu(resid)
     dark_is_ink = _dark_is_ink(upper.reshape(h, w), resid.reshape(h, w))
     paper = upper if dark_is_ink else ~upper
-    coef_b = fit_paper(A, bright[:, None], paper)
-    resid = bright - (A @ coef_b)[:, 0]
-    upper = resid > otsu(resid[np.isfinite(resid)])
+    if paper.all() or not paper.any():
+        raise ImageError("no digit found (blank: no second population of pixels)")
+    # The paper's colour per channel, fitted once, on the paper class away from the ink's
+    # anti-aliased edges; its brightness (the same plane, along the axis) then refines the classes.
+    inner = _erode(paper.reshape(h, w)).ravel()
+    coef = fit_paper(A, flat, inner if inner.sum() >= 3 else paper)
+    resid = bright - A @ (coef @ axis)
+    upper = resid > otsu(resid)
     paper = upper if dark_is_ink else ~upper
     if paper.all() or not paper.any():
         raise ImageError("no digit found (blank: no second population of pixels)")
-
-    # Paper colour per channel, fitted away from the ink's anti-aliased edges.
     inner = _erode(paper.reshape(h, w)).ravel()
-    coef = fit_paper(A, flat, inner if inner.sum() >= 3 else paper)
     step = flat - A @ coef  # (n, C): each pixel's difference from the paper under it
-    direction = np.median(_thin_out(step[~paper]), axis=0)
+    ink_points = _thin_out(np.flatnonzero(~paper))
+    direction = median(np.ascontiguousarray(step[ink_points].T), axis=1)
     norm = float(np.linalg.norm(direction))
     if norm < 1e-9:
         raise ImageError("no digit found (blank: ink and paper have the same colour)")
     direction /= norm
     along = step @ direction  # signed step towards the ink, per view pixel
-    ink_level = float(np.median(_thin_out(along[~paper])))
+    ink_level = _median_1d(along[ink_points])
     # The paper's noise away from the ink: near it, anti-aliased edges would count as noise.
     _, paper_sigma = robust_sigma(_thin_out(along[inner] if inner.sum() >= 16 else along[paper]))
     contrast = ink_level / np.sqrt(C)
@@ -362,7 +447,7 @@ def ink_map(colour: np.ndarray) -> InkMap:
         )
 
     # The same at full resolution: the plane's coefficients hold there too (units of H and W).
-    d = (colour @ direction.astype(np.float32)) - _plane_image(coef @ direction, H, W)
+    d = _minus_plane(colour @ direction.astype(np.float32), coef @ direction)
     stride = max(1, int(np.sqrt(H * W / (4 * FIT_POINTS))))
     sample = d[::stride, ::stride].ravel()
     # Where paper is only slivers between strokes, its sample is mostly anti-aliased edges and
@@ -370,11 +455,29 @@ def ink_map(colour: np.ndarray) -> InkMap:
     paperish = sample[sample < 0.5 * ink_level]
     floor = robust_upper(paperish, 6.0) if paperish.size else 0.0
     floor = float(np.clip(floor, 0.0, FLOOR_CAP * ink_level))
-    peak = float(d.max())
-    ink = np.clip((d - floor) / max(peak - floor, 1e-12), 0.0, 1.0, dtype=np.float32)
-    cover = np.clip((d - floor) / max(ink_level - floor, 1e-12), 0.0, 1.0, dtype=np.float32)
-    mean_bg = (A @ coef).mean(0)
-    return InkMap(ink, cover, tuple(float(v) for v in mean_bg), dark_is_ink)
+    d -= np.float32(floor)
+    cover = _scaled_to_unit(d, max(ink_level - floor, 1e-12))
+    mean_bg = A_mean @ coef  # the mean of the paper's plane over the view
+    return InkMap(d, cover, tuple(float(v) for v in mean_bg), dark_is_ink)
+
+
+def _scaled_to_unit(d: np.ndarray, top: float) -> np.ndarray:
+    """clip(d / top, 0, 1) as a new float32 array, in two passes over d (H, W)."""
+    out = np.divide(d, np.float32(top), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _main_axis(flat: np.ndarray) -> np.ndarray:
+    """The unit direction (C,) along which colours (n, C) vary most, pointing to light (its
+    components sum ≥ 0); (1, …, 1)/√C for grey or flat images."""
+    n, C = flat.shape
+    axis = np.ones(C) / np.sqrt(C)
+    if C > 1:
+        mean = np.ones(n) @ flat / n
+        vals, vecs = np.linalg.eigh(flat.T @ flat / n - np.outer(mean, mean))
+        if vals[-1] > 1e-12:
+            axis = vecs[:, -1] * (1 if vecs[:, -1].sum() >= 0 else -1)
+    return axis
 
 
 def _thin_out(values: np.ndarray) -> np.ndarray:
@@ -382,20 +485,23 @@ def _thin_out(values: np.ndarray) -> np.ndarray:
     return values[:: max(1, len(values) // (2 * FIT_POINTS))]
 
 
-def _plane_image(coef: np.ndarray, H: int, W: int) -> np.ndarray:
-    """a + b·row/H + c·col/W for coefficients (3,). -> (H, W) float32."""
-    r = np.arange(H, dtype=np.float32)[:, None] / H
-    c = np.arange(W, dtype=np.float32)[None, :] / W
-    return np.float32(coef[0]) + r * np.float32(coef[1]) + c * np.float32(coef[2])
+def _minus_plane(d: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """d (H, W) float32 less the plane a + b·row/H + c·col/W of coefficients (3,), in place; returns d."""
+    H, W = d.shape
+    d -= np.float32(coef[0]) + np.arange(H, dtype=np.float32)[:, None] / H * np.float32(coef[1])
+    d -= np.arange(W, dtype=np.float32)[None, :] / W * np.float32(coef[2])
+    return d
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
-    """Pixels of mask (h, w) whose 8 neighbours are all in it too (outside counts as in)."""
-    p = np.pad(mask, 1, constant_values=True)
-    out = mask.copy()
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            out &= p[1 + dr : 1 + dr + mask.shape[0], 1 + dc : 1 + dc + mask.shape[1]]
+    """Pixels of mask (h, w) whose 8 neighbours are all in it too (outside counts as in): a 3×3
+    square, as a row of 3 then a column of 3."""
+    rows = mask.copy()
+    rows[:, 1:] &= mask[:, :-1]
+    rows[:, :-1] &= mask[:, 1:]
+    out = rows.copy()
+    out[1:] &= rows[:-1]
+    out[:-1] &= rows[1:]
     return out
 
 
@@ -422,46 +528,49 @@ def _dark_is_ink(upper: np.ndarray, values: np.ndarray) -> bool:
 
 
 def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of mask (h, w) bool -> (labels (h, w) int32, 0 outside; count).
+    """8-connected components of mask (h, w) bool -> (labels (h, w) int32, 0 outside; count),
+    numbered in the order of each component's first pixel (row-major).
 
-    Runs of set pixels in each row are joined to the runs they touch in the row above
-    (union-find); fast for the small masks it is given (a few hundred runs).
+    Runs of set pixels in each row are joined to the runs they touch in the row above: the pairs
+    are found for all rows at once (two sorted searches), then joined by repeated hooking of each
+    run to the smallest run index it is connected to, with pointer jumping, until nothing changes.
     """
     h, w = mask.shape
     edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
     rs, cs = np.nonzero(edges == 1)
     _, ce = np.nonzero(edges == -1)  # run ends (exclusive), in the same row-major order
     n = len(rs)
-    parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    row_start = np.searchsorted(rs, np.arange(h + 1))
-    for r in range(1, h):
-        a0, a1, b0, b1 = row_start[r - 1], row_start[r], row_start[r], row_start[r + 1]
-        i = a0
-        for j in range(b0, b1):
-            # Runs of the row above that touch run j, diagonals included.
-            while i < a1 and ce[i] < cs[j]:
-                i += 1
-            m = i
-            while m < a1 and cs[m] <= ce[j]:
-                pi, pj = find(m), find(j)
-                if pi != pj:
-                    parent[max(pi, pj)] = min(pi, pj)
-                m += 1
-    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    ids = np.unique(roots, return_inverse=True)[1].astype(np.int32) + 1
     labels = np.zeros((h, w), np.int32)
+    if n == 0:
+        return labels, 0
+    # Run i of the row above touches run j (diagonals included) where cs_i <= ce_j and ce_i >= cs_j.
+    # Keys row·(w + 2) + column keep rows apart, so each search stays within the row above.
+    span = w + 2
+    above = (rs - 1) * span
+    lo = np.searchsorted(rs * span + ce, above + cs, side="left")
+    hi = np.searchsorted(rs * span + cs, above + ce, side="right")
+    counts = np.maximum(hi - lo, 0)
+    j = np.repeat(np.arange(n), counts)
+    i = np.repeat(lo, counts) + np.arange(len(j)) - np.repeat(np.cumsum(counts) - counts, counts)
+    parent = np.arange(n)
+    while True:
+        low = np.minimum(parent[i], parent[j])
+        hooked = parent.copy()
+        np.minimum.at(hooked, parent[i], low)
+        np.minimum.at(hooked, parent[j], low)
+        while True:  # pointer jumping: every run straight to its root
+            jumped = hooked[hooked]
+            if (jumped == hooked).all():
+                break
+            hooked = jumped
+        if (hooked == parent).all():
+            break
+        parent = hooked
+    ids = np.unique(parent, return_inverse=True)[1].astype(np.int32) + 1
     lengths = ce - cs
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    flat = np.repeat(rs * w + cs, lengths) + offsets
-    labels.ravel()[flat] = np.repeat(ids, lengths)
-    return labels, int(ids.max()) if n else 0
+    labels.ravel()[np.repeat(rs * w + cs, lengths) + offsets] = np.repeat(ids, lengths)
+    return labels, int(ids.max())
 
 
 def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
@@ -516,10 +625,13 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     margin = max(2 * k, round(FRINGE * extent))
     R0, R1, C0, C1 = max(0, R0 - margin), min(H, R1 + margin), max(0, C0 - margin), min(W, C1 + margin)
     level = BOX_LEVEL * float(np.clip(1 - BOX / extent, 0, 1))
-    # Marks left out of the digit stay out of its box, also where they fall inside its margin.
-    others = np.kron((labels > 0) & ~kept[labels - 1], np.ones((k, k), bool))
-    others = np.pad(others, ((0, H - others.shape[0]), (0, W - others.shape[1])))
-    region = (cover[R0:R1, C0:C1] > level) & ~others[R0:R1, C0:C1]
+    # Marks left out of the digit stay out of its box, also where they fall inside its margin:
+    # the view's blocks of other marks, at full resolution over the box (none past the view's edge).
+    others = (labels > 0) & ~kept[labels - 1]
+    rows, cols = np.arange(R0, R1) // k, np.arange(C0, C1) // k
+    inside = (rows < others.shape[0])[:, None] & (cols < others.shape[1])[None, :]
+    others = others[np.minimum(rows, others.shape[0] - 1)][:, np.minimum(cols, others.shape[1] - 1)] & inside
+    region = (cover[R0:R1, C0:C1] > level) & ~others
     rr, cc = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
     box = (R0 + int(rr[0]), R0 + int(rr[-1]) + 1, C0 + int(cc[0]), C0 + int(cc[-1]) + 1)
     largest = cover[r0[main] * k : (r1[main] + 1) * k, c0[main] * k : (c1[main] + 1) * k] >= 0.5
@@ -624,16 +736,15 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(a.astype(np.float32), "F").resize(size, resample))
 
 
-def normalise_digit(ink: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Crop the ink (H, W) in [0, 1] to box, scale the longer side to 20 px, centre by mass.
+def normalise_digit(crop: np.ndarray) -> np.ndarray:
+    """The ink of a digit's box (h, w) in [0, 1], scaled so its longer side is 20 px and centred
+    by mass in 28×28.
 
     Strokes bolder than nearly all of MNIST's (a fat brush on a small canvas: wider than
     MAX_STROKE px at the 20-px scale, as 1.8% of MNIST's digits are) are thinned to
     STROKE_TARGET px by an erosion at four times the output's resolution; an image already at
     that scale (MNIST form) is left as it is. -> (28, 28) uint8, light ink on black, max 255.
     """
-    r0, r1, c0, c1 = box
-    crop = ink[r0:r1, c0:c1]
     h, w = crop.shape
     s = BOX / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
@@ -654,7 +765,7 @@ def prepare(colour: np.ndarray, alpha: np.ndarray | None) -> Prepared:
     """Pixels of one image (see read_image) -> its digit in MNIST form, or ImageError without a path."""
     inkmap = ink_map(composite(colour, alpha))
     box = digit_box(inkmap)
-    return Prepared(normalise_digit(inkmap.ink, box), inkmap.inverted, inkmap.background, box)
+    return Prepared(normalise_digit(inkmap.ink(box)), inkmap.inverted, inkmap.background, box)
 
 
 def to_mnist(path: str | Path) -> Prepared:
