@@ -98,23 +98,42 @@ class Prepared(NamedTuple):
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # the digit's box (row0, row1, col0, col1) in the upright image
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(colour (H, W, C) float32 in [0, 1], alpha (H, W) in [0, 1] or None) of an image file's
-    first frame, turned upright by its EXIF Orientation."""
+def read_image(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    """(colour (H, W, C) float32 in [0, 1], alpha (H, W) in [0, 1] or None) of an image's first
+    frame, turned upright by its EXIF Orientation. source: a file's path, or the file's bytes.
+    ImageError says why it cannot be read, its message naming the path when there is one."""
+    try:
+        return _decode(source)
+    except ImageError as e:
+        raise ImageError(f"{source}: {e}" if isinstance(source, str | Path) else str(e)) from None
+
+
+def _decode(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    """read_image, its errors without the path."""
+    import io
     import stat
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read, a device never end it
-            raise ImageError(f"{path}: not a regular file")
+        if isinstance(source, bytes | bytearray | memoryview):
+            source = io.BytesIO(source)
+        elif not stat.S_ISREG(os.stat(source).st_mode):  # a FIFO would block the read, a device never end it
+            raise ImageError("not a regular file")
         with warnings.catch_warnings():
+            # Pillow's own warnings (corrupt EXIF, odd palettes) are not the user's business: the
+            # image is read, or refused with a reason. Too many pixels is an error.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 im.seek(0)  # first frame of an animation
                 if im.width * im.height > MAX_PIXELS:
-                    raise ImageError(f"{path}: image too large ({im.width}×{im.height})")
+                    raise ImageError(f"image too large ({im.width}×{im.height})")
+                if _too_narrow(im.height, im.width):
+                    raise ImageError(
+                        f"no digit found (the image is {im.width}×{im.height} px: too narrow to hold a digit)"
+                    )
                 if max(im.size) > 2 * WORK_SIDE:
                     # A JPEG decodes at 1/2, 1/4 or 1/8 scale for much less work; ask for the
                     # smallest that keeps the longer side at 3/4 of WORK_SIDE or more.
@@ -126,22 +145,26 @@ def read_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
                 im = ImageOps.exif_transpose(im, in_place=False) if _oriented(im) else im
                 return _to_arrays(im, unsigned)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: image too large (more than {MAX_PIXELS:,} pixels)") from None
+        raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
+        raise ImageError("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{path}: cannot read image ({e})") from None
+        raise ImageError(f"cannot read image ({e})") from None
+
+
+def _too_narrow(H: int, W: int) -> bool:
+    """Whether an image is thinner than a block of its view (VIEW_SIDE blocks along its longer
+    side): a strip, more than 128 times longer than wide, not a page with a digit on it."""
+    return min(H, W) < -(-max(H, W) // VIEW_SIDE)
 
 
 def _oriented(im) -> bool:
     """Whether the image's EXIF Orientation asks for it to be turned (exif_transpose copies the
-    pixels even when it does not; Pillow's own warning for corrupt EXIF is its business, not the user's)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return im.getexif().get(0x0112, 1) not in (1, None)
-        except Exception:  # noqa: BLE001 -- a corrupt EXIF block: read the pixels as they are stored
-            return False
+    pixels even when it does not)."""
+    try:
+        return im.getexif().get(0x0112, 1) not in (1, None)
+    except Exception:  # noqa: BLE001 -- a corrupt EXIF block: the pixels are read as they are stored
+        return False
 
 
 def _unsigned_32bit(im) -> bool:
@@ -397,6 +420,8 @@ def ink_map(colour: np.ndarray) -> InkMap:
     module docstring. Raises ImageError("no digit found (blank: ...)") when nothing stands out."""
     H, W, C = colour.shape
     k = max(1, -(-max(H, W) // VIEW_SIDE))
+    if _too_narrow(H, W):
+        raise ImageError(f"no digit found (the image is {W}×{H} px: too narrow to hold a digit)")
     view = block_reduce(colour, k) / (k * k)  # (h, w, C): the small view, noise averaged down
     h, w = view.shape[:2]
     # A tiny image has no uneven light to speak of, and too few pixels to fit a tilt.
@@ -802,7 +827,10 @@ def to_mnist_many(
 
     Reads and normalises on `workers` (default: the CPUs this process may use) worker processes,
     or threads with executor="threads". One image, or workers=1, runs here and starts nothing, so
-    a one-image `predict` pays no pool start-up.
+    a one-image `predict` pays no pool start-up. A worker process that dies (killed, or crashed by
+    a file) costs nothing already done: the first image not yet read is read again by a process of
+    its own (an ImageError if that one dies too: the file itself kills it), then a new pool takes
+    the rest.
     """
     paths = list(paths)
     if workers is None:
@@ -811,21 +839,49 @@ def to_mnist_many(
     if workers <= 1:
         yield from map(_to_mnist_or_error, paths)
         return
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = paths
+    while pending:
+        pool = _pool(executor, min(workers, len(pending)))
+        done = 0
+        try:
+            # Chunks of a few images amortise the hand-over to a process; results keep input order.
+            chunk = max(1, min(16, len(pending) // (4 * workers)))
+            for result in pool.map(_to_mnist_or_error, pending, chunksize=chunk):
+                done += 1
+                yield result
+            pending = []
+        except BrokenProcessPool:
+            pending = pending[done:]
+            yield _alone(pending[0])
+            pending = pending[1:]
+        finally:  # a reader that stops early (`| head -1`, Ctrl-C) does not wait for the images not yet begun
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _alone(path: str | Path) -> Prepared | ImageError:
+    """_to_mnist_or_error of one image in a worker process of its own: an ImageError if it dies."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    with _pool("processes", 1) as pool:
+        try:
+            return pool.submit(_to_mnist_or_error, path).result()
+        except BrokenProcessPool:
+            return ImageError(f"{path}: a worker process died while reading this image")
+
+
+def _pool(executor: str, workers: int):
+    """A pool of `workers` threads, or of processes started by fork (in milliseconds, with NumPy and
+    Pillow already imported) where the platform has it."""
     import concurrent.futures as cf
 
     if executor == "threads":
-        pool = cf.ThreadPoolExecutor(workers)
-    else:
-        import multiprocessing as mp
+        return cf.ThreadPoolExecutor(workers)
+    import multiprocessing as mp
 
-        # fork starts a worker in milliseconds with numpy and Pillow already imported.
-        method = "fork" if "fork" in mp.get_all_start_methods() else None
-        pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_signals)
-    try:
-        # Chunks of a few images amortise the hand-over to a process; results keep input order.
-        yield from pool.map(_to_mnist_or_error, paths, chunksize=max(1, min(16, len(paths) // (4 * workers))))
-    finally:  # a reader that stops early (`| head -1`, Ctrl-C) does not wait for the images not yet begun
-        pool.shutdown(wait=True, cancel_futures=True)
+    method = "fork" if "fork" in mp.get_all_start_methods() else None
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_signals)
 
 
 def image_files(paths: list[Path]) -> list[Path]:

@@ -138,6 +138,38 @@ def test_to_mnist_many_keeps_order_and_errors(executor, mnist, tmp_path):
             np.testing.assert_array_equal(got.digit, one.digit)
 
 
+@pytest.mark.parametrize("dies", ["once", "always"])
+def test_a_worker_process_that_dies_costs_nothing_already_read(dies, mnist, tmp_path, monkeypatch):
+    """A worker killed once (by a user, the OOM killer) is replaced and every image still read; a
+    file that kills every worker that reads it gets its own error, and the rest are read."""
+    import os
+    import signal
+
+    import mnist_softmax.images as images_mod
+
+    paths = []
+    for k in range(40):
+        paths.append(tmp_path / f"{k:02d}.png")
+        Image.fromarray(mnist.test_images[k]).save(paths[-1])
+    deadly, marker = paths[17], tmp_path / "killed-once"
+    real = images_mod.to_mnist
+
+    def dying(path):  # what the (forked) worker processes call for each image
+        if path == deadly and (dies == "always" or not marker.exists()):
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path)
+
+    monkeypatch.setattr(images_mod, "to_mnist", dying)
+    results = list(to_mnist_many(paths, workers=2))
+    assert len(results) == len(paths) and marker.exists()
+    for path, got in zip(paths, results, strict=True):
+        if path == deadly and dies == "always":
+            assert isinstance(got, ImageError) and str(got) == f"{path}: a worker process died while reading this image"
+        else:
+            np.testing.assert_array_equal(got.digit, real(path).digit)
+
+
 def _flood_labels(mask: np.ndarray) -> list[set]:
     """Components of mask (8-connected) by breadth-first search: the independent reference."""
     seen, comps = np.zeros_like(mask), []

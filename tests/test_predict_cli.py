@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -186,3 +187,57 @@ def test_a_label_outside_the_classes_is_refused_by_the_library(model_path, seven
         with pytest.raises(ValueError, match=r"labels must be classes in \[0, 10\)"):
             predict_file(model, seven, label=label)
     assert predict_file(model, seven, label=9).label == 9
+
+
+def test_killing_a_worker_process_costs_predict_nothing(model_path, mnist, tmp_path):
+    """A folder read by worker processes, one of which is killed outright midway: every image is
+    still printed, in order, with no traceback, and the exit code is 0."""
+    import signal
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for k in range(400):
+        Image.fromarray(255 - mnist.test_images[k]).resize((140, 140)).save(folder / f"{k:03d}.png")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_softmax", "predict", str(folder), "--checkpoint", str(model_path), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = [proc.stdout.readline() for _ in range(20)]  # the pool is at work
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert children, "no worker processes to kill"
+    os.kill(int(children[0]), signal.SIGKILL)
+    lines += proc.stdout.readlines()  # through the same reader: it holds lines already read from the pipe
+    err = proc.stderr.read()
+    proc.wait(timeout=300)
+    proc.stdout.close()
+    proc.stderr.close()
+    assert proc.returncode == 0 and err == "", err
+    assert [json.loads(line)["path"] for line in lines] == [str(folder / f"{k:03d}.png") for k in range(400)]
+
+
+def test_library_warnings_never_reach_the_user(model_path, seven, tmp_path):
+    """Pillow's "Corrupt EXIF data", NumPy's "Mean of empty slice" (a 1×100000 image): the image
+    is read, or refused with a reason of our own, and nothing else is printed, even with -W always."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 3  # upside down, then the IFD's entry count garbled
+    with Image.open(seven) as im:  # stored upside down, as a camera held that way does
+        Image.eval(im, lambda v: 255 - v).resize((112, 112)).rotate(180).save(buf, format="JPEG", exif=exif)
+    data = bytearray(buf.getvalue())
+    at = data.find(b"Exif\x00\x00") + 6 + 8
+    data[at : at + 2] = b"\xff\xff"
+    (tmp_path / "corrupt-exif.jpg").write_bytes(bytes(data))
+    for shape in ((100000, 1), (1, 100000)):
+        Image.fromarray(np.full(shape, 200, np.uint8)).save(tmp_path / f"strip-{shape[0]}.png")
+    command = ["-W", "always", "-m", "mnist_softmax", "predict", str(tmp_path), "--checkpoint", str(model_path)]
+    done = subprocess.run([sys.executable, *command], capture_output=True, text=True)
+    assert done.returncode == 1 and f"{tmp_path / 'corrupt-exif.jpg'}: 7" in done.stdout  # its Orientation was read
+    narrow = "no digit found (the image is {}×{} px: too narrow to hold a digit)"
+    assert sorted(done.stderr.splitlines()) == [
+        f"error: {tmp_path / 'strip-1.png'}: {narrow.format(100000, 1)}",
+        f"error: {tmp_path / 'strip-100000.png'}: {narrow.format(1, 100000)}",
+    ]
