@@ -6,7 +6,9 @@ box is 20 px (anti-aliased), and placed in a 28×28 field with the ink's centre 
 
 1. read with Pillow (PNG/JPEG/BMP/GIF/TIFF/WebP, 8-, 16- or 32-bit, grey/RGB/palette/CMYK; first
    frame), turned upright by its EXIF Orientation (phones store their pixels sideways), any
-   transparency composited onto a background that contrasts with the ink;
+   transparency composited onto a background that contrasts with the ink; a dithered 1-bit scan
+   (two colours, 1% of its pixels unlike all four neighbours) read through a 5×5 box blur, which
+   gives back the grey its dots stand for;
 2. split the pixels into two populations, paper and ink, without assuming a border of paper: on a
    small view (≤ 128 px), brightness along the main colour axis, less the paper's plane (below),
    is thresholded where the two classes are best separated (Otsu's threshold on the histogram of
@@ -14,7 +16,8 @@ box is 20 px (anti-aliased), and placed in a 28×28 field with the ink's centre 
    of it); when the digit touches the edges so that neither does, the ink is the class with
    clearly fewer pixels (≤ 42%); when the two are near even, the paper is the clearly flatter class
    (a page or canvas is one colour, strokes shade into it); failing all that, the darker class;
-3. the paper's colour is a plane per channel fitted to the paper class, where the light is
+3. the paper's colour is a plane per channel fitted to the paper class (its interior, away from
+   the ink's anti-aliased edges; its brightness then refines the two classes), where the light is
    clearly uneven (a tilt that takes out 30% of the paper's spread), else a constant: a plane
    fitted to slivers of paper between frame-filling strokes would extrapolate wildly. Ink = each
    pixel's step from the paper under it towards the ink's colour, so dark on light and light on
@@ -47,7 +50,14 @@ An image is refused with `no digit found (<reason>)` by the first of these rules
   deeper inside it than 1/6 of its size (a solid rectangle, specks run together; MNIST's digits
   are that deep at most 18%, fat canvas strokes up to about 31%, but those fill at most about 82%
   of their box: strokes leave room. A round blot fills 79% and is not caught);
-- a line: its box is more than 3× wider than tall (MNIST's widest digit is 2×).
+- a line: its box is more than 3× wider than tall (MNIST's widest digit is 2×);
+- several marks: the ink splits (by its projection on an axis) into groups 0.15 of a digit's
+  height apart or more, two or more of them each the size of a digit (half the box across the
+  axis, a fifth of the ink), side by side ("7 2") or one above another; or into two lines or more
+  one above another (half the box wide, twice as wide as tall: text). A digit's broken strokes
+  overlap or are small (1 of the 10,000 MNIST test digits is refused: a 4 beside a stray stroke).
+
+Before all that, an image more than 128 times longer than wide is refused as too narrow.
 """
 
 from __future__ import annotations
@@ -66,6 +76,8 @@ from .errors import MnistSoftmaxError
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (decompression bombs)
 WORK_SIDE = 1024  # larger images are reduced to about this before the pixel work
 FIT_POINTS = 2000  # planes and medians are estimated from about this many pixels
+DITHER_BLUR, DITHER_MIN_SIDE = 2, 64  # dithered images this large are read through a 5×5 box blur
+DITHERED = 0.01  # ... dithered: this share of the pixels differ from all four neighbours (see _dithered)
 FLOOR_CAP = 0.3  # the noise floor removed from the ink is at most this fraction of the ink's level
 VIEW_SIDE = 128  # the two populations and the marks are found on a view at most this large
 MAX_STROKE, STROKE_TARGET = 3.5, 3.0  # px at the 20-px scale; MNIST: median 2.0, 98th percentile 3.5
@@ -76,6 +88,11 @@ FRINGE = 0.25  # the box reaches this fraction of its size past the marks, for t
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 BOX, FIELD, CENTRE = 20, 28, 14.0
 
+# Which class is the ink (see _dark_is_ink): the paper holds this much of the border; else the
+# ink is the class with at most this share of the pixels; else the paper is the class whose
+# spread is under this fraction of the other's.
+PAPER_BORDER, INK_SHARE, FLATTER = 0.8, 0.42, 0.5
+
 # The refusal rules (see the module docstring); each number is what its rule compares against.
 MIN_CONTRAST = 0.08  # ink and paper colour difference, 1 = black against white
 MIN_CONTRAST_SIGMAS = 6.0  # ... and, when it is under NOISE_CONTRAST, in robust σ of the paper's noise
@@ -85,6 +102,8 @@ MIN_EXTENT_FRACTION = 1 / 20  # ... and this fraction of the image's longer side
 MIN_STROKE_AT_20 = 0.3  # px of stroke width once the box's longer side is 20 px (MNIST: ≥ 0.71)
 MAX_SOLID, MAX_FILLED = 0.15, 0.9  # a blot is this deep and fills this much of its box (see the docstring)
 MAX_WIDTH_OVER_HEIGHT = 3.0  # MNIST: ≤ 2
+DIGIT_SIZED, DIGIT_INK = 0.5, 0.2  # a group the size of a digit spans this much of the box, holds this much ink
+SEPARATE = 0.15  # groups this far apart (of the box's height) are not one digit's broken strokes
 
 
 class ImageError(MnistSoftmaxError):
@@ -113,7 +132,7 @@ def _decode(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
     import io
     import stat
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
@@ -140,6 +159,11 @@ def _decode(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
                     r = 0.75 * WORK_SIDE / max(im.size)
                     im.draft("RGB" if im.mode not in ("L", "I;16") else im.mode, (im.width * r, im.height * r))
                 im.load()
+                if _dithered(im):
+                    # A dithered scan draws grey as scattered dots, which measure as strokes a pixel
+                    # wide: a box blur gives each place back the grey its dots stand for.
+                    im = im.convert("L" if im.mode in ("1", "L", "P") else "RGB")
+                    im = im.filter(ImageFilter.BoxBlur(DITHER_BLUR))
                 unsigned = _unsigned_32bit(im)
                 # Phones store the sensor's pixels and an Orientation tag saying how to turn them.
                 im = ImageOps.exif_transpose(im, in_place=False) if _oriented(im) else im
@@ -150,6 +174,22 @@ def _decode(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
         raise ImageError("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image ({e})") from None
+
+
+def _dithered(im) -> bool:
+    """Whether an 8-bit image of at least DITHER_MIN_SIDE px is dithered: exactly two colours
+    (a 1-bit scan), and at least DITHERED of its pixels differ from all four of their neighbours,
+    as scattered dots do. A thresholded drawing's strokes are solid, and a one-pixel line's
+    pixels have neighbours of their own colour (or, on a diagonal, are a thin chain, far fewer)."""
+    if max(im.size) < DITHER_MIN_SIDE or im.mode not in ("1", "L", "P", "RGB"):
+        return False
+    colours = im.getcolors(2)  # None when there are more than 2
+    if colours is None or len(colours) != 2:
+        return False
+    b = np.asarray(im.convert("L")) > 127
+    inner = b[1:-1, 1:-1]
+    lonely = (inner != b[:-2, 1:-1]) & (inner != b[2:, 1:-1]) & (inner != b[1:-1, :-2]) & (inner != b[1:-1, 2:])
+    return bool(lonely.mean() >= DITHERED)
 
 
 def _too_narrow(H: int, W: int) -> bool:
@@ -463,12 +503,14 @@ def ink_map(colour: np.ndarray) -> InkMap:
     # The paper's noise away from the ink: near it, anti-aliased edges would count as noise.
     _, paper_sigma = robust_sigma(_thin_out(along[inner] if inner.sum() >= 16 else along[paper]))
     contrast = ink_level / np.sqrt(C)
-    noise_only = contrast < NOISE_CONTRAST and ink_level < MIN_CONTRAST_SIGMAS * paper_sigma
-    if contrast < MIN_CONTRAST or noise_only:
+    if contrast < MIN_CONTRAST:
         raise ImageError(
-            f"no digit found (blank: ink and paper differ by {contrast:.3f}, "
-            f"{ink_level / max(paper_sigma, 1e-12):.1f} σ of the paper's noise; a digit needs "
-            f"{MIN_CONTRAST} and {MIN_CONTRAST_SIGMAS:g} σ)"
+            f"no digit found (blank: ink and paper differ by {contrast:.3f}; a digit needs {MIN_CONTRAST})"
+        )
+    if contrast < NOISE_CONTRAST and ink_level < MIN_CONTRAST_SIGMAS * paper_sigma:
+        raise ImageError(
+            f"no digit found (blank: ink and paper differ by {contrast:.3f}, only {ink_level / paper_sigma:.1f} σ "
+            f"of the paper's noise; a digit needs {MIN_CONTRAST_SIGMAS:g} σ)"
         )
 
     # The same at full resolution: the plane's coefficients hold there too (units of H and W).
@@ -541,15 +583,15 @@ def _dark_is_ink(upper: np.ndarray, values: np.ndarray) -> bool:
     """
     border = np.concatenate([upper[0], upper[-1], upper[1:-1, 0], upper[1:-1, -1]])
     bright_border = float(border.mean())
-    if bright_border >= 0.8 or bright_border <= 0.2:
-        return bright_border >= 0.8
+    if bright_border >= PAPER_BORDER or bright_border <= 1 - PAPER_BORDER:
+        return bright_border >= PAPER_BORDER
     bright_share = float(upper.mean())
-    if abs(bright_share - 0.5) >= 0.08:
+    if abs(bright_share - 0.5) >= 0.5 - INK_SHARE:
         return bright_share > 0.5
     bright_sigma, dark_sigma = robust_sigma(values[upper])[1], robust_sigma(values[~upper])[1]
-    if min(bright_sigma, dark_sigma) < 0.5 * max(bright_sigma, dark_sigma):
+    if min(bright_sigma, dark_sigma) < FLATTER * max(bright_sigma, dark_sigma):
         return bright_sigma < dark_sigma
-    return True
+    return True  # the darker class is the ink
 
 
 def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -666,7 +708,61 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
         if m > 1:
             largest = labels_full == 1 + int(np.bincount(labels_full.ravel())[1:].argmax())
     _check_digit(cover[box[0] : box[1], box[2] : box[3]], largest, max(H, W))
+    b0, b1, d0, d1 = r0[kept].min(), r1[kept].max(), c0[kept].min(), c1[kept].max()
+    mine = (labels[b0:b1, d0:d1] > 0) & kept[labels[b0:b1, d0:d1] - 1]
+    several = _several_marks(mine, mass[b0:b1, d0:d1])
+    if several:
+        raise ImageError(f"no digit found (several marks: {several}; crop the image to one digit)")
     return box
+
+
+def _bands(profile: np.ndarray) -> list[tuple[int, int]]:
+    """The runs [start, end) of a projection profile (n,) of ink that stand out: above a tenth of
+    its median over the rows (or columns) with ink, so that a few pixels of a descender do not
+    join two lines of text."""
+    level = 0.1 * float(np.median(profile[profile > 0]))
+    edges = np.diff(np.concatenate([[0], (profile > level).astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def _several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
+    """Why the marks kept for a digit (mask (h, w) bool on the view, cropped to their box; their
+    ink per pixel, mass (h, w)) hold more than one digit, or "". The ink is split into bands by
+    its projection on each axis; a digit's broken strokes overlap (the bar of a 5 lies above its
+    body, a 4's crossbar reaches its stroke) or are small. It is several digits when,
+    - side by side, two bands or more each span DIGIT_SIZED of the box's height and hold
+      DIGIT_INK of its ink, with a gap of at least SEPARATE of the box's height ("7 2");
+    - one above another, two such bands span DIGIT_SIZED of its width and 0.3 of its height,
+      SEPARATE of their height apart (a 7 over a 2), or two or more are lines: half its width,
+      twice as wide as tall, each with a twentieth of its ink, SEPARATE of a line's height apart
+      (text).
+    """
+    height, width = mask.shape
+    ink = np.where(mask, mass, 0.0)
+    total = float(ink.sum())
+    bands = _bands(ink.sum(0))
+    sized = [
+        (a, b) for a, b in bands
+        if _extent(mask[:, a:b])[1] >= DIGIT_SIZED * height and ink[:, a:b].sum() >= DIGIT_INK * total
+    ]  # fmt: skip
+    if len(sized) >= 2 and _widest_gap(bands) >= SEPARATE * height:
+        return f"{len(sized)} groups of ink side by side, each the size of a digit"
+    bands = _bands(ink.sum(1))
+    if len(bands) < 2:
+        return ""
+    spans = [(b - a, _extent(mask[a:b])[0], float(ink[a:b].sum())) for a, b in bands]
+    lines = [h for h, w, m in spans if w >= DIGIT_SIZED * width and w >= 2 * h and m >= DIGIT_INK / 4 * total]
+    if len(lines) >= 2 and _widest_gap(bands) >= SEPARATE * float(np.median(lines)):
+        return f"{len(lines)} lines of ink one above another"
+    stacked = [h for h, w, m in spans if h >= 0.3 * height and w >= DIGIT_SIZED * width and m >= DIGIT_INK * total]
+    if len(stacked) >= 2 and _widest_gap(bands) >= SEPARATE * max(stacked):
+        return f"{len(stacked)} groups of ink one above another, each the size of a digit"
+    return ""
+
+
+def _widest_gap(bands: list[tuple[int, int]]) -> int:
+    """The widest gap between consecutive bands [start, end)."""
+    return max((b[0] - a[1] for a, b in zip(bands, bands[1:], strict=False)), default=0)
 
 
 def _check_digit(cover: np.ndarray, largest: np.ndarray, side: int) -> None:
