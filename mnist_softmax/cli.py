@@ -218,7 +218,8 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
 
     \b
     Writes model.npz, metrics.csv, summary.json, config.toml, curves.png and
-    weights.png, and points runs/latest at the run.
+    weights.png, and points runs/latest at the run if it is in runs/ (a run
+    written elsewhere with --out leaves runs/latest alone).
 
     Example: mnist-softmax train --epochs 5 --lr 0.05 --out runs/quick
     """

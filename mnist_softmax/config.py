@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, shown
+from .features import FRONT_ENDS
 
-FEATURE_NAMES = ("pixels", "conv", "cnn")  # the names of features.FRONT_ENDS (a test keeps them equal)
+FEATURE_NAMES = tuple(FRONT_ENDS)  # the front ends a recipe can choose: "pixels", "conv", "cnn"
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 STANDARDIZE = ("feature", "global", "none")
 

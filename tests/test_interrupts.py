@@ -87,8 +87,9 @@ def test_sigterm_before_the_first_epoch_leaves_no_empty_folder(mnist_dir, tmp_pa
     import time
 
     out = tmp_path / "run"
-    proc = start_train(mnist_dir, out, tmp_path, "--epochs", "2", "--batch-size", "1")  # a first epoch of seconds
-    time.sleep(1.0)
+    proc = start_train(mnist_dir, out, tmp_path, "--epochs", "2", "--batch-size", "1")  # a first epoch of minutes
+    while not out.exists() and proc.poll() is None:  # the run folder is made just before training starts
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err

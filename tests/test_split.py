@@ -56,8 +56,12 @@ def test_unknown_split_or_part_names_are_refused():
         mnist.part("val")
 
 
-def test_config_names_every_front_end():
-    assert set(FEATURE_NAMES) == set(FRONT_ENDS)
+def test_every_front_end_has_a_shipped_config_that_trains_it():
+    from mnist_softmax.config import load_config
+
+    assert FEATURE_NAMES == ("pixels", "conv", "cnn")
+    for name in FRONT_ENDS:
+        assert load_config(name).features == name
 
 
 def test_training_without_a_validation_split():
