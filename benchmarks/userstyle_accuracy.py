@@ -7,9 +7,10 @@ as PNGs (pass-through), and on each user-style remake from tests/userstyle.py, a
 images.to_mnist exactly as `mnist-softmax predict` does: the accuracy, its share of the same model's
 accuracy on the same digits untouched, and how many of the images were refused ("no digit found").
 Then the images that hold no digit (tests/userstyle.py NEGATIVES), n/4 of each, and the share
-refused. Last, the speed of a folder of n user-style images of about 300×300 px (JPEG and PNG):
-to_mnist one after another, and to_mnist_many on threads and on processes, each followed by
-classify with the first checkpoint. No assertions: the tests hold the bounds.
+refused. Last, the speed of a folder of n user-style images (every style in turn): Pillow decoding
+them, predict's pipeline (to_mnist_many) then classify in one process and on worker processes, and
+the whole `predict` command; each the median of --rounds timings. No assertions: the tests hold the
+bounds.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from results import machine, reference_speeds, write_section  # noqa: E402  (this folder is on sys.path)
@@ -33,31 +34,8 @@ from userstyle import MAKERS, NEGATIVES  # noqa: E402
 from mnist_softmax.checkpoint import load_checkpoint  # noqa: E402
 from mnist_softmax.config import load_config  # noqa: E402
 from mnist_softmax.data import load_mnist  # noqa: E402
-from mnist_softmax.images import ImageError, to_mnist, to_mnist_many  # noqa: E402
+from mnist_softmax.images import ImageError, to_mnist_many  # noqa: E402
 from mnist_softmax.model import classify  # noqa: E402
-
-
-def page_300(digit, folder: Path, name: str, rng) -> Path:
-    """A user-style image of about 300×300 px: the digit 7–9× on a page, in one of a few ink and
-    paper colours, noise and a little blur; JPEG or PNG."""
-    scale = int(rng.integers(7, 10))
-    big = np.asarray(Image.fromarray(digit).resize((28 * scale,) * 2, Image.Resampling.BILINEAR), np.float32) / 255
-    side = int(rng.integers(280, 321))
-    top, left = (int(v) for v in rng.integers(0, side - 28 * scale + 1, 2))
-    cover = np.zeros((side, side), np.float32)
-    cover[top : top + 28 * scale, left : left + 28 * scale] = big
-    colours = [([240] * 3, [25] * 3), ([246, 236, 200], [40, 45, 170]), ([235] * 3, [110] * 3), ([20] * 3, [235] * 3)]
-    paper, ink = colours[int(rng.integers(len(colours)))]
-    img = np.float32(paper) + (np.float32(ink) - np.float32(paper)) * cover[..., None]
-    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
-    pil = Image.fromarray(img, "RGB").filter(ImageFilter.GaussianBlur(0.7))
-    if rng.random() < 0.5:
-        path = folder / f"{name}.jpg"
-        pil.save(path, quality=85)
-    else:
-        path = folder / f"{name}.png"
-        pil.save(path)
-    return path
 
 
 def _digits(results, n: int):
@@ -76,6 +54,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=3, help="times each way of reading the folder is timed")
     a = ap.parse_args()
     before = reference_speeds()
     lines: list[str] = []
@@ -141,34 +120,44 @@ def main() -> None:
 
         folder = Path(tmp) / "folder"
         folder.mkdir()
-        files = [page_300(mnist.test_images[i], folder, f"{k:05d}", rng) for k, i in enumerate(idx)]
+        makers = list(MAKERS.values())
+        files = [makers[k % len(makers)](mnist.test_images[i], folder, f"{k:05d}", rng) for k, i in enumerate(idx)]
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        emit(f"\nA folder of {a.n} user-style images of about 300×300 px (half JPEG, half PNG), {cpus} CPUs:")
-        emit("to_mnist (or to_mnist_many) then classify with the first checkpoint\n")
-        emit("| how | images/s | ms per image | accuracy |")
-        emit("| --- | --- | --- | --- |")
-        for how, run in (
-            ("to_mnist, one after another", lambda: [_or_error(f) for f in files]),
-            ("to_mnist_many, threads", lambda: list(to_mnist_many(files, executor="threads"))),
-            ("to_mnist_many, processes", lambda: list(to_mnist_many(files, executor="processes"))),
-        ):
-            t = time.perf_counter()
-            digits, kept, refused = _digits(run(), a.n)
-            right = int(np.sum(classify(models[0], digits).argmax(1) == labels[kept]))
-            s = time.perf_counter() - t
-            emit(f"| {how} | {a.n / s:.0f} | {s / a.n * 1000:.1f} | {right / a.n:.4f} |")
+        emit(
+            f"\nSpeed: a folder of the {a.n} images above, every style in turn ({len(makers)} styles, "
+            f"{_mean_pixels(files) / 1000:.0f} k pixels on average), {cpus} CPUs; each way timed {a.rounds} times, "
+            "the median shown. Decoding is Pillow's alone (open and load); to_mnist_many is predict's "
+            "pipeline, then classify with the first checkpoint.\n"
+        )
+        emit("| how | ms per image | images/s | ÷ decoding | accuracy |")
+        emit("| --- | --- | --- | --- | --- |")
+        decode = _median_seconds(lambda: _decode_all(files), a.rounds)
+        emit(f"| Pillow decodes the files | {decode / a.n * 1000:.2f} | {a.n / decode:.0f} | 1.00 | |")
+        single = None
+        for how, workers in (("to_mnist_many, one process", 1), (f"to_mnist_many, {cpus} worker processes", cpus)):
+            right = []
+
+            def read_and_classify(workers=workers, right=right):
+                digits, kept, _ = _digits(list(to_mnist_many(files, workers=workers)), a.n)
+                right[:] = [int(np.sum(classify(models[0], digits).argmax(1) == labels[kept]))]
+
+            s = _median_seconds(read_and_classify, a.rounds)
+            single = single or s
+            faster = f"; {single / s:.2f}× one process" if workers > 1 else ""
+            emit(f"| {how} | {s / a.n * 1000:.2f} | {a.n / s:.0f} | {s / decode:.2f}{faster} | {right[0] / a.n:.4f} |")
 
         # The whole command, as a user runs it: a process that loads the checkpoint and classifies the folder.
         cmd = [sys.executable, "-m", "mnist_softmax", "predict", str(folder), "--checkpoint", paths[0], "--json"]
         t = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         s = time.perf_counter() - t
-        emit(f"| whole `mnist-softmax predict FOLDER --json` process | {a.n / s:.0f} | {s / a.n * 1000:.1f} | |")
+        emit(f"| whole `mnist-softmax predict FOLDER --json` process | {s / a.n * 1000:.2f} | {a.n / s:.0f} | "
+             f"{s / decode:.2f} | |")  # fmt: skip
 
     header = [
         "## predict on users' images",
         "",
-        f"`python benchmarks/userstyle_accuracy.py --n {a.n} --seed {a.seed}"
+        f"`python benchmarks/userstyle_accuracy.py --n {a.n} --seed {a.seed} --rounds {a.rounds}"
         + " --checkpoint CHECKPOINT" * len(paths)
         + "`, checkpoints: "
         + ", ".join(names)
@@ -189,11 +178,27 @@ def describe(config: dict) -> str:
     return f"{features} ({f'configs/{features}.toml' if same else 'a changed config'}, seed {config['seed']})"
 
 
-def _or_error(path):
-    try:
-        return to_mnist(path)
-    except ImageError as e:
-        return e
+def _decode_all(files) -> None:
+    for f in files:
+        with Image.open(f) as im:
+            im.load()
+
+
+def _median_seconds(work, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _mean_pixels(files) -> float:
+    sizes = []
+    for f in files:
+        with Image.open(f) as im:
+            sizes.append(im.width * im.height)
+    return float(np.mean(sizes))
 
 
 if __name__ == "__main__":

@@ -417,16 +417,24 @@ def _fetch_http(
     decompressed bytes.
 
     Raises _Transient for a body cut off midway (the partial file stays), _Unreachable for no answer,
-    _Slow for a stall, ValueError otherwise. Says through `log` when a body stops coming.
+    _Slow for a stall, ValueError otherwise. Says through `log` when the server keeps silent or a
+    body stops coming.
     """
+    import threading
+
     import requests
 
     have = _partial_length(part)
     decoder, cap = Decoder(spec), max_body(spec)
     responded = False
+    silent = f"{redact(url)} has not answered for {SLOW_NOTICE_SECONDS:g} s; it gets {timeout[1]:g} s"
+    waiting = threading.Timer(SLOW_NOTICE_SECONDS, lambda: log(silent))
+    waiting.daemon = True
+    waiting.start()
     try:
         with session.get(url, headers={"Range": f"bytes={have}-"} if have else {}, stream=True, timeout=timeout) as r:
             responded = True
+            waiting.cancel()
             start = _resume_offset(r, have, part)
             for chunk in _read_chunks(part) if start else ():
                 decoder.feed(chunk)
@@ -446,6 +454,8 @@ def _fetch_http(
         raise _Transient(_network_reason(e)) from None
     except requests.RequestException as e:
         raise ValueError(redact(str(e)) or type(e).__name__) from None
+    finally:
+        waiting.cancel()
     return decoder.result()
 
 

@@ -232,8 +232,8 @@ def _to_arrays(im, unsigned_32bit: bool = False) -> tuple[np.ndarray, np.ndarray
         im = im.reduce(factor)
     if im.mode.startswith("I"):
         a = np.asarray(im)
-        a = (a.view(np.uint32) if unsigned_32bit and a.dtype == np.int32 else a).astype(np.float64)
-        return _integer_scale(a).astype(np.float32)[..., None], None
+        a = a.view(np.uint32) if unsigned_32bit and a.dtype == np.int32 else a
+        return _integer_scale(a)[..., None], None
     if im.mode == "F":
         a = np.asarray(im, dtype=np.float32)
         finite = np.isfinite(a)
@@ -250,8 +250,8 @@ def _to_arrays(im, unsigned_32bit: bool = False) -> tuple[np.ndarray, np.ndarray
     elif im.mode == "P":
         im = im.convert("RGB")
     if im.mode in ("RGBA", "LA", "RGBa"):
-        a = _unit_float(im)
-        return a[..., :-1], a[..., -1]
+        a = _unit_float(im)  # each plane contiguous: the colour is read many times over, the alpha once
+        return np.ascontiguousarray(a[..., :-1]), a[..., -1]
     if im.mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, 1, LAB, HSV ...
     a = _unit_float(im)
@@ -265,14 +265,15 @@ def _unit_float(im) -> np.ndarray:
 
 
 def _integer_scale(a: np.ndarray) -> np.ndarray:
-    """Integer samples (H, W) -> [0, 1], white being the top of the smallest 2**n − 1 range (n ≥ 8)
-    that holds them: 255 for 8-bit data in a wide container, 4095 for a 12-bit scan, 65535 for 16-bit,
-    2**32 − 1 for 32-bit. Signed samples below zero are shifted up first."""
-    lo = float(a.min())
-    if lo < 0:
-        a = a - lo
-    top = 2.0 ** max(8, int(np.ceil(np.log2(float(a.max()) + 1)))) - 1
-    return a / top
+    """Integer samples (H, W) -> float32 in [0, 1], white being the top of the smallest 2**n − 1 range
+    (n ≥ 8) that holds them: 255 for 8-bit data in a wide container, 4095 for a 12-bit scan, 65535
+    for 16-bit, 2**32 − 1 for 32-bit. Signed samples below zero are shifted up first."""
+    lo, hi = int(a.min()), int(a.max())
+    shift = min(lo, 0)  # signed samples below zero: shifted up
+    top = 2.0 ** max(8, int(np.ceil(np.log2(hi - shift + 1)))) - 1
+    if shift:
+        a = np.subtract(a, shift, dtype=np.float64)
+    return np.multiply(a, np.float32(1 / top), dtype=np.float32)
 
 
 def composite(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
@@ -282,10 +283,16 @@ def composite(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     """
     if alpha is None or alpha.min() >= 1.0:
         return colour
+    C = colour.shape[-1]
+    # The visible ink's mean level: Σ alpha·colour over Σ alpha, as one product (alpha (n,) by (n, C)).
+    ink_level = float((alpha.reshape(-1) @ colour.reshape(-1, C)).sum() / max(float(alpha.sum()) * C, 1e-12))
     a = alpha[..., None]
-    ink_level = float((colour * a).sum() / max(a.sum() * colour.shape[-1], 1e-12))
-    background = 1.0 if ink_level < 0.5 else 0.0
-    return colour * a + background * (1.0 - a)
+    if ink_level >= 0.5:  # light strokes onto black: colour·alpha
+        return colour * a
+    out = colour - np.float32(1.0)  # dark strokes onto white: 1 + (colour − 1)·alpha
+    out *= a
+    out += np.float32(1.0)
+    return out
 
 
 def block_reduce(a: np.ndarray, k: int, op=np.add) -> np.ndarray:
@@ -540,8 +547,12 @@ def _main_axis(flat: np.ndarray) -> np.ndarray:
     n, C = flat.shape
     axis = np.ones(C) / np.sqrt(C)
     if C > 1:
-        mean = np.ones(n) @ flat / n
-        vals, vecs = np.linalg.eigh(flat.T @ flat / n - np.outer(mean, mean))
+        channels = np.ascontiguousarray(flat.T)
+        mean = channels.sum(1) / n
+        # Each of the C(C+1)/2 sums of products as a dot product: a (C, n) @ (n, C) product with
+        # n in the tens of thousands is an order of magnitude slower in BLAS.
+        second = np.array([[np.dot(channels[i], channels[j]) for j in range(C)] for i in range(C)]) / n
+        vals, vecs = np.linalg.eigh(second - np.outer(mean, mean))
         if vals[-1] > 1e-12:
             axis = vecs[:, -1] * (1 if vecs[:, -1].sum() >= 0 else -1)
     return axis
@@ -907,11 +918,16 @@ def _to_mnist_or_error(path: str | Path) -> Prepared | ImageError:
         return ImageError(f"{path}: cannot read this image ({type(e).__name__}: {e})")
 
 
-def _worker_signals() -> None:
-    """In a worker: Ctrl-C and SIGTERM are the parent's to handle (it stops the pool), so a worker
-    neither prints a traceback for them nor runs the parent's SIGTERM handler."""
+def _worker_init() -> None:
+    """A worker process: one BLAS thread (the workers are one per CPU already: a BLAS pool in each,
+    busy-waiting between its small products, made two workers slower than one process), and
+    Ctrl-C and SIGTERM left to the parent, which stops the pool (a worker neither prints a
+    traceback for them nor runs the parent's SIGTERM handler)."""
     import signal
 
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # for the life of the process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -977,7 +993,7 @@ def _pool(executor: str, workers: int):
     import multiprocessing as mp
 
     method = "fork" if "fork" in mp.get_all_start_methods() else None
-    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_signals)
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_init)
 
 
 def image_files(paths: list[Path]) -> list[Path]:

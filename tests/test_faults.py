@@ -101,9 +101,17 @@ def test_a_silent_source_is_asked_once_even_with_retries_left(mnist_server, tmp_
 
     server, url = mnist_server
     monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
-    before = len(server.hits)
-    ensure_files(tmp_path, [f"{url}/silent/", f"{url}/good/"], quiet=True, retries=2, timeout=(2.0, 0.5))
+    monkeypatch.setattr(data_mod, "SLOW_NOTICE_SECONDS", 0.2)
+    before, lines = len(server.hits), []
+    ensure_files(
+        tmp_path, [f"{url}/silent/", f"{url}/good/"], quiet=True, retries=2, timeout=(2.0, 0.5), log=lines.append
+    )
     assert [h[0] for h in server.hits[before:]].count("silent") == 1
+    first = next(iter(FILES))
+    assert lines == [  # said as it happens: still waiting, then given up, and which source comes next
+        f"{url}/silent/{first}.gz has not answered for 0.2 s; it gets 0.5 s",
+        f"{url}/silent/: network error: no answer in time; trying {url}/good/ for {first}",
+    ]
 
 
 def test_a_stalled_source_costs_one_stall_limit_in_all_and_says_so_at_once(mnist_server, tmp_path, monkeypatch):
