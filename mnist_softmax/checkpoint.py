@@ -54,6 +54,20 @@ def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict,
     buffer of each trained parameter (train_v_<name>), the random streams' states
     (train_rng_json) and the epoch history (train_history_json).
     """
+    with atomic_open(path, "wb") as f:
+        _write(f, model, config, metrics, state)
+
+
+def checkpoint_bytes(model: Model, config: dict, metrics: dict) -> bytes:
+    """The bytes of a checkpoint without training state, as save_checkpoint would write them."""
+    import io
+
+    buf = io.BytesIO()
+    _write(buf, model, config, metrics, None)
+    return buf.getvalue()
+
+
+def _write(f, model: Model, config: dict, metrics: dict, state) -> None:
     arrays = {
         "format": np.array(FORMAT),
         "format_version": np.array(FORMAT_VERSION),
@@ -74,8 +88,7 @@ def save_checkpoint(path: str | Path, model: Model, config: dict, metrics: dict,
             "train_rng_json": np.array(json.dumps(state.rng_states)),
             "train_history_json": np.array(json.dumps(state.history)),
         }
-    with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
+    np.savez(f, **arrays)
 
 
 _SMALL = 1 << 20  # the most bytes a scalar, string or JSON member may declare

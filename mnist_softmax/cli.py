@@ -507,6 +507,52 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
         raise SystemExit(1)
 
 
+@main.command()
+@checkpoint_option
+@data_dir_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    help="Address to listen on. 0.0.0.0 serves other machines too: the page has no login.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port to listen on; 0 picks a free one.")
+@click.option("--no-browser", is_flag=True, help="Do not open the page in a browser.")
+def serve(checkpoint, data_dir, host, port, no_browser) -> None:
+    """Put the lesson on a local page: draw a digit and see it become features, logits,
+    probabilities and a loss, with the model's real numbers; take a learning step on it.
+
+    \b
+    The page needs nothing but this server: no internet. The run's test scores
+    come from the MNIST test set in --data-dir, when it is there. Ctrl-C stops it.
+
+    Example: mnist-softmax serve --checkpoint runs/latest/model.npz --port 8000
+    """
+    import signal
+    import threading
+
+    from .runs import latest_checkpoint
+    from .serve import Lesson, has_display, make_server
+
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C stops it, even where a shell
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # started it with SIGINT ignored
+    lesson = Lesson(checkpoint or latest_checkpoint(), data_dir)
+    server = make_server(lesson, host, port)
+    try:
+        click.echo(f"serving {shown(lesson.path)} at {server.url} (Ctrl-C stops it)")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            _err(f"warning: listening on {host}: anyone who can reach this machine can use the page; it has no login")
+        if not no_browser and has_display():
+            import webbrowser
+
+            threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+        server.serve_forever()
+    except KeyboardInterrupt as e:
+        _err("stopped")
+        raise SystemExit(exit_code(e)) from None
+    finally:
+        server.server_close()
+
+
 def _save_input(folder: Path, result) -> Path:
     """Write the 28×28 image the model saw to folder/<name>.png, or <name>-2.png, -3, … : never over a file."""
     import io

@@ -59,7 +59,7 @@ def prediction_record(pred, top_k: int | None = None) -> dict:
     """A predict.Prediction as a JSON-ready dict (one line of `predict --json`)."""
     p, k = pred.probabilities, pred.digit_class
     record = {
-        "path": path_text(pred.path),
+        "path": None if pred.path is None else path_text(pred.path),
         "prediction": k,
         "probability": float(p[k]),
         "probabilities": p.tolist(),

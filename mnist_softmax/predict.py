@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .images import ImageError, to_mnist_many
+from .images import ImageError, Prepared, to_mnist_many
 from .model import Model
 from .softmax import check_labels, cross_entropy, logits, softmax, softmax_loss
 
@@ -52,7 +52,7 @@ def explain_numbers(model: Model, digit: np.ndarray, label: int | None = None) -
 class Prediction(NamedTuple):
     """What `predict` found for one image file."""
 
-    path: Path
+    path: Path | None  # None: not from a file (a digit drawn on the local page)
     digit: np.ndarray  # (28, 28) uint8: the image in MNIST form, as the model saw it
     inverted: bool  # True when the ink was darker than its background
     probabilities: np.ndarray  # (T,)
@@ -78,14 +78,21 @@ def predict_files(
     paths = [Path(p) for p in paths]
     # Read and normalised in parallel (images.to_mnist_many), in input order; classified here.
     for path, prepared in zip(paths, to_mnist_many(paths), strict=True):
-        if isinstance(prepared, ImageError):
-            yield prepared
-            continue
-        z = logits(model.features(prepared.digit[None]), model.W, model.b)
-        p = softmax(z)[0]
-        loss = softmax_loss(z, np.array([label])) if label is not None else None
-        numbers = explain_numbers(model, prepared.digit, label) if explain else None
-        yield Prediction(path, prepared.digit, prepared.inverted, p, numbers, label, loss)
+        yield prepared if isinstance(prepared, ImageError) else predict_digit(model, prepared, path, explain, label)
+
+
+def predict_digit(
+    model: Model, prepared: Prepared, path: Path | None = None, explain: bool = False, label: int | None = None
+) -> Prediction:
+    """The Prediction for one digit already in MNIST form (images.Prepared): what predict_files
+    gives for each file, and the local page for each digit drawn or dropped on it."""
+    if label is not None:
+        label = int(check_labels([label], 1, model.W.shape[0])[0])
+    z = logits(model.features(prepared.digit[None]), model.W, model.b)
+    p = softmax(z)[0]
+    loss = softmax_loss(z, np.array([label])) if label is not None else None
+    numbers = explain_numbers(model, prepared.digit, label) if explain else None
+    return Prediction(path, prepared.digit, prepared.inverted, p, numbers, label, loss)
 
 
 def predict_file(model: Model, path: Path, explain: bool = False, label: int | None = None) -> Prediction:

@@ -313,6 +313,21 @@ def conv_trained(mnist_dir, tmp_path_factory):
     return d / "run"
 
 
+@pytest.fixture(scope="session")
+def cnn_trained(mnist_dir, tmp_path_factory):
+    """A small cnn run on the real data (1 epoch of 1,000 images): its run folder."""
+    d = tmp_path_factory.mktemp("cnn")
+    cfg = d / "cnn_small.toml"
+    cfg.write_text('features = "cnn"\nepochs = 1\nval_size = 59000\nbatch_size = 64\nstandardize = "none"\n')
+    old = os.getcwd()
+    os.chdir(d)
+    try:
+        run("train", "--config", cfg, "--data-dir", mnist_dir, "--out", d / "run", "-q")
+    finally:
+        os.chdir(old)
+    return d / "run"
+
+
 def assert_figure(path, size=None, drawn="colour", min_fraction=0.005):
     """A PNG of `size` whose plot area (the middle 60% × 80%) holds a real drawing, not only
     axes and labels: colour (a pixel whose channels differ by > 60) or, for grey figures, dark

@@ -1,0 +1,74 @@
+"""The numbers behind the local page's pictures, and its learning step. Pure: no I/O.
+
+predict.predict_digit makes the prediction itself, the very record `predict --json --explain`
+prints; `page_numbers` adds what the page draws beside it, each from the function training and
+prediction use (Model.features, softmax.layer_grads), so the page shows the model's own numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .model import Model
+from .sgd import momentum_update_
+from .softmax import layer_grads
+
+
+def page_numbers(model: Model, digit: np.ndarray, label: int | None = None) -> dict:
+    """What the page draws for one digit (28, 28) uint8 in MNIST form, JSON-ready:
+
+    digit     the 28×28 image the model sees (0-255), row by row
+    x         the N-vector fed to W (the standardised features; for conv and cnn the 64 maps of
+              7×7, flattened in C order: x[c·49 + h·7 + w] is map c at (h, w))
+    cells     [H, W] of the grid the pictures below are drawn on (28×28 for pixels, 7×7 otherwise)
+    contributions  (T, H·W): where each class's score comes from, W_k ⊙ x summed over the maps at
+              each cell of the grid; with b_k they add up to the logit z_k
+    bias      b (T,)
+    and with a label y, the gradient of its softmax loss, from the layer's own backward pass:
+    grad_z    dL/dz = p − onehot(y) (T,)
+    grad_W    dL/dW = (p − onehot(y)) xᵀ, summed over the maps at each cell (T, H·W)
+    """
+    x = model.features(digit[None])  # (1, N)
+    T = len(model.b)
+    C, H, W = model.front.map_shape
+    out = {
+        "digit": digit.astype(int).tolist(),
+        "x": compact(x[0]),
+        "cells": [H, W],
+        "contributions": compact(per_cell(model.W * x, C)),
+        "bias": model.b.tolist(),
+    }
+    if label is not None:
+        top = layer_grads(model.W, model.b, x, np.array([label]))
+        out["grad_z"] = top.G[0].tolist()
+        out["grad_W"] = compact(per_cell(top.dW, C))
+    assert len(out["contributions"]) == T
+    return out
+
+
+def per_cell(a: np.ndarray, maps: int) -> np.ndarray:
+    """(T, C·H·W) -> (T, H·W): each class's values summed over the C maps at each cell."""
+    return a.reshape(len(a), maps, -1).sum(axis=1)
+
+
+def compact(a: np.ndarray, digits: int = 5) -> list:
+    """a as nested lists of floats rounded to about `digits` significant digits of its largest
+    value: enough to draw and to read off, and a fraction of the JSON of full float64 reprs."""
+    a = np.asarray(a, np.float64)
+    top = float(np.abs(a).max()) if a.size else 0.0
+    decimals = digits - 1 - math.floor(math.log10(top)) if top > 0 and math.isfinite(top) else digits
+    return np.round(a, max(0, decimals)).tolist()
+
+
+def learn_step(model: Model, digit: np.ndarray, label: int, lr: float) -> Model:
+    """The model after one step of plain SGD (sgd.momentum_update_ with no momentum, no weight
+    decay) on the softmax layer, for this one digit (28, 28) uint8 and its true label: W and b
+    move by −lr · dL/dW and −lr · dL/db. The front end and the standardiser stay as they are."""
+    top = layer_grads(model.W, model.b, model.features(digit[None]), np.array([label]))
+    W, b = model.W.copy(), model.b.copy()
+    momentum_update_(W, top.dW, np.zeros_like(W), lr, 0.0)
+    momentum_update_(b, top.db, np.zeros_like(b), lr, 0.0)
+    return dataclasses.replace(model, W=W, b=b)

@@ -1,0 +1,529 @@
+"""`mnist-softmax serve`: the lesson on a local page. The server computes, the page draws.
+
+A small HTTP server (the standard library's ThreadingHTTPServer: see docs/serve.md for why) that
+serves the page's own files (mnist_softmax/web/, nothing else) and a JSON API under /api/. Every
+number the page shows comes from the functions the CLI uses: predict.predict_digit and
+display.prediction_record for the prediction (the record `predict --json --explain` prints),
+lesson.py for the pictures and the learning step, scoring.score_split for the run's test scores.
+
+Guards, since it is a server even on loopback: the Host header must name this server (no DNS
+rebinding), a POST's Origin must be this page's, bodies over MAX_BODY are refused unread, each
+connection is cut REQUEST_SECONDS after it opened (slow or half-open clients), at most
+MAX_CONNECTIONS are served at once, and the only file a request can write is a new checkpoint
+beside the served one ("Save as", fileio.write_new: never over a file).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import http.server
+import json
+import math
+import secrets
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .display import json_text, prediction_record
+from .errors import CheckpointError, MnistSoftmaxError, path_text, shown
+from .images import ImageError, Prepared, prepare, read_image
+from .model import Model
+from .predict import predict_digit
+
+MAX_BODY = 10 * 1024 * 1024  # bytes of an uploaded image
+REQUEST_SECONDS = 30.0  # a connection is closed this long after it opened, whatever its client does
+READ_SECONDS = 10.0  # ... and when its client sends nothing for this long
+MAX_CONNECTIONS = 64
+MAX_SESSIONS, SESSION_IDLE_SECONDS = 16, 3600.0  # pages with their own learned weights
+MAX_LR = 100.0
+WEB = "web"  # the page's files, package data of mnist_softmax
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript"}
+# The page loads nothing from anywhere but this server.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+class ApiError(MnistSoftmaxError):
+    """A request the API refuses: its HTTP status and the one-line message sent as {"error": ...}."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Session:
+    """One page's own weights: the checkpoint's, after the learning steps taken on that page."""
+
+    model: Model
+    steps: int = 0
+    used: float = 0.0
+
+
+class Lesson:
+    """What the page's requests act on: the served checkpoint's model, each page's session, and
+    (for the run's test scores) the MNIST test set in data_dir, read when first asked for."""
+
+    def __init__(self, checkpoint: Path, data_dir: Path):
+        self.path = Path(checkpoint)
+        self.checkpoint = load_checkpoint(self.path)
+        self.data_dir = Path(data_dir)
+        self.sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
+        self.lock = threading.Lock()  # one computation at a time: two cores, and Pillow's warnings state
+        self._scores = None
+
+    @property
+    def model(self) -> Model:
+        return self.checkpoint.model
+
+    # ------------------------------------------------------------------------------ sessions
+
+    def new_session(self) -> str:
+        with self.lock:
+            self._forget_idle()
+            while len(self.sessions) >= MAX_SESSIONS:
+                self.sessions.popitem(last=False)  # the page least recently used
+            key = secrets.token_urlsafe(16)
+            self.sessions[key] = Session(self.model, used=time.monotonic())
+            return key
+
+    def session(self, key: str | None) -> Session | None:
+        """The session of that key (None: the checkpoint's own weights); ApiError 404 if unknown or expired."""
+        if key is None:
+            return None
+        self._forget_idle()
+        found = self.sessions.get(key)
+        if found is None:
+            raise ApiError(404, "this page's session has expired (or never was): reload the page")
+        found.used = time.monotonic()
+        self.sessions.move_to_end(key)
+        return found
+
+    def _forget_idle(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, s in self.sessions.items() if now - s.used > SESSION_IDLE_SECONDS]:
+            del self.sessions[key]
+
+    # ------------------------------------------------------------------------------ the lesson
+
+    def digit(self, body: bytes, test_index: int | None) -> Prepared:
+        """The digit in MNIST form: an MNIST test image itself, or an uploaded image file's, through
+        the pipeline `predict` uses. ImageError when the image is refused."""
+        if test_index is not None:
+            images, _ = self.test_set()
+            if not 0 <= test_index < len(images):
+                raise ApiError(400, f"test must be an index of the {len(images)} test images, got {test_index}")
+            return Prepared(images[test_index], False, (0.0,), (0, 28, 0, 28))
+        if not body:
+            raise ApiError(400, "send an image file's bytes as the request body")
+        colour, alpha = read_image(body)
+        return prepare(colour, alpha)
+
+    def predict(self, body: bytes, label: int | None, session: str | None, test_index: int | None) -> dict:
+        """The record `predict --json --explain [--label Y]` prints for this image (path null), with
+        "page": what the page draws (lesson.page_numbers) and where the digit was found."""
+        from .lesson import page_numbers
+
+        with self.lock:
+            state = self.session(session)
+            model = state.model if state else self.model
+            prepared = self.digit(body, test_index)
+            record = prediction_record(predict_digit(model, prepared, None, True, label))
+            page = page_numbers(model, prepared.digit, label)
+            page |= {"box": list(prepared.box), "steps": state.steps if state else 0}
+        return record | {"page": page}
+
+    def learn(self, body: bytes, label: int, lr: float, session: str, test_index: int | None) -> dict:
+        """One SGD step of the session's softmax layer on this digit (lesson.learn_step): the
+        prediction before and after."""
+        from .lesson import learn_step, page_numbers
+
+        with self.lock:
+            state = self.session(session)
+            prepared = self.digit(body, test_index)
+            before = prediction_record(predict_digit(state.model, prepared, None, True, label))
+            state.model = learn_step(state.model, prepared.digit, label, lr)
+            state.steps += 1
+            after = prediction_record(predict_digit(state.model, prepared, None, True, label))
+            page = page_numbers(state.model, prepared.digit, label) | {"box": list(prepared.box), "steps": state.steps}
+        return {"before": before, "after": after | {"page": page}, "steps": state.steps, "lr": lr}
+
+    def reset(self, session: str) -> dict:
+        with self.lock:
+            state = self.session(session)
+            state.model, state.steps = self.model, 0
+        return {"steps": 0}
+
+    def save(self, session: str, name: str | None) -> dict:
+        """Write the session's model as a new checkpoint beside the served one, never over a file."""
+        from .checkpoint import checkpoint_bytes
+        from .fileio import write_new
+
+        stem = name or f"{self.path.stem}-learned"
+        if len(stem) > 64 or not stem.replace("-", "").replace("_", "").replace(".", "").isalnum() or stem[0] == ".":
+            raise ApiError(400, "a name is letters, digits, '-', '_' and '.' (at most 64, not starting with '.')")
+        with self.lock:
+            state = self.session(session)
+            if state.steps == 0:
+                raise ApiError(409, "no learning step taken on this page yet: nothing new to save")
+            metrics = self.checkpoint.metrics | {"learned_on_page": {"from": self.path.name, "steps": state.steps}}
+            data = checkpoint_bytes(state.model, self.checkpoint.config, metrics)
+            try:
+                written = write_new(self.path.parent, stem, ".npz", data)
+            except OSError as e:
+                raise ApiError(500, f"could not save in {shown(self.path.parent)} ({e.strerror or e})") from None
+        return {"saved": path_text(written), "name": written.name, "steps": state.steps}
+
+    # ------------------------------------------------------------------------------ the run
+
+    def model_info(self) -> dict:
+        m, cfg = self.model, self.checkpoint.config
+        return {
+            "checkpoint": path_text(self.path),
+            "front_end": m.front_end,
+            "map_shape": list(m.front.map_shape),
+            "n_features": int(m.W.shape[1]),
+            "classes": int(m.W.shape[0]),
+            "lr": cfg["lr"],
+            "data_dir": path_text(self.data_dir),
+        }
+
+    def run(self) -> dict:
+        """The run behind the checkpoint: its per-epoch history and final scores, as train saved them."""
+        from .runs import saved_result
+
+        try:
+            result, _, _ = saved_result(self.path.parent)
+        except (CheckpointError, FileNotFoundError):  # no training state in it (a checkpoint saved from the page)
+            raise ApiError(404, f"{shown(self.path)} holds no training history") from None
+        return {"history": result.history, "metrics": self.checkpoint.metrics}
+
+    def test_set(self):
+        """(test images (10000, 28, 28) uint8, labels (10000,)) from data_dir, never downloaded here."""
+        from .download import FILES, read_verified
+        from .idx import parse_mnist_file
+
+        names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+        found = [read_verified(self.data_dir / n, FILES[n]) for n in names]
+        if any(f is None for f in found):
+            raise ApiError(
+                404, f"the MNIST test set is not in {shown(self.data_dir)}: `mnist-softmax download` gets it"
+            )
+        return tuple(parse_mnist_file(buf, n) for buf, n in zip(found, names, strict=True))
+
+    def confusion(self) -> dict:
+        """The checkpoint's test-set scores (computed once) by scoring.score, the function `eval
+        --split test` reports: the same accuracy and confusion matrix, to the last digit."""
+        from .scoring import score
+
+        with self.lock:
+            if self._scores is None:
+                images, labels = self.test_set()
+                labels = labels.astype(np.intp)
+                self._scores = score(self.model.W, self.model.b, self.model.features(images), labels), labels
+            scores, labels = self._scores
+        return {
+            "confusion": scores.confusion.tolist(),
+            "accuracy": scores.accuracy,
+            "loss": scores.loss,
+            "n": len(labels),
+        }
+
+    def cell(self, true: int, predicted: int, limit: int) -> dict:
+        """The test digits of one cell of the confusion matrix (at most `limit`), by index."""
+        self.confusion()
+        images, _ = self.test_set()
+        scores, labels = self._scores
+        idx = np.flatnonzero((labels == true) & (scores.probabilities.argmax(1) == predicted))
+        shown_idx = idx[:limit]
+        return {
+            "true": true,
+            "predicted": predicted,
+            "count": len(idx),
+            "digits": [{"index": int(i), "digit": images[i].astype(int).tolist()} for i in shown_idx],
+        }
+
+
+# ---------------------------------------------------------------------------------- requests
+
+
+def _int_param(query: dict, name: str, low: int, high: int, required: bool = False) -> int | None:
+    values = query.get(name)
+    if not values:
+        if required:
+            raise ApiError(400, f"{name} is required")
+        return None
+    text = values[-1]
+    if not (text.isdigit() or text[:1] == "-" and text[1:].isdigit()) or not low <= int(text) <= high:
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high}, got {text[:20]!r}")
+    return int(text)
+
+
+def _lr_param(query: dict) -> float:
+    text = (query.get("lr") or ["0.1"])[-1]
+    try:
+        lr = float(text)
+    except ValueError:
+        lr = math.nan
+    if not (math.isfinite(lr) and 0 < lr <= MAX_LR):
+        raise ApiError(400, f"lr must be a number above 0 and at most {MAX_LR:g}, got {text[:20]!r}")
+    return lr
+
+
+def _session_param(query: dict, required: bool = True) -> str | None:
+    values = query.get("session")
+    if not values:
+        if required:
+            raise ApiError(400, "session is required: POST /api/session gives one")
+        return None
+    return values[-1]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """One connection, one request (HTTP/1.0: no keep-alive), answered by the routes below."""
+
+    server_version = "mnist-softmax"
+    sys_version = ""
+    timeout = READ_SECONDS  # per read from the client; REQUEST_SECONDS bounds the whole connection
+
+    def setup(self) -> None:
+        super().setup()
+        self._deadline = threading.Timer(REQUEST_SECONDS, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def _cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, format, *args) -> None:  # quiet: the page's requests are not the user's business
+        pass
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_HEAD(self) -> None:
+        self._send(405, *_json({"error": "use GET or POST"}))
+
+    def _answer(self, method: str) -> None:
+        try:
+            self._check_host()
+            if method == "POST":
+                self._check_origin()
+            url = urllib.parse.urlsplit(self.path)
+            route = ROUTES.get((method, url.path))
+            if route is None:
+                static = self.server.static.get(url.path) if method == "GET" else None
+                if static is None:
+                    raise ApiError(404 if method == "GET" or (method, url.path) not in _ANY_METHOD else 405,
+                                   f"no such page or API: {method} {url.path[:80]}")  # fmt: skip
+                self._send(200, static[1], static[0])
+                return
+            query = urllib.parse.parse_qs(url.query, max_num_fields=20)
+            self._send(200, *_json(route(self, query)))
+        except ApiError as e:
+            self._send(e.status, *_json({"error": str(e)}))
+        except ImageError as e:
+            self._send(422, *_json({"error": str(e)}))
+        except MnistSoftmaxError as e:
+            self._send(400, *_json({"error": str(e)}))
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception as e:  # noqa: BLE001 -- a fault of ours: one line for the user, never a traceback to the page
+            print(f"serve: {self.command} {self.path[:80]}: {type(e).__name__}: {e}", file=sys.stderr)
+            self._send(500, *_json({"error": f"internal error ({type(e).__name__})"}))
+
+    def _check_host(self) -> None:
+        host = (self.headers.get("Host") or "").lower()
+        if host not in self.server.hosts:
+            raise ApiError(403, f"Host {host[:80]!r} is not this server (open the page at {self.server.url})")
+
+    def _check_origin(self) -> None:
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower() not in {f"http://{h}" for h in self.server.hosts}:
+            raise ApiError(403, f"requests from {origin[:80]!r} are not accepted: only this page's own")
+
+    def body(self) -> bytes:
+        """The request's body, read only if Content-Length announces at most MAX_BODY bytes."""
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            raise ApiError(411, "send the body with a Content-Length, not chunked")
+        if length is None:
+            return b""
+        if not length.isdigit():
+            raise ApiError(400, "Content-Length is not a number")
+        if int(length) > MAX_BODY:
+            self.close_connection = True
+            raise ApiError(413, f"the body is {int(length):,} bytes; at most {MAX_BODY:,} are accepted")
+        data = self.rfile.read(int(length))
+        if len(data) != int(length):
+            raise ApiError(400, "the body is shorter than its Content-Length")
+        return data
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        with contextlib.suppress(OSError):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.send_header("X-Frame-Options", "DENY")
+            if content_type.startswith("text/html"):
+                self.send_header("Content-Security-Policy", CSP)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+
+def _json(obj: dict) -> tuple[bytes, str]:
+    return json_text(obj).encode(), "application/json"
+
+
+def _predict(handler: Handler, query: dict) -> dict:
+    label = _int_param(query, "label", 0, 9)
+    test = _int_param(query, "test", 0, 10**9)
+    return handler.server.lesson.predict(handler.body(), label, _session_param(query, False), test)
+
+
+def _learn(handler: Handler, query: dict) -> dict:
+    label = _int_param(query, "label", 0, 9, required=True)
+    test = _int_param(query, "test", 0, 10**9)
+    lesson = handler.server.lesson
+    return lesson.learn(handler.body(), label, _lr_param(query), _session_param(query), test)
+
+
+def _save(handler: Handler, query: dict) -> dict:
+    body = handler.body()
+    try:
+        request = json.loads(body) if body else {}
+    except (ValueError, RecursionError):
+        raise ApiError(400, 'the body must be JSON, such as {"name": "my-model"}') from None
+    if not isinstance(request, dict) or not isinstance(request.get("name", ""), str):
+        raise ApiError(400, "the body must be a JSON object whose name is a string")
+    return handler.server.lesson.save(_session_param(query), request.get("name") or None)
+
+
+def _cell(handler: Handler, query: dict) -> dict:
+    true = _int_param(query, "true", 0, 9, required=True)
+    predicted = _int_param(query, "predicted", 0, 9, required=True)
+    return handler.server.lesson.cell(true, predicted, _int_param(query, "limit", 1, 500) or 60)
+
+
+ROUTES: dict[tuple[str, str], Callable[[Handler, dict], dict]] = {
+    ("GET", "/api/model"): lambda h, q: h.server.lesson.model_info(),
+    ("GET", "/api/run"): lambda h, q: h.server.lesson.run(),
+    ("GET", "/api/confusion"): lambda h, q: h.server.lesson.confusion(),
+    ("GET", "/api/cell"): _cell,
+    ("POST", "/api/session"): lambda h, q: {"session": h.server.lesson.new_session()},
+    ("POST", "/api/predict"): _predict,
+    ("POST", "/api/learn"): _learn,
+    ("POST", "/api/reset"): lambda h, q: h.server.lesson.reset(_session_param(q)),
+    ("POST", "/api/save"): _save,
+}
+_ANY_METHOD = {(m, path) for _, path in ROUTES for m in ("GET", "POST")}
+
+
+class Server(http.server.ThreadingHTTPServer):
+    """A thread per connection (daemon threads: a stuck client never holds up the exit), at most
+    MAX_CONNECTIONS at once: more are answered 503 at once."""
+
+    daemon_threads = True
+    allow_reuse_address = True  # a restarted server takes its port back at once
+    request_queue_size = 128  # connections waiting to be accepted (socketserver's 5 reset the 6th of a burst)
+
+    def __init__(self, address: tuple[str, int], lesson: Lesson):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        self.lesson = lesson
+        self.static = _static_files()
+        self.active = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        host, port = address[0], self.server_address[1]
+        shown_host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else shown_host}:{port}/"
+        names = {shown_host, "localhost", "127.0.0.1", "[::1]"}
+        if host in ("0.0.0.0", "::", ""):  # serving other machines: they name this one
+            names |= _own_names()
+        self.hosts = {f"{n.lower()}:{port}" for n in names} | ({n.lower() for n in names} if port == 80 else set())
+
+    def process_request(self, request, client_address) -> None:
+        if not self.active.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                body = json_text({"error": "too many connections at once; try again"}).encode()
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.active.release()
+
+    def handle_error(self, request, client_address) -> None:  # a client gone away is not an error
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+def _own_names() -> set[str]:
+    names = {socket.gethostname()}
+    with contextlib.suppress(OSError):
+        names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+    return names
+
+
+def _static_files() -> dict[str, tuple[str, bytes]]:
+    """{URL path: (content type, bytes)} of the page's files, read once: only these are served."""
+    from importlib import resources
+
+    files = {}
+    for item in resources.files("mnist_softmax").joinpath(WEB).iterdir():
+        suffix = Path(item.name).suffix
+        if item.is_file() and suffix in CONTENT_TYPES:
+            files[f"/static/{item.name}"] = (CONTENT_TYPES[suffix], item.read_bytes())
+    files["/"] = files["/static/index.html"]
+    return files
+
+
+def make_server(lesson: Lesson, host: str, port: int) -> Server:
+    """The server, bound (port 0: a free one); MnistSoftmaxError when the port is taken."""
+    try:
+        return Server((host, port), lesson)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise MnistSoftmaxError(
+                f"port {port} on {host} is taken ({e.strerror}): choose another with --port, or --port 0 for a free one"
+            ) from None
+        raise MnistSoftmaxError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+def has_display() -> bool:
+    """Whether a browser could show a page here: a desktop session (not a bare SSH or CI shell)."""
+    import os
+
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -1,0 +1,445 @@
+"""`mnist-softmax serve`'s JSON API, against the real server started as a user starts it (a process
+on a free loopback port): the same numbers as `predict --json --explain`, each security rule, each
+hostile input, concurrency, the learning step, the run behind the checkpoint, a clean stop."""
+
+import hashlib
+import io
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run
+from PIL import Image
+from userstyle import MAKERS, NEGATIVES
+
+from mnist_softmax.checkpoint import load_checkpoint
+
+
+def start_server(checkpoint: Path, data_dir: Path | None, *extra) -> tuple[subprocess.Popen, str]:
+    """`mnist-softmax serve --port 0 --no-browser` as its own process: (process, its URL, from the line it prints)."""
+    cmd = [sys.executable, "-m", "mnist_softmax", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
+    cmd += ["--no-browser", *(["--data-dir", str(data_dir)] if data_dir else []), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith(f"serving {checkpoint} at http://127.0.0.1:"), line + proc.stderr.read()
+    return proc, line.split(" at ")[1].split()[0]
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGINT) -> tuple[int, str]:
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    return proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def pixels_checkpoint(trained) -> Path:
+    return trained[0] / "runs" / "latest" / "model.npz"
+
+
+@pytest.fixture(scope="module")
+def server(pixels_checkpoint, mnist_dir):
+    proc, url = start_server(pixels_checkpoint, mnist_dir)
+    yield url
+    code, err = stop(proc)
+    assert code == 130 and err.strip() == "stopped", err
+
+
+def call(url: str, path: str, body: bytes | None = None, headers: dict | None = None, method: str | None = None):
+    """(status, JSON body) of a request to the server."""
+    request = urllib.request.Request(url.rstrip("/") + path, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def cli_record(checkpoint: Path, image: Path, label: int | None = None) -> dict | str:
+    """What `mnist-softmax predict IMAGE --json --explain [--label Y]` prints: the record, or the refusal."""
+    args = ["predict", image, "--checkpoint", checkpoint, "--json", "--explain"] + (
+        ["--label", label] if label is not None else []
+    )
+    result = run(*args, ok=False)
+    if result.exit_code:
+        message = result.stderr.strip()
+        assert message.startswith(f"error: {image}: "), message
+        return message.removeprefix(f"error: {image}: ")
+    return json.loads(result.stdout)
+
+
+def user_images(mnist, folder: Path) -> list[tuple[Path, int | None]]:
+    """Images of each style predict reads, and some it refuses: (path, true label or None)."""
+    rng = np.random.default_rng(19)
+    files = []
+    for k, make in enumerate(MAKERS.values()):
+        if k % 2 == 0:  # every other style: enough kinds, and quick
+            i = int(rng.integers(10000))
+            files.append((make(mnist.test_images[i], folder, f"{k:02d}", rng), int(mnist.test_labels[i])))
+    for style in ("a blank page", "specks on a page"):
+        files.append((NEGATIVES[style](folder, style.replace(" ", "-"), rng), None))
+    return files
+
+
+@pytest.mark.parametrize("model", ["pixels", "conv", "cnn"])
+def test_predict_answers_exactly_what_the_cli_prints(
+    model, pixels_checkpoint, conv_trained, cnn_trained, mnist, tmp_path
+):
+    """For images of each style predict reads (and ones it refuses): POST /api/predict with the file's
+    bytes answers the record `predict --json --explain --label Y` prints (path null), or 422 with
+    its refusal word for word; plus the page's pictures."""
+    checkpoint = {"pixels": pixels_checkpoint, "conv": conv_trained / "model.npz", "cnn": cnn_trained / "model.npz"}[
+        model
+    ]
+    proc, url = start_server(checkpoint, None)
+    try:
+        for path, label in user_images(mnist, tmp_path):
+            want = cli_record(checkpoint, path, label)
+            status, got = call(url, f"/api/predict{'' if label is None else f'?label={label}'}", path.read_bytes())
+            if isinstance(want, str):
+                assert (status, got) == (422, {"error": want}), path
+                continue
+            assert status == 200, got
+            page = got.pop("page")
+            assert got == want | {"path": None}, path
+            C, H, W = want["explain"]["map_shape"]
+            assert len(page["x"]) == C * H * W and page["cells"] == [H, W] and len(page["digit"]) == 28
+            sums = np.sum(page["contributions"], axis=1) + page["bias"]
+            np.testing.assert_allclose(sums, want["explain"]["logits"], atol=2e-3)  # W_k ⊙ x, by cell, + b_k = z_k
+            np.testing.assert_allclose(page["grad_z"], np.array(want["probabilities"]) - np.eye(10)[label], atol=1e-6)
+    finally:
+        assert stop(proc)[0] == 130
+
+
+def test_the_digit_the_page_shows_is_the_one_the_cli_sees(server, pixels_checkpoint, mnist, tmp_path):
+    path = MAKERS["phone photo, EXIF orientation 6"](mnist.test_images[3], tmp_path, "photo", np.random.default_rng(1))
+    status, got = call(server, "/api/predict", path.read_bytes())
+    from mnist_softmax.images import to_mnist
+
+    prepared = to_mnist(path)
+    assert (
+        status == 200
+        and np.array_equal(got["page"]["digit"], prepared.digit)
+        and got["page"]["box"] == list(prepared.box)
+    )
+
+
+# ------------------------------------------------------------------------------------------ security
+
+
+def raw(url: str, request: bytes, wait: float = 30) -> bytes:
+    """Send raw bytes to the server; what it answers before closing the connection."""
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "host,allowed",
+    [("127.0.0.1:{port}", True), ("localhost:{port}", True), ("LOCALHOST:{port}", True), ("[::1]:{port}", True),
+     ("evil.example:{port}", False), ("127.0.0.1", False), ("localhost:1", False), ("", False),
+     ("127.0.0.1:{port}.evil.example", False)],
+)  # fmt: skip
+def test_a_host_header_not_naming_this_server_is_refused(server, host, allowed):
+    """DNS rebinding: a page elsewhere that makes its own name point at 127.0.0.1 sends its own name."""
+    port = server.rsplit(":", 1)[1].strip("/")
+    answer = raw(server, f"GET /api/model HTTP/1.1\r\nHost: {host.format(port=port)}\r\n\r\n".encode())
+    status = int(answer.split()[1])
+    assert status == (200 if allowed else 403), answer[:200]
+    if not allowed:
+        assert b'"error": "Host ' in answer
+
+
+@pytest.mark.parametrize(
+    "origin,allowed", [(None, True), ("http://127.0.0.1:{port}", True), ("http://localhost:{port}", True),
+                       ("http://evil.example", False), ("null", False), ("http://127.0.0.1:1", False)],
+)  # fmt: skip
+def test_a_state_changing_request_from_another_origin_is_refused(server, origin, allowed):
+    port = server.rsplit(":", 1)[1].strip("/")
+    headers = {} if origin is None else {"Origin": origin.format(port=port)}
+    status, body = call(server, "/api/session", b"", headers)
+    assert status == (200 if allowed else 403), body
+    assert ("session" in body) == allowed
+
+
+def test_a_body_over_10_mb_is_refused_unread(server):
+    """The server answers 413 from the headers alone: the client has sent none of its 20 MB."""
+    port = server.rsplit(":", 1)[1].strip("/")
+    answer = raw(
+        server, f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 20000000\r\n\r\n".encode()
+    )
+    assert answer.startswith(b"HTTP/1.0 413 ") and b"at most 10,485,760 are accepted" in answer
+
+
+def test_only_the_pages_own_files_are_served(server):
+    port = server.rsplit(":", 1)[1].strip("/")
+    for path in ("/static/../serve.py", "/static/%2e%2e/serve.py", "/static/../../../../etc/passwd", "/etc/passwd",
+                 "/static/", "/static", "/api/../static/app.js", "/STATIC/app.js", "/static/app.js/"):  # fmt: skip
+        answer = raw(server, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.0 404 "), (path, answer[:100])
+    page = raw(server, f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    assert page.startswith(b"HTTP/1.0 200 ") and b"Content-Security-Policy: default-src 'self'" in page
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width×height 8-bit grey pixels, with one tiny IDAT: a bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
+
+
+def test_hostile_input_is_one_json_error_each_and_the_server_keeps_serving(server):
+    rng = np.random.default_rng(2)
+    status, session = call(server, "/api/session", b"")
+    key = session["session"]
+    cases = [
+        ("/api/predict", rng.bytes(5000), 422, "not an image Pillow can read"),
+        ("/api/predict", b"", 400, "send an image file's bytes"),
+        ("/api/predict", _png_claiming(30000, 30000), 422, "image too large"),  # 900 M pixels: refused from its header
+        ("/api/predict", _png(np.full((1, 100000), 200, np.uint8)), 422, "too narrow to hold a digit"),
+        ("/api/predict?label=11", b"x", 400, "label must be a whole number from 0 to 9, got '11'"),
+        ("/api/predict?label=-1", b"x", 400, "label must be"),
+        ("/api/predict?label=seven", b"x", 400, "label must be"),
+        ("/api/predict?test=10000", b"", 400, "test must be an index"),
+        (f"/api/learn?session={key}&label=3&lr=nan", b"x", 400, "lr must be a number above 0"),
+        (f"/api/learn?session={key}&label=3&lr=-1", b"x", 400, "lr must be a number above 0"),
+        (f"/api/learn?session={key}&label=3&lr=1e9", b"x", 400, "at most 100"),
+        (f"/api/learn?session={key}&lr=0.1", b"x", 400, "label is required"),
+        ("/api/learn?session=nope&label=3", b"x", 404, "session has expired"),
+        ("/api/learn?label=3", b"x", 400, "session is required"),
+        (f"/api/save?session={key}", b"{not json", 400, "the body must be JSON"),
+        (f"/api/save?session={key}", b'{"name": 3}', 400, "name is a string"),
+        (f"/api/save?session={key}", b'{"name": "../evil"}', 400, "a name is letters"),
+        (f"/api/save?session={key}", b"{}", 409, "no learning step taken"),
+        ("/api/nowhere", b"", 404, "no such page or API"),
+    ]
+    for path, body, want_status, message in cases:
+        got_status, got = call(server, path, body)
+        assert got_status == want_status and message in got["error"], (path, got_status, got)
+        assert list(got) == ["error"] and "Traceback" not in got["error"]
+    assert call(server, "/api/model")[0] == 200  # still serving
+
+
+def test_twenty_clients_at_once_are_all_answered_right(server, pixels_checkpoint, mnist):
+    from mnist_softmax.model import classify
+
+    model = load_checkpoint(pixels_checkpoint).model
+    results = {}
+
+    def client(k: int) -> None:
+        results[k] = call(server, "/api/predict", _png(mnist.test_images[k]))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(20):
+        status, got = results[k]
+        assert status == 200, got
+        digit = np.array(got["page"]["digit"], np.uint8)
+        assert got["prediction"] == int(classify(model, digit[None]).argmax())
+        np.testing.assert_allclose(got["probabilities"], classify(model, digit[None])[0], rtol=1e-6)
+    assert len({json.dumps(results[k][1]["probabilities"]) for k in range(20)}) == 20  # each its own answer
+
+
+def test_a_silent_client_never_blocks_the_others(server):
+    """A client that connects and sends nothing, and one that trickles its request: others are
+    answered all the while."""
+    port = int(server.rsplit(":", 1)[1].strip("/"))
+    silent = socket.create_connection(("127.0.0.1", port))
+    trickle = socket.create_connection(("127.0.0.1", port))
+    try:
+        trickle.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1")
+        for _ in range(5):
+            assert call(server, "/api/model")[0] == 200
+            trickle.sendall(b" ")
+    finally:
+        silent.close()
+        trickle.close()
+
+
+# ------------------------------------------------------------------------------------------ learning
+
+
+def test_learning_steps_raise_the_true_class_and_stay_on_their_page(server, pixels_checkpoint, mnist, tmp_path):
+    before_file = hashlib.sha256(pixels_checkpoint.read_bytes()).hexdigest()
+    image = _png(mnist.test_images[8])  # a 5 the model reads as something else, or weakly
+    _, first = call(server, "/api/session", b"")
+    _, second = call(server, "/api/session", b"")
+    label = 5
+    _, start = call(server, f"/api/predict?label={label}&session={first['session']}", image)
+    p = start["probabilities"][label]
+    for step in (1, 2, 3):
+        status, learned = call(server, f"/api/learn?session={first['session']}&label={label}&lr=0.001", image)
+        assert status == 200 and learned["steps"] == step
+        assert learned["before"]["probabilities"][label] == pytest.approx(p)
+        assert learned["after"]["probabilities"][label] > p
+        p = learned["after"]["probabilities"][label]
+    _, again = call(server, f"/api/predict?label={label}&session={first['session']}", image)
+    assert again["probabilities"][label] == pytest.approx(p) and again["page"]["steps"] == 3
+    _, other = call(server, f"/api/predict?label={label}&session={second['session']}", image)
+    _, plain = call(server, f"/api/predict?label={label}", image)
+    assert other["probabilities"] == plain["probabilities"] == start["probabilities"]  # another tab: its own weights
+
+    status, saved = call(server, f"/api/save?session={first['session']}", b'{"name": "my-model"}')
+    assert status == 200 and saved["name"] == "my-model.npz" and saved["steps"] == 3
+    status, saved2 = call(server, f"/api/save?session={first['session']}", b'{"name": "my-model"}')
+    assert saved2["name"] == "my-model-2.npz"  # never over a file
+    written = load_checkpoint(Path(saved["saved"]))
+    assert written.metrics["learned_on_page"] == {"from": "model.npz", "steps": 3}
+    cli = cli_record(Path(saved["saved"]), _saved_png(tmp_path, image), label)
+    assert cli["probabilities"][label] == pytest.approx(p, rel=1e-6)  # the saved model is the page's
+    assert hashlib.sha256(pixels_checkpoint.read_bytes()).hexdigest() == before_file  # the served file untouched
+
+    assert call(server, f"/api/reset?session={first['session']}", b"")[1] == {"steps": 0}
+    _, reset = call(server, f"/api/predict?label={label}&session={first['session']}", image)
+    assert reset["probabilities"] == start["probabilities"]
+    for path in (Path(saved["saved"]), Path(saved2["saved"])):
+        path.unlink()
+
+
+def _saved_png(folder: Path, data: bytes) -> Path:
+    (folder / "digit.png").write_bytes(data)
+    return folder / "digit.png"
+
+
+def test_sessions_are_bounded_in_number(server):
+    from mnist_softmax.serve import MAX_SESSIONS
+
+    keys = [call(server, "/api/session", b"")[1]["session"] for _ in range(MAX_SESSIONS + 1)]
+    assert call(server, f"/api/reset?session={keys[0]}", b"")[0] == 404  # the oldest page gave way
+    assert call(server, f"/api/reset?session={keys[-1]}", b"")[0] == 200
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def test_the_run_behind_the_checkpoint(server, pixels_checkpoint, mnist_dir, mnist):
+    status, info = call(server, "/api/run")
+    summary = json.loads((pixels_checkpoint.parent / "summary.json").read_text())
+    assert status == 200 and len(info["history"]) == summary["epochs"] == 10
+    assert info["metrics"]["test_accuracy"] == summary["test_accuracy"]
+    status, scores = call(server, "/api/confusion")
+    evaluated = json.loads(run("eval", "--checkpoint", pixels_checkpoint, "--data-dir", mnist_dir, "--json").stdout)
+    assert (
+        status == 200 and scores["confusion"] == evaluated["confusion"] and scores["accuracy"] == evaluated["accuracy"]
+    )
+    status, cell = call(server, "/api/cell?true=4&predicted=9&limit=5")
+    assert (
+        status == 200 and cell["count"] == evaluated["confusion"][4][9] and len(cell["digits"]) == min(5, cell["count"])
+    )
+    for d in cell["digits"]:
+        assert d["digit"] == mnist.test_images[d["index"]].tolist() and mnist.test_labels[d["index"]] == 4
+        status, got = call(server, f"/api/predict?test={d['index']}", b"")
+        assert got["prediction"] == 9 and got["page"]["digit"] == d["digit"]
+
+
+def test_without_the_test_set_the_run_scores_say_how_to_get_it(pixels_checkpoint, tmp_path):
+    proc, url = start_server(pixels_checkpoint, tmp_path / "empty")
+    try:
+        status, body = call(url, "/api/confusion")
+        assert status == 404 and "`mnist-softmax download` gets it" in body["error"]
+    finally:
+        stop(proc)
+
+
+# ------------------------------------------------------------------------------------------ the process
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_it_cleanly_and_frees_the_port(pixels_checkpoint, sig, code):
+    proc, url = start_server(pixels_checkpoint, None)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    assert call(url, "/api/model")[0] == 200
+    assert stop(proc, sig) == (code, "stopped\n")
+    with socket.socket() as s:  # free again, for a server (which binds as this one did: connections it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed may linger in TIME_WAIT)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+
+
+def test_a_taken_port_is_one_clear_error(pixels_checkpoint):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = ["serve", "--checkpoint", str(pixels_checkpoint), "--port", str(port), "--no-browser"]
+        done = subprocess.run(
+            [sys.executable, "-m", "mnist_softmax", *command], capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        f"Error: port {port} on 127.0.0.1 is taken (Address already in use): "
+        "choose another with --port, or --port 0 for a free one\n"
+    )
+
+
+def test_listening_beyond_this_machine_warns_that_the_page_has_no_login(pixels_checkpoint):
+    proc, url = start_server(pixels_checkpoint, None, "--host", "0.0.0.0")
+    try:
+        assert call(url, "/api/model")[0] == 200
+    finally:
+        code, err = stop(proc)
+    assert err.startswith("warning: listening on 0.0.0.0: anyone who can reach this machine can use the page")
+
+
+def test_serve_without_a_trained_model_says_what_to_do(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mnist_softmax", "serve", "--no-browser"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "run `mnist-softmax train` first" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_slow_and_half_open_clients_are_cut_off(pixels_checkpoint, monkeypatch):
+    """In-process, with short limits: a client that stops sending is cut off after the read
+    timeout, one that trickles its request after the connection's deadline."""
+    import select
+
+    from mnist_softmax import serve as serve_mod
+
+    monkeypatch.setattr(serve_mod, "REQUEST_SECONDS", 1.5)
+    monkeypatch.setattr(serve_mod.Handler, "timeout", 0.5)
+    server = serve_mod.make_server(serve_mod.Lesson(pixels_checkpoint, Path("data")), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+            assert silent.recv(100) == b""  # closed by the server, having been sent nothing
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as trickle:
+            closed = False
+            for _ in range(100):  # a byte every 0.1 s: never half a second without one
+                try:
+                    trickle.sendall(b"X")
+                except OSError:
+                    closed = True
+                    break
+                if select.select([trickle], [], [], 0.1)[0]:
+                    closed = trickle.recv(100) == b""
+                    break
+            assert closed, "a trickling client was never cut off"
+    finally:
+        server.shutdown()
+        server.server_close()
