@@ -111,31 +111,60 @@ def ascii_digit(img: np.ndarray) -> str:
     return "\n".join("".join(_SHADES[v] * 2 for v in row) for row in idx)
 
 
-def _vec(v: np.ndarray) -> str:
-    return "[" + ", ".join(f"{x:.4f}" for x in v) + "]"
+def explain_strings(e: dict) -> dict:
+    """The numbers of `explain_numbers` as `predict --explain` prints them, digit for digit: the
+    text of each, for the walk-through below and for the local page, which shows these strings."""
+    z = e["logits"]
+    top = max(z)
+    out = {
+        "x_min": f"{e['x_min']:.4f}",
+        "x_max": f"{e['x_max']:.4f}",
+        "x_mean": f"{e['x_mean']:.4f}",
+        "logits": [f"{v:.4f}" for v in z],
+        "shifted": [f"{v - top:.4f}" for v in z],  # z − max z, the exponent of each exp
+        "exp": [f"{v:.4f}" for v in e["exp"]],
+        "sum": f"{e['sum']:.6f}",
+        "probabilities": [f"{v:.4f}" for v in e["probabilities"]],
+        "probability_sum": f"{sum(e['probabilities']):.6f}",
+    }
+    if "label" in e:
+        y = e["label"]
+        out |= {
+            "p_label": f"{e['probabilities'][y]:.6f}",
+            "loss": f"{e['loss']:.6f}",
+            "loss_short": f"{e['loss']:.4f}",
+            "cross_entropy": f"{e['cross_entropy']:.6f}",
+        }
+    return out
+
+
+def _vec(texts: list[str]) -> str:
+    return "[" + ", ".join(texts) + "]"
 
 
 def explain_text(e: dict) -> str:
     """The computation for one image, step by step, from the numbers in `explain_numbers`."""
     C, H, W = e["map_shape"]
+    s = explain_strings(e)
+    k = e["argmax"]
     lines = [
         f"1. feature map: {C}×{H}×{W}, flattened (C order) to an N-vector x, N = {e['n_features']};"
         + (" standardised: x = (features − mean) / scale." if e["standardised"] else " not standardised."),
-        f"   x: min {e['x_min']:.4f}, max {e['x_max']:.4f}, mean {e['x_mean']:.4f}",
+        f"   x: min {s['x_min']}, max {s['x_max']}, mean {s['x_mean']}",
         f"2. logits z = W·x + b, W is {len(e['logits'])}×{e['n_features']}:",
-        f"   z = {_vec(e['logits'])}",
-        f"3. subtract the max (z_{e['argmax']} = {e['logits'][e['argmax']]:.4f}) and exponentiate:",
-        f"   exp(z − max z) = {_vec(e['exp'])}",
-        f"   sum = {e['sum']:.6f}",
+        f"   z = {_vec(s['logits'])}",
+        f"3. subtract the max (z_{k} = {s['logits'][k]}) and exponentiate:",
+        f"   exp(z − max z) = {_vec(s['exp'])}",
+        f"   sum = {s['sum']}",
         "4. probabilities p = exp(z − max z) / sum:",
-        f"   p = {_vec(e['probabilities'])}   (sum {sum(e['probabilities']):.6f})",
-        f"5. prediction: argmax p = {e['argmax']} with p = {e['probabilities'][e['argmax']]:.4f}",
+        f"   p = {_vec(s['probabilities'])}   (sum {s['probability_sum']})",
+        f"5. prediction: argmax p = {k} with p = {s['probabilities'][k]}",
     ]
     if "label" in e:
         y = e["label"]
         lines += [
-            f"6. softmax loss for label {y}: −log p_{y} = −log {e['probabilities'][y]:.6f} = {e['loss']:.6f}",
-            f"   cross entropy of p against label {y}: {e['cross_entropy']:.6f} "
+            f"6. softmax loss for label {y}: −log p_{y} = −log {s['p_label']} = {s['loss']}",
+            f"   cross entropy of p against label {y}: {s['cross_entropy']} "
             + (
                 "(the same number)"
                 if math.isfinite(e["cross_entropy"])

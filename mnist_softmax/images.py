@@ -115,6 +115,7 @@ class Prepared(NamedTuple):
     inverted: bool  # True when the ink was darker than the background
     background: tuple[float, ...]  # per-channel background level in [0, 1]
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # the digit's box (row0, row1, col0, col1) in the upright image
+    size: tuple[int, int] = (28, 28)  # (height, width) of the upright image the box is in, as read
 
 
 def read_image(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
@@ -897,7 +898,7 @@ def prepare(colour: np.ndarray, alpha: np.ndarray | None) -> Prepared:
     """Pixels of one image (see read_image) -> its digit in MNIST form, or ImageError without a path."""
     inkmap = ink_map(composite(colour, alpha))
     box = digit_box(inkmap)
-    return Prepared(normalise_digit(inkmap.ink(box)), inkmap.inverted, inkmap.background, box)
+    return Prepared(normalise_digit(inkmap.ink(box)), inkmap.inverted, inkmap.background, box, colour.shape[:2])
 
 
 def to_mnist(path: str | Path) -> Prepared:

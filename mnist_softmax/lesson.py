@@ -55,9 +55,12 @@ def per_cell(a: np.ndarray, maps: int) -> np.ndarray:
 
 
 def compact(a: np.ndarray, digits: int = 5) -> list:
-    """a as nested lists of floats rounded to about `digits` significant digits of its largest
-    value: enough to draw and to read off, and a fraction of the JSON of full float64 reprs."""
+    """a (n,) or (rows, n) as lists of floats, each row rounded to about `digits` significant digits
+    of its own largest value: enough to draw and to read off, at a fraction of the JSON of full
+    float64 reprs (a row of tiny values keeps its digits: it is not rounded to the others' scale)."""
     a = np.asarray(a, np.float64)
+    if a.ndim == 2:
+        return [compact(row, digits) for row in a]
     top = float(np.abs(a).max()) if a.size else 0.0
     decimals = digits - 1 - math.floor(math.log10(top)) if top > 0 and math.isfinite(top) else digits
     return np.round(a, max(0, decimals)).tolist()

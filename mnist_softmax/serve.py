@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_checkpoint
-from .display import json_text, prediction_record
+from .display import explain_strings, json_text, prediction_record
 from .errors import CheckpointError, MnistSoftmaxError, path_text, shown
 from .images import ImageError, Prepared, prepare, read_image
 from .model import Model
@@ -141,8 +141,8 @@ class Lesson:
             model = state.model if state else self.model
             prepared = self.digit(body, test_index)
             record = prediction_record(predict_digit(model, prepared, None, True, label))
-            page = page_numbers(model, prepared.digit, label)
-            page |= {"box": list(prepared.box), "steps": state.steps if state else 0}
+            page = page_numbers(model, prepared.digit, label) | {"shown": explain_strings(record["explain"])}
+            page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps if state else 0}
         return record | {"page": page}
 
     def learn(self, body: bytes, label: int, lr: float, session: str, test_index: int | None) -> dict:
@@ -157,7 +157,9 @@ class Lesson:
             state.model = learn_step(state.model, prepared.digit, label, lr)
             state.steps += 1
             after = prediction_record(predict_digit(state.model, prepared, None, True, label))
-            page = page_numbers(state.model, prepared.digit, label) | {"box": list(prepared.box), "steps": state.steps}
+            page = page_numbers(state.model, prepared.digit, label) | {"shown": explain_strings(after["explain"])}
+            page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps}
+            before["shown"] = explain_strings(before["explain"])
         return {"before": before, "after": after | {"page": page}, "steps": state.steps, "lr": lr}
 
     def reset(self, session: str) -> dict:

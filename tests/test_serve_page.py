@@ -1,0 +1,246 @@
+"""The local page in a real browser (Debian's Chromium, driven by Playwright), against the real
+server: drawing with mouse strokes, a file, a refusal, each section's numbers against the CLI's,
+the learning step, the run behind the checkpoint, no console errors, and a screenshot of each.
+
+Skipped where Chromium or Playwright is missing, saying how to get them; mandatory under CI
+($MNIST_SOFTMAX_REQUIRE_BROWSER=1, set by .ci/run, which installs both)."""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run
+from test_serve_api import cli_record, start_server, stop
+from userstyle import MAKERS, NEGATIVES
+
+CHROMIUM = os.environ.get("MNIST_SOFTMAX_CHROMIUM", "/usr/bin/chromium")
+REQUIRE = "MNIST_SOFTMAX_REQUIRE_BROWSER"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]  # fmt: skip
+
+
+def _need_browser():
+    """Playwright's sync API, or a skip saying how to enable the browser tests (a failure under CI)."""
+    missing = []
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing.append("Playwright for Python (pip install -e '.[test]')")
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium, or set $MNIST_SOFTMAX_CHROMIUM)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get(REQUIRE) == "1":
+            pytest.fail(f"{message} (required here: ${REQUIRE}=1)")
+        pytest.skip(message)
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = _need_browser()
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Page:
+    """A browser tab on the page, collecting console errors and uncaught exceptions."""
+
+    def __init__(self, browser, url, tmp_path):
+        self.tab = browser.new_page(viewport={"width": 1200, "height": 900})
+        self.errors = []
+        self.tab.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.tab.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.tmp_path = tmp_path
+        self.refusals_expected = False
+        self.tab.goto(url)
+        self.tab.wait_for_function("() => document.getElementById('model-info').textContent.length > 0")
+
+    def testid(self, name):
+        return self.tab.get_by_test_id(name)
+
+    def text(self, name) -> str:
+        return self.testid(name).text_content()
+
+    def draw(self, strokes) -> None:
+        """Mouse strokes on the pad: each a list of (x, y) in pad pixels (0..280)."""
+        box = self.testid("canvas").bounding_box()
+        scale = box["width"] / 280
+        for stroke in strokes:
+            x, y = stroke[0]
+            self.tab.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+            self.tab.mouse.down()
+            for x, y in stroke[1:]:
+                self.tab.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=3)
+            self.tab.mouse.up()
+
+    def settled(self, expected_prediction=None) -> None:
+        """Wait until the page shows an answer (or a refusal) for what it last sent."""
+        self.tab.wait_for_function(
+            "() => document.getElementById('status').textContent === '' && "
+            "(document.getElementById('prediction').textContent !== '–' || !document.getElementById('error').hidden)"
+        )
+        if expected_prediction is not None:
+            self.tab.wait_for_function(
+                f"() => document.getElementById('prediction').textContent === '{expected_prediction}'", timeout=10000
+            )
+
+    def shot(self, name):
+        path = self.tmp_path / f"{name}.png"
+        self.tab.screenshot(path=path, full_page=True)
+        assert path.stat().st_size > 20000
+        return path
+
+    def close(self):
+        # Chromium logs every HTTP error status of a fetch; a refused image's 422 is the API's answer,
+        # which the page shows, not a fault of the page.
+        expected = "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+        assert [e for e in self.errors if e != expected or not self.refusals_expected] == [], self.errors
+        self.tab.close()
+
+
+@pytest.fixture(scope="module")
+def pixels_server(trained, mnist_dir):
+    checkpoint = trained[0] / "runs" / "latest" / "model.npz"
+    proc, url = start_server(checkpoint, mnist_dir)
+    yield checkpoint, url
+    stop(proc)
+
+
+@pytest.fixture
+def page(browser, pixels_server, tmp_path):
+    opened = Page(browser, pixels_server[1], tmp_path)
+    yield opened
+    opened.close()
+
+
+ONE = [[(150, 40), (145, 100), (140, 170), (136, 240)]]
+ZERO = [[(140 + 62 * math.sin(t * math.pi / 20), 140 - 96 * math.cos(t * math.pi / 20)) for t in range(41)]]
+
+
+def test_1_a_digit_drawn_with_the_mouse_is_read_as_it_is_drawn(page):
+    """A 1 and a 0 drawn with mouse strokes; undo takes a stroke back, clear empties the pad."""
+    page.draw(ONE)
+    page.settled("1")
+    page.testid("clear").click()
+    page.tab.wait_for_function("() => document.getElementById('prediction').textContent === '–'")
+    page.draw(ZERO)
+    page.settled("0")
+    page.shot("drawn-zero")
+    page.draw([[(40, 140), (80, 140)]])  # a stroke more, then taken back
+    page.settled()
+    page.testid("undo").click()
+    page.settled("0")
+    page.testid("undo").click()
+    page.tab.wait_for_function("() => document.getElementById('prediction').textContent === '–'")
+
+
+def _file_numbers_match_the_cli(page, checkpoint, path, label) -> dict:
+    want = cli_record(checkpoint, path, label)
+    page.testid("file").set_input_files(str(path))
+    page.settled(str(want["prediction"]))
+    page.testid("label").select_option(str(label))
+    page.tab.wait_for_function(
+        f"() => document.getElementById('loss').textContent === '{want['loss']:.4f}'", timeout=10000
+    )  # the loss the CLI prints, to its 4 decimals
+    for k, p in enumerate(want["probabilities"]):
+        assert page.text(f"p-{k}") == f"{p:.4f}"
+    for k, z in enumerate(want["explain"]["logits"]):
+        assert f"z = {z:.4f}" in page.text(f"logit-{k}")
+    return want
+
+
+def test_2_to_6_a_chosen_file_shows_the_clis_numbers(page, pixels_server, mnist, tmp_path):
+    """predict --json --explain --label Y and the page agree to every printed digit: p, z, the loss."""
+    checkpoint, _ = pixels_server
+    rng = np.random.default_rng(8)
+    for style in ("phone photo, EXIF orientation 6", "light on dark, tight crop"):
+        i = int(rng.integers(10000))
+        path = MAKERS[style](mnist.test_images[i], tmp_path, style[:5], rng)
+        want = _file_numbers_match_the_cli(page, checkpoint, path, int(mnist.test_labels[i]))
+        assert page.text("loss") == f"{want['loss']:.4f}"
+    page.shot("file")
+
+
+def test_2_a_refused_image_shows_the_clis_refusal_word_for_word(page, pixels_server, tmp_path):
+    checkpoint, _ = pixels_server
+    path = NEGATIVES["a blank page"](tmp_path, "blank", np.random.default_rng(3))
+    want = cli_record(checkpoint, path)
+    page.refusals_expected = True
+    page.testid("file").set_input_files(str(path))
+    page.tab.wait_for_function("() => !document.getElementById('error').hidden")
+    assert page.text("error") == want and want.startswith("no digit found (")
+    assert page.text("prediction") == "–"
+    page.shot("refused")
+
+
+def test_7_a_learning_step_raises_p_y_and_reset_takes_it_back(page, pixels_server, mnist, tmp_path):
+    from mnist_softmax.checkpoint import load_checkpoint
+
+    checkpoint, _ = pixels_server
+    before_bytes = checkpoint.read_bytes()
+    page.draw(ONE)
+    page.settled("1")
+    page.testid("label").select_option("7")  # teach it that this stroke is a 7
+    page.tab.wait_for_function("() => document.getElementById('loss').textContent !== '–'")
+    p7 = float(page.text("p-7"))
+    loss = float(page.text("loss"))
+    page.testid("lr").fill("0.002")
+    for step in (1, 2):
+        page.testid("learn").click()
+        page.tab.wait_for_function(
+            f"() => document.getElementById('steps').textContent === '{step} step{'s' if step > 1 else ''} taken'"
+        )
+        now = float(page.text("p-7"))
+        assert now > p7 and float(page.text("loss")) < loss
+        p7, loss = now, float(page.text("loss"))
+    assert "went from" in page.text("learned")
+    page.shot("learned")
+    page.testid("save-name").fill("taught-seven")
+    page.testid("save").click()
+    page.tab.wait_for_function("() => document.getElementById('saved').textContent.startsWith('saved as')")
+    saved = checkpoint.parent / "taught-seven.npz"
+    assert saved.is_file() and load_checkpoint(saved).metrics["learned_on_page"]["steps"] == 2
+    saved.unlink()
+    assert checkpoint.read_bytes() == before_bytes  # the served checkpoint is never touched
+    page.testid("reset").click()
+    page.tab.wait_for_function("() => document.getElementById('steps').textContent === '0 steps taken'")
+
+
+def test_8_the_run_behind_the_checkpoint(page, pixels_server, mnist_dir, mnist):
+    checkpoint, _ = pixels_server
+    page.tab.wait_for_selector("[data-testid=cell-4-9]")
+    evaluated = json.loads(run("eval", "--checkpoint", checkpoint, "--data-dir", mnist_dir, "--json").stdout)
+    for t, p in ((4, 9), (3, 5), (7, 7)):
+        assert page.text(f"cell-{t}-{p}") == str(evaluated["confusion"][t][p])
+    assert page.testid("curves").locator("polyline").count() == 2
+    assert page.testid("curves-acc").locator("polyline").count() == 2
+    page.testid("cell-4-9").click()
+    page.tab.wait_for_selector("[data-testid=cell] canvas")
+    first = page.testid("cell").locator("canvas").first
+    index = int(first.get_attribute("data-testid").removeprefix("test-digit-"))
+    assert mnist.test_labels[index] == 4
+    first.click()
+    page.settled("9")  # read as the model read it: a 9
+    page.shot("run")
+
+
+def test_the_cnn_page_shows_64_maps_flattened(browser, cnn_trained, mnist_dir, mnist, tmp_path):
+    checkpoint = cnn_trained / "model.npz"
+    proc, url = start_server(checkpoint, mnist_dir)
+    page = Page(browser, url, tmp_path)
+    try:
+        rng = np.random.default_rng(5)
+        path = MAKERS["dark pen on white paper"](mnist.test_images[11], tmp_path, "pen", rng)
+        _file_numbers_match_the_cli(page, checkpoint, path, int(mnist.test_labels[11]))
+        assert page.tab.locator("#features .maps canvas").count() == 64
+        assert "N = 64·7·7 = 3136" in page.tab.locator("#features-how").text_content()
+        page.shot("cnn")
+    finally:
+        page.close()
+        stop(proc)
