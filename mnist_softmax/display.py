@@ -44,7 +44,10 @@ def finite_json(value):
 
 def json_text(record: dict) -> str:
     """One line of strict JSON (RFC 8259) for a record: non-finite numbers as finite_json writes them."""
-    return json.dumps(finite_json(record), allow_nan=False)
+    try:
+        return json.dumps(record, allow_nan=False)  # the common case: every number finite, no copy made
+    except ValueError:
+        return json.dumps(finite_json(record), allow_nan=False)
 
 
 def score_record(s: Score) -> dict:

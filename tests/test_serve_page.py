@@ -140,6 +140,51 @@ def test_1_a_digit_drawn_with_the_mouse_is_read_as_it_is_drawn(page):
     page.tab.wait_for_function("() => document.getElementById('prediction').textContent === '–'")
 
 
+def test_1_the_page_updates_while_the_stroke_is_still_being_drawn(page):
+    box = page.testid("canvas").bounding_box()
+    page.tab.mouse.move(box["x"] + 150, box["y"] + 40)
+    page.tab.mouse.down()
+    for y in range(50, 250, 10):
+        page.tab.mouse.move(box["x"] + 150 - y / 20, box["y"] + y)
+    page.settled("1")  # the button is still held
+    page.tab.mouse.up()
+
+
+@pytest.mark.parametrize("pointer", ["pen", "touch"])
+def test_1_a_pen_or_a_finger_draws_as_a_mouse_does(page, pointer):
+    """Pointer events of a pen and of a finger, as a tablet or a phone sends them."""
+    page.tab.evaluate(
+        """([kind, points]) => {
+            const canvas = document.getElementById("canvas");
+            const box = canvas.getBoundingClientRect();
+            const at = ([x, y]) => ({clientX: box.left + x * box.width / 280, clientY: box.top + y * box.height / 280});
+            const send = (type, p) => canvas.dispatchEvent(new PointerEvent(type, {pointerId: 7, pointerType: kind,
+                isPrimary: true, bubbles: true, cancelable: true, buttons: type === "pointerup" ? 0 : 1, ...at(p)}));
+            send("pointerdown", points[0]);
+            points.slice(1).forEach((p) => send("pointermove", p));
+            send("pointerup", points[points.length - 1]);
+        }""",
+        [pointer, [list(p) for p in ZERO[0]]],
+    )
+    page.settled("0")
+
+
+def test_1_an_image_dropped_on_the_pad_is_read(page, mnist, tmp_path):
+    path = MAKERS["JPEG photo"](mnist.test_images[0], tmp_path, "dropped", np.random.default_rng(4))
+    data = list(path.read_bytes())
+    page.tab.evaluate(
+        """(bytes) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], "dropped.jpg", {type: "image/jpeg"}));
+            const drop = new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true});
+            document.getElementById("pad").dispatchEvent(drop);
+        }""",
+        data,
+    )
+    page.settled("7")
+    assert "dropped.jpg" in page.tab.locator("#source").text_content()
+
+
 def _file_numbers_match_the_cli(page, checkpoint, path, label) -> dict:
     want = cli_record(checkpoint, path, label)
     page.testid("file").set_input_files(str(path))

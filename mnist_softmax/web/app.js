@@ -121,6 +121,7 @@ async function ask() {
 
 function showEmpty() {
   state.record = null;
+  $("answer").textContent = "";
   $("error").hidden = true;
   for (const id of ["s2", "s3", "s4", "s5", "s6", "s7"]) $(id).classList.add("stale");
   $("prediction").textContent = "–";
@@ -263,6 +264,7 @@ function renderSoftmax(record, shown) {
   $("exp-sum").textContent = shown.sum;
   $("p-sum").textContent = shown.probability_sum;
   $("prediction").textContent = `${record.prediction}`;
+  $("answer").textContent = `The model reads ${record.prediction}, with p = ${shown.probabilities[record.prediction]}.`;
 }
 
 function renderLoss(record, page) {

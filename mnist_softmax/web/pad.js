@@ -29,7 +29,11 @@ export class Pad {
 
   start(e) {
     e.preventDefault();
-    this.canvas.setPointerCapture(e.pointerId);
+    try {
+      this.canvas.setPointerCapture(e.pointerId); // the stroke goes on if the pointer leaves the pad
+    } catch {
+      // not a pointer the browser tracks (an event a script made): draw without the capture
+    }
     this.current = [this.point(e)];
     this.redraw();
     this.onChange();

@@ -1,0 +1,68 @@
+"""Make docs/serve.png, the README's picture of the local page: the real page, served by the real
+server, in Debian's Chromium, with a 2 drawn on the pad by mouse strokes and its true label picked.
+
+    python docs/screenshot.py --checkpoint runs/latest/model.npz [--chromium /usr/bin/chromium]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+OUT = Path(__file__).with_name("serve.png")
+# A 2 on the 280-px pad: an arc over the top, a diagonal down, a line along the bottom.
+TWO = [[(86, 100), (100, 70), (130, 52), (165, 55), (190, 78), (192, 110), (170, 145), (135, 180), (100, 215),
+        (88, 228), (120, 226), (160, 224), (200, 226)]]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default="runs/latest/model.npz")
+    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    a = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    # Served as runs/latest/model.npz from a folder of its own, so the page names no path of this machine.
+    work = Path(tempfile.mkdtemp())
+    (work / "runs").mkdir()
+    (work / "runs" / "latest").symlink_to(Path(a.checkpoint).resolve().parent, target_is_directory=True)
+    cmd = [sys.executable, "-m", "mnist_softmax", "serve", "--data-dir", str(Path(a.data_dir).resolve()),
+           "--port", "0", "--no-browser"]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=work)
+    try:
+        url = server.stdout.readline().split(" at ")[1].split()[0]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=a.chromium, args=["--no-sandbox", "--disable-gpu",
+                                        "--disable-background-networking", "--no-first-run"])  # fmt: skip
+            page = browser.new_page(viewport={"width": 1100, "height": 1000}, device_scale_factor=1)
+            page.goto(url)
+            page.wait_for_function("() => document.getElementById('model-info').textContent.length > 0")
+            box = page.get_by_test_id("canvas").bounding_box()
+            for stroke in TWO:
+                page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
+                page.mouse.down()
+                for x, y in stroke[1:]:
+                    page.mouse.move(box["x"] + x, box["y"] + y, steps=4)
+                page.mouse.up()
+            page.wait_for_function("() => document.getElementById('prediction').textContent !== '–'")
+            page.get_by_test_id("label").select_option("2")
+            page.wait_for_function("() => document.getElementById('loss').textContent !== '–'")
+            page.screenshot(path=OUT, clip={"x": 0, "y": 0, "width": 1100, "height": 760})
+            browser.close()
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+        shutil.rmtree(work)
+    Image.open(OUT).convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(OUT, optimize=True)
+    print(f"wrote {OUT} ({OUT.stat().st_size // 1024} kB)")
+
+
+if __name__ == "__main__":
+    main()
