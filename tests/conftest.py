@@ -298,34 +298,30 @@ def trained(mnist_dir, tmp_path_factory):
     return cwd, result
 
 
-@pytest.fixture(scope="session")
-def conv_trained(mnist_dir, tmp_path_factory):
-    """A short conv run on the real data (2 epochs, 20k patches): its run folder."""
-    d = tmp_path_factory.mktemp("conv")
-    cfg = d / "conv_small.toml"
-    cfg.write_text('features = "conv"\nepochs = 2\nconv_patches = 20000\n')
+def _short_run(mnist_dir, tmp_path_factory, name: str, config: str) -> Path:
+    """A run of `config` (TOML text) on the real data, in a folder of its own: its run folder."""
+    d = tmp_path_factory.mktemp(name)
+    (d / f"{name}.toml").write_text(config)
     old = os.getcwd()
     os.chdir(d)  # session fixtures start before the per-test working folder
     try:
-        run("train", "--config", cfg, "--data-dir", mnist_dir, "--out", d / "run", "-q")
+        run("train", "--config", d / f"{name}.toml", "--data-dir", mnist_dir, "--out", d / "run", "-q")
     finally:
         os.chdir(old)
     return d / "run"
+
+
+@pytest.fixture(scope="session")
+def conv_trained(mnist_dir, tmp_path_factory):
+    """A short conv run on the real data (2 epochs, 20k patches): its run folder."""
+    return _short_run(mnist_dir, tmp_path_factory, "conv", 'features = "conv"\nepochs = 2\nconv_patches = 20000\n')
 
 
 @pytest.fixture(scope="session")
 def cnn_trained(mnist_dir, tmp_path_factory):
     """A small cnn run on the real data (1 epoch of 1,000 images): its run folder."""
-    d = tmp_path_factory.mktemp("cnn")
-    cfg = d / "cnn_small.toml"
-    cfg.write_text('features = "cnn"\nepochs = 1\nval_size = 59000\nbatch_size = 64\nstandardize = "none"\n')
-    old = os.getcwd()
-    os.chdir(d)
-    try:
-        run("train", "--config", cfg, "--data-dir", mnist_dir, "--out", d / "run", "-q")
-    finally:
-        os.chdir(old)
-    return d / "run"
+    config = 'features = "cnn"\nepochs = 1\nval_size = 59000\nbatch_size = 64\nstandardize = "none"\n'
+    return _short_run(mnist_dir, tmp_path_factory, "cnn", config)
 
 
 def assert_figure(path, size=None, drawn="colour", min_fraction=0.005):
