@@ -535,11 +535,14 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
 
     if threading.current_thread() is threading.main_thread():  # Ctrl-C stops it, even where a shell
         signal.signal(signal.SIGINT, signal.default_int_handler)  # started it with SIGINT ignored
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if not host:
+        raise click.UsageError("--host is empty; give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0")
     lesson = Lesson(checkpoint or latest_checkpoint(), data_dir)
     server = make_server(lesson, host, port)
     try:
         click.echo(f"serving {shown(lesson.path)} at {server.url} (Ctrl-C stops it)")
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if not _loopback(host):
             _err(f"warning: listening on {host}: anyone who can reach this machine can use the page; it has no login")
         if not no_browser and has_display():
             import webbrowser
@@ -551,6 +554,16 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
         raise SystemExit(exit_code(e)) from None
     finally:
         server.server_close()
+
+
+def _loopback(host: str) -> bool:
+    """Whether an address reaches this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _save_input(folder: Path, result) -> Path:

@@ -19,8 +19,10 @@ import collections
 import contextlib
 import errno
 import http.server
+import ipaddress
 import json
 import math
+import re
 import secrets
 import socket
 import sys
@@ -35,17 +37,19 @@ import numpy as np
 
 from .checkpoint import load_checkpoint
 from .display import explain_strings, json_text, prediction_record
-from .errors import CheckpointError, MnistSoftmaxError, path_text, shown
+from .errors import CheckpointError, MnistSoftmaxError, escape_controls, path_text, shown
 from .images import ImageError, Prepared, prepare, read_image
 from .model import Model
 from .predict import predict_digit
 
 MAX_BODY = 10 * 1024 * 1024  # bytes of an uploaded image
-REQUEST_SECONDS = 30.0  # a connection is closed this long after it opened, whatever its client does
+REQUEST_SECONDS = 15.0  # a connection is closed this long after it opened, whatever its client does
 READ_SECONDS = 10.0  # ... and when its client sends nothing for this long
 MAX_CONNECTIONS = 64
 MAX_SESSIONS, SESSION_IDLE_SECONDS = 16, 3600.0  # pages with their own learned weights
-MAX_LR = 100.0
+MAX_LR, DEFAULT_LR = 100.0, 0.005
+SAVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(?<!\.)")  # the stem of a saved checkpoint
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # a plain decimal number, ASCII only
 WEB = "web"  # the page's files, package data of mnist_softmax
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript"}
 # The page loads nothing from anywhere but this server.
@@ -173,9 +177,11 @@ class Lesson:
         from .checkpoint import checkpoint_bytes
         from .fileio import write_new
 
-        stem = name or f"{self.path.stem}-learned"
-        if len(stem) > 64 or not stem.replace("-", "").replace("_", "").replace(".", "").isalnum() or stem[0] == ".":
-            raise ApiError(400, "a name is letters, digits, '-', '_' and '.' (at most 64, not starting with '.')")
+        if name is not None:
+            name = name.removesuffix(".npz")
+            if not SAVE_NAME.fullmatch(name):
+                raise ApiError(400, "a name is 1 to 64 ASCII letters, digits, '-', '_' or '.', from a letter or digit")
+        stem = name or _default_stem(self.path)
         with self.lock:
             state = self.session(session)
             if state.steps == 0:
@@ -203,14 +209,22 @@ class Lesson:
         }
 
     def run(self) -> dict:
-        """The run behind the checkpoint: its per-epoch history and final scores, as train saved them."""
-        from .runs import saved_result
+        """The run behind the served checkpoint: its per-epoch history as train saved it in the
+        checkpoint, its final scores (none for a run that was interrupted), and a line that says so."""
+        from .checkpoint import load_run
 
         try:
-            result, _, _ = saved_result(self.path.parent)
-        except (CheckpointError, FileNotFoundError):  # no training state in it (a checkpoint saved from the page)
+            _, state = load_run(self.path)
+        except CheckpointError:  # a checkpoint without training state (one saved from the page, say)
             raise ApiError(404, f"{shown(self.path)} holds no training history") from None
-        return {"history": result.history, "metrics": self.checkpoint.metrics}
+        metrics, planned = self.checkpoint.metrics, self.checkpoint.config["epochs"]
+        accuracy = metrics.get("test_accuracy")
+        done = f"{state.epochs_done} epoch{'s' * (state.epochs_done != 1)} of {self.model.front_end}"
+        if isinstance(accuracy, int | float) and not metrics.get("interrupted"):
+            line = f"{done}; test accuracy {accuracy:.4f}."
+        else:
+            line = f"{done} of the {planned} planned: interrupted, never scored on the test set."
+        return {"history": state.history, "metrics": metrics, "summary": line}
 
     def test_set(self):
         """(test images (10000, 28, 28) uint8, labels (10000,)) from data_dir, never downloaded here."""
@@ -220,9 +234,10 @@ class Lesson:
         names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
         found = [read_verified(self.data_dir / n, FILES[n]) for n in names]
         if any(f is None for f in found):
-            raise ApiError(
-                404, f"the MNIST test set is not in {shown(self.data_dir)}: `mnist-softmax download` gets it"
+            get = "mnist-softmax download" + (
+                "" if self.data_dir == Path("data") else f" --data-dir {shown(self.data_dir)}"
             )
+            raise ApiError(404, f"the MNIST test set is not in {shown(self.data_dir)}: `{get}` gets it")
         return tuple(parse_mnist_file(buf, n) for buf, n in zip(found, names, strict=True))
 
     def confusion(self) -> dict:
@@ -241,6 +256,7 @@ class Lesson:
             "accuracy": scores.accuracy,
             "loss": scores.loss,
             "n": len(labels),
+            "shown": f"accuracy {scores.accuracy:.4f}, mean softmax loss {scores.loss:.4f}",  # as eval prints them
         }
 
     def cell(self, true: int, predicted: int, limit: int) -> dict:
@@ -261,36 +277,43 @@ class Lesson:
 # ---------------------------------------------------------------------------------- requests
 
 
-def _int_param(query: dict, name: str, low: int, high: int, required: bool = False) -> int | None:
+def _param(query: dict, name: str) -> str | None:
+    """The one value of a query parameter (None if absent); given twice is a mistake, not a choice."""
     values = query.get(name)
     if not values:
+        return None
+    if len(values) > 1:
+        raise ApiError(400, f"{name} is given {len(values)} times; give it once")
+    return values[0]
+
+
+def _int_param(query: dict, name: str, low: int, high: int, required: bool = False) -> int | None:
+    text = _param(query, name)
+    if text is None:
         if required:
             raise ApiError(400, f"{name} is required")
         return None
-    text = values[-1]
-    if not (text.isdigit() or text[:1] == "-" and text[1:].isdigit()) or not low <= int(text) <= high:
+    digits = text[1:] if text[:1] == "-" else text
+    if not (0 < len(digits) <= 12 and digits.isascii() and digits.isdigit()) or not low <= int(text) <= high:
         raise ApiError(400, f"{name} must be a whole number from {low} to {high}, got {text[:20]!r}")
     return int(text)
 
 
 def _lr_param(query: dict) -> float:
-    text = (query.get("lr") or ["0.1"])[-1]
-    try:
-        lr = float(text)
-    except ValueError:
-        lr = math.nan
+    text = _param(query, "lr")
+    if text is None:
+        return DEFAULT_LR
+    lr = float(text) if len(text) <= 32 and NUMBER.fullmatch(text) else math.nan
     if not (math.isfinite(lr) and 0 < lr <= MAX_LR):
         raise ApiError(400, f"lr must be a number above 0 and at most {MAX_LR:g}, got {text[:20]!r}")
     return lr
 
 
 def _session_param(query: dict, required: bool = True) -> str | None:
-    values = query.get("session")
-    if not values:
-        if required:
-            raise ApiError(400, "session is required: POST /api/session gives one")
-        return None
-    return values[-1]
+    key = _param(query, "session")
+    if key is None and required:
+        raise ApiError(400, "session is required: POST /api/session gives one")
+    return key
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -298,6 +321,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     server_version = "mnist-softmax"
     sys_version = ""
+    default_request_version = "HTTP/1.0"  # so a refusal of a garbled request line has its headers too
     timeout = READ_SECONDS  # per read from the client; REQUEST_SECONDS bounds the whole connection
 
     def setup(self) -> None:
@@ -327,21 +351,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._send(405, *_json({"error": "use GET or POST"}))
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (an unknown method, a malformed request line, headers too long)
+        as JSON, with the same headers as every answer."""
+        self.close_connection = True
+        self._send(code, *_json({"error": message or http.HTTPStatus(code).phrase}))
+
     def _answer(self, method: str) -> None:
         try:
-            self._check_host()
+            self._check_headers()
             if method == "POST":
                 self._check_origin()
             url = urllib.parse.urlsplit(self.path)
             route = ROUTES.get((method, url.path))
             if route is None:
                 static = self.server.static.get(url.path) if method == "GET" else None
-                if static is None:
-                    raise ApiError(404 if method == "GET" or (method, url.path) not in _ANY_METHOD else 405,
-                                   f"no such page or API: {method} {url.path[:80]}")  # fmt: skip
-                self._send(200, static[1], static[0])
-                return
-            query = urllib.parse.parse_qs(url.query, max_num_fields=20)
+                if static is not None:
+                    self._send(200, static[1], static[0])
+                    return
+                if url.path in _PATHS:
+                    raise ApiError(405, f"{url.path} takes {'POST' if method == 'GET' else 'GET'}, not {method}")
+                raise ApiError(404, f"no such page or API: {method} {url.path[:80]}")
+            try:
+                query = urllib.parse.parse_qs(url.query, keep_blank_values=True, max_num_fields=20)
+            except ValueError:
+                raise ApiError(400, "too many query parameters") from None
             self._send(200, *_json(route(self, query)))
         except ApiError as e:
             self._send(e.status, *_json({"error": str(e)}))
@@ -352,17 +386,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception as e:  # noqa: BLE001 -- a fault of ours: one line for the user, never a traceback to the page
-            print(f"serve: {self.command} {self.path[:80]}: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"serve: {self.command} {escape_controls(self.path[:80])}: {type(e).__name__}: {e}", file=sys.stderr)
             self._send(500, *_json({"error": f"internal error ({type(e).__name__})"}))
 
-    def _check_host(self) -> None:
-        host = (self.headers.get("Host") or "").lower()
-        if host not in self.server.hosts:
+    def _check_headers(self) -> None:
+        """One Host, naming this server; at most one Content-Length (two could disagree)."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or len(self.headers.get_all("Content-Length") or []) > 1:
+            raise ApiError(400, "a request has one Host header and at most one Content-Length")
+        host = hosts[0].lower()
+        if not self.server.allows(host):
             raise ApiError(403, f"Host {host[:80]!r} is not this server (open the page at {self.server.url})")
 
     def _check_origin(self) -> None:
         origin = self.headers.get("Origin")
-        if origin is not None and origin.lower() not in {f"http://{h}" for h in self.server.hosts}:
+        if origin is not None and not (origin.lower().startswith("http://") and self.server.allows(origin[7:].lower())):
             raise ApiError(403, f"requests from {origin[:80]!r} are not accepted: only this page's own")
 
     def body(self) -> bytes:
@@ -372,7 +410,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(411, "send the body with a Content-Length, not chunked")
         if length is None:
             return b""
-        if not length.isdigit():
+        if not (0 < len(length) <= 12 and length.isascii() and length.isdigit()):
             raise ApiError(400, "Content-Length is not a number")
         if int(length) > MAX_BODY:
             self.close_connection = True
@@ -443,7 +481,7 @@ ROUTES: dict[tuple[str, str], Callable[[Handler, dict], dict]] = {
     ("POST", "/api/reset"): lambda h, q: h.server.lesson.reset(_session_param(q)),
     ("POST", "/api/save"): _save,
 }
-_ANY_METHOD = {(m, path) for _, path in ROUTES for m in ("GET", "POST")}
+_PATHS = {path for _, path in ROUTES}
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -462,12 +500,32 @@ class Server(http.server.ThreadingHTTPServer):
         self.static = _static_files()
         self.active = threading.BoundedSemaphore(MAX_CONNECTIONS)
         host, port = address[0], self.server_address[1]
+        everywhere = host in ("0.0.0.0", "::")
         shown_host = f"[{host}]" if ":" in host else host
-        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else shown_host}:{port}/"
-        names = {shown_host, "localhost", "127.0.0.1", "[::1]"}
-        if host in ("0.0.0.0", "::", ""):  # serving other machines: they name this one
-            names |= _own_names()
-        self.hosts = {f"{n.lower()}:{port}" for n in names} | ({n.lower() for n in names} if port == 80 else set())
+        self.url = f"http://{'127.0.0.1' if everywhere else shown_host}:{port}/"
+        self.port = port
+        self.names = {shown_host.lower(), "localhost", "127.0.0.1", "[::1]"}
+        # Serving other machines, which name this one by an address (never rebindable: a page
+        # elsewhere can only send its own domain name) or by its host name.
+        self.any_address = everywhere
+        if everywhere:
+            self.names |= {n.lower() for n in _own_names()}
+
+    def allows(self, host: str) -> bool:
+        """Whether a Host (or an Origin's host) names this server: one of its names, or with --host
+        0.0.0.0 any IP address, and this server's port (none for port 80)."""
+        name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if not name or port != str(self.port):
+            name, port = host, ""
+            if self.port != 80:
+                return False
+        if name in self.names:
+            return True
+        if self.any_address:
+            with contextlib.suppress(ValueError):
+                ipaddress.ip_address(name.strip("[]"))
+                return True
+        return False
 
     def process_request(self, request, client_address) -> None:
         if not self.active.acquire(blocking=False):
@@ -488,6 +546,12 @@ class Server(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:  # a client gone away is not an error
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
+
+
+def _default_stem(checkpoint: Path) -> str:
+    """<checkpoint's name>-learned, with anything but ASCII letters, digits, '-', '_' and '.' made '-'."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "-", checkpoint.stem).strip(".-") or "model"
+    return f"{stem[:50]}-learned"
 
 
 def _own_names() -> set[str]:

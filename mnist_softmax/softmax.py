@@ -58,7 +58,7 @@ def softmax_loss(z: np.ndarray, y: np.ndarray) -> float:
     Finite for any finite logits (log-sum-exp), however small the probability of the true class.
     """
     y = check_labels(y, len(z), z.shape[-1])
-    return float(-log_softmax(z)[np.arange(len(y)), y].mean())
+    return float(-log_softmax(z)[np.arange(len(y)), y].mean()) + 0.0  # + 0.0: a loss of 0 is 0, never −0
 
 
 def cross_entropy(P: np.ndarray, y: np.ndarray) -> float:
@@ -69,7 +69,7 @@ def cross_entropy(P: np.ndarray, y: np.ndarray) -> float:
     """
     y = check_labels(y, len(P), P.shape[-1])
     with np.errstate(divide="ignore"):
-        return float(-np.log(P[np.arange(len(y)), y]).mean())
+        return float(-np.log(P[np.arange(len(y)), y]).mean()) + 0.0
 
 
 def softmax_loss_grad(z: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> tuple[float, np.ndarray]:

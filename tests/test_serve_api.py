@@ -30,7 +30,9 @@ def start_server(checkpoint: Path, data_dir: Path | None, *extra) -> tuple[subpr
     cmd += ["--no-browser", *(["--data-dir", str(data_dir)] if data_dir else []), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
-    assert line.startswith(f"serving {checkpoint} at http://127.0.0.1:"), line + proc.stderr.read()
+    if not line.startswith(f"serving {checkpoint} at http://"):
+        proc.kill()
+        pytest.fail(f"serve did not start: {line}{proc.communicate(timeout=30)[1]}")
     return proc, line.split(" at ")[1].split()[0]
 
 
@@ -174,6 +176,26 @@ def test_a_state_changing_request_from_another_origin_is_refused(server, origin,
     assert ("session" in body) == allowed
 
 
+def test_malformed_requests_and_other_methods_get_json_errors_too(server):
+    """What http.server itself refuses (an unknown method, a garbled request line) is JSON as well;
+    two Host headers, or two Content-Lengths, are refused (they could disagree)."""
+    port = server.rsplit(":", 1)[1].strip("/")
+    host = f"Host: 127.0.0.1:{port}\r\n"
+    for request, status in [
+        (f"PUT /api/model HTTP/1.1\r\n{host}\r\n", 501),
+        (f"DELETE / HTTP/1.1\r\n{host}\r\n", 501),
+        (f"GET / HTTP/A.B\r\n{host}\r\n", 400),
+        (f"GET /api/model HTTP/1.1\r\n{host}Host: evil.example:{port}\r\n\r\n", 400),
+        (f"POST /api/session HTTP/1.1\r\n{host}Content-Length: 0\r\nContent-Length: 5\r\n\r\n", 400),
+        (f"GET /api/model HTTP/1.1\r\n{host}" + "X-Filler: y\r\n" * 150 + "\r\n", 431),
+    ]:
+        answer = raw(server, request.encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.0 {status} ".encode()), (request[:40], answer[:200])
+        assert b"Content-Type: application/json" in head and b"X-Content-Type-Options: nosniff" in head
+        assert list(json.loads(body)) == ["error"]
+
+
 def test_a_body_over_10_mb_is_refused_unread(server):
     """The server answers 413 from the headers alone: the client has sent none of its 20 MB."""
     port = server.rsplit(":", 1)[1].strip("/")
@@ -232,12 +254,23 @@ def test_hostile_input_is_one_json_error_each_and_the_server_keeps_serving(serve
         ("/api/learn?label=3", b"x", 400, "session is required"),
         (f"/api/save?session={key}", b"{not json", 400, "the body must be JSON"),
         (f"/api/save?session={key}", b'{"name": 3}', 400, "name is a string"),
-        (f"/api/save?session={key}", b'{"name": "../evil"}', 400, "a name is letters"),
+        (f"/api/save?session={key}", b'{"name": "../evil"}', 400, "a name is 1 to 64 ASCII letters"),
         (f"/api/save?session={key}", b"{}", 409, "no learning step taken"),
+        (f"/api/save?session={key}", b'{"name": "-rf"}', 400, "a name is"),
+        (f"/api/save?session={key}", '{"name": "été"}'.encode(), 400, "ASCII"),
         ("/api/nowhere", b"", 404, "no such page or API"),
+        ("/api/predict?label=%D9%A3", b"x", 400, "label must be a whole number"),  # an Arabic-Indic 3
+        ("/api/predict?label=3&label=4", b"x", 400, "label is given 2 times"),
+        ("/api/cell?true=%C2%B2&predicted=5", None, 400, "true must be a whole number"),  # a superscript 2
+        ("/api/cell?true=" + "9" * 5000 + "&predicted=5", None, 400, "true must be a whole number"),
+        ("/api/model?" + "&".join(f"x{i}=1" for i in range(30)), None, 400, "too many query parameters"),
+        (f"/api/learn?session={key}&label=3&lr=", b"x", 400, "lr must be a number"),
+        (f"/api/learn?session={key}&label=3&lr=1_0", b"x", 400, "lr must be a number"),
+        (f"/api/learn?session={key}&label=3&lr=%EF%BC%91", b"x", 400, "lr must be a number"),  # a full-width 1
+        ("/api/model", b"", 405, "/api/model takes GET, not POST"),
     ]
     for path, body, want_status, message in cases:
-        got_status, got = call(server, path, body)
+        got_status, got = call(server, path, body, method="GET" if body is None else "POST")
         assert got_status == want_status and message in got["error"], (path, got_status, got)
         assert list(got) == ["error"] and "Traceback" not in got["error"]
     assert call(server, "/api/model")[0] == 200  # still serving
@@ -362,7 +395,55 @@ def test_without_the_test_set_the_run_scores_say_how_to_get_it(pixels_checkpoint
     proc, url = start_server(pixels_checkpoint, tmp_path / "empty")
     try:
         status, body = call(url, "/api/confusion")
-        assert status == 404 and "`mnist-softmax download` gets it" in body["error"]
+        assert status == 404 and f"`mnist-softmax download --data-dir {tmp_path / 'empty'}` gets it" in body["error"]
+    finally:
+        stop(proc)
+
+
+def test_the_run_is_read_from_the_served_checkpoint_itself(pixels_checkpoint, mnist, tmp_path):
+    """A copy under another name and folder still shows its run; an interrupted run says it was never
+    scored; a checkpoint saved from the page (no training state) says it holds no history; saving
+    from a checkpoint whose name is not a plain name gives a plain default name."""
+    import shutil
+
+    odd = tmp_path / "my model (copy).npz"
+    shutil.copy(pixels_checkpoint, odd)
+    proc, url = start_server(odd, None)
+    try:
+        status, body = call(url, "/api/run")
+        assert status == 200 and len(body["history"]) == 10 and body["summary"].startswith("10 epochs of pixels; test")
+        _, session = call(url, "/api/session", b"")
+        assert (
+            call(url, f"/api/learn?session={session['session']}&label=3&lr=0.001", _png(mnist.test_images[0]))[0] == 200
+        )
+        status, saved = call(url, f"/api/save?session={session['session']}", b"")
+        assert status == 200 and saved["name"] == "my-model--copy-learned.npz"
+    finally:
+        stop(proc)
+    proc, url = start_server(Path(saved["saved"]), None)
+    try:
+        status, body = call(url, "/api/run")
+        assert status == 404 and "holds no training history" in body["error"]
+    finally:
+        stop(proc)
+    from dataclasses import replace
+
+    from mnist_softmax.checkpoint import load_run, save_checkpoint
+
+    checkpoint, state = load_run(pixels_checkpoint)
+    interrupted = tmp_path / "interrupted" / "model.npz"
+    interrupted.parent.mkdir()
+    metrics = {**checkpoint.metrics, "interrupted": True, "test_accuracy": None, "epochs": 3}
+    save_checkpoint(
+        interrupted, checkpoint.model, checkpoint.config, metrics, replace(state, history=state.history[:3])
+    )
+    proc, url = start_server(interrupted, None)
+    try:
+        status, body = call(url, "/api/run")
+        assert (
+            status == 200
+            and body["summary"] == "3 epochs of pixels of the 10 planned: interrupted, never scored on the test set."
+        )
     finally:
         stop(proc)
 
@@ -398,13 +479,24 @@ def test_a_taken_port_is_one_clear_error(pixels_checkpoint):
     )
 
 
-def test_listening_beyond_this_machine_warns_that_the_page_has_no_login(pixels_checkpoint):
+def test_listening_beyond_this_machine_warns_and_takes_requests_by_address(pixels_checkpoint):
+    """With --host 0.0.0.0 other machines name this one by an address (or its host name): those Host
+    headers are accepted, a domain name is still refused (DNS rebinding)."""
     proc, url = start_server(pixels_checkpoint, None, "--host", "0.0.0.0")
+    port = url.rsplit(":", 1)[1].strip("/")
     try:
-        assert call(url, "/api/model")[0] == 200
+        for host, status in [("192.0.2.7", 200), ("[2001:db8::7]", 200), (socket.gethostname(), 200),
+                             ("attacker.example", 403), ("127.1", 403)]:  # fmt: skip
+            answer = raw(url, f"GET /api/model HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            assert answer.startswith(f"HTTP/1.0 {status} ".encode()), (host, answer[:120])
     finally:
         code, err = stop(proc)
     assert err.startswith("warning: listening on 0.0.0.0: anyone who can reach this machine can use the page")
+    proc, url = start_server(pixels_checkpoint, None, "--host", "127.0.0.2")  # loopback too: no warning
+    assert stop(proc) == (130, "stopped\n")
+    done = subprocess.run([sys.executable, "-m", "mnist_softmax", "serve", "--checkpoint", str(pixels_checkpoint),
+                           "--no-browser", "--host", " "], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "--host is empty" in done.stderr
 
 
 def test_serve_without_a_trained_model_says_what_to_do(tmp_path):

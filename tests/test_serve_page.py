@@ -224,6 +224,36 @@ def test_2_a_refused_image_shows_the_clis_refusal_word_for_word(page, pixels_ser
     page.shot("refused")
 
 
+def test_2_a_refusal_after_an_answer_leaves_nothing_of_the_old_answer(page, pixels_server, mnist, tmp_path):
+    """A file, then one refused: the old digit, box and answer go; then drawing works again at once
+    (the preview of a file never sits in the way of the pen)."""
+    good = MAKERS["dark pen on white paper"](mnist.test_images[0], tmp_path, "seven", np.random.default_rng(2))
+    page.testid("file").set_input_files(str(good))
+    page.settled("7")
+    page.refusals_expected = True
+    page.testid("file").set_input_files(str(NEGATIVES["a blank page"](tmp_path, "blank", np.random.default_rng(3))))
+    page.tab.wait_for_function("() => !document.getElementById('error').hidden")
+    assert not page.tab.locator("#sees").is_visible() and page.tab.locator("#answer").text_content() == ""
+    assert page.testid("learn").is_disabled()
+    page.draw(ONE)
+    page.settled("1")
+    assert page.testid("error").is_hidden() and page.tab.locator("#sees").is_visible()
+
+
+def test_the_page_fits_a_phone_screen(browser, pixels_server, tmp_path):
+    """At 390 px wide (a phone), nothing runs off the side of the page, and the pad still draws."""
+    tab = browser.new_page(viewport={"width": 390, "height": 800}, has_touch=True)
+    errors = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.goto(pixels_server[1])
+    tab.wait_for_function("() => document.getElementById('model-info').textContent.length > 0")
+    tab.wait_for_selector("[data-testid=cell-0-0]")
+    assert tab.evaluate("() => document.documentElement.scrollWidth") <= 390
+    tab.screenshot(path=tmp_path / "phone.png", full_page=True)
+    assert errors == []
+    tab.close()
+
+
 def test_7_a_learning_step_raises_p_y_and_reset_takes_it_back(page, pixels_server, mnist, tmp_path):
     from mnist_softmax.checkpoint import load_checkpoint
 
@@ -235,6 +265,9 @@ def test_7_a_learning_step_raises_p_y_and_reset_takes_it_back(page, pixels_serve
     page.tab.wait_for_function("() => document.getElementById('loss').textContent !== '–'")
     p7 = float(page.text("p-7"))
     loss = float(page.text("loss"))
+    page.testid("lr").fill("")
+    page.testid("learn").click()
+    assert page.text("learn-status") == "Enter a learning rate first (for example 0.005)."
     page.testid("lr").fill("0.002")
     for step in (1, 2):
         page.testid("learn").click()

@@ -148,3 +148,12 @@ def test_cross_entropy_of_a_zero_probability_is_inf_without_a_warning():
         assert cross_entropy(P, np.array([1])) == np.inf
     z = np.array([[0.0, -2000.0]])  # the same probabilities, from logits: the loss is the exact figure
     assert softmax(z)[0, 1] == 0.0 and softmax_loss(z, np.array([1])) == 2000.0
+
+
+def test_a_certain_answer_has_a_loss_of_zero_not_minus_zero():
+    """−log 1 is −0.0 in floating point; a loss is printed and saved, and "-0.0000" would be a lie."""
+    import math
+
+    z, P, y = np.array([[0.0, -2000.0]]), np.array([[1.0, 0.0]]), np.array([0])
+    for loss in (softmax_loss(z, y), cross_entropy(P, y)):
+        assert loss == 0.0 and math.copysign(1.0, loss) == 1.0

@@ -55,9 +55,14 @@ function schedule() {
 
 function showPreview(url, text) {
   const img = $("file-preview");
+  img.onerror = () => {
+    img.hidden = true;
+    $("source").textContent = `${text} (This browser cannot show the file; the model reads it all the same.)`;
+  };
   img.src = url;
   img.hidden = false;
   $("source").textContent = text;
+  pad.forget(); // the pad starts afresh when you draw on it again
 }
 
 function useFile(file) {
@@ -110,11 +115,21 @@ async function ask() {
     refused(data.error);
     status("");
   } else if (code === 404 && /session/.test(data.error)) {
-    await newSession();
+    await forgotten();
     ask();
   } else {
-    status(data.error);
+    failed(data.error);
+    status("");
   }
+}
+
+async function forgotten() {
+  // The server keeps at most 16 pages' learning steps, for an hour idle: this page's were let go.
+  const had = state.record ? state.record.page.steps : 0;
+  await newSession();
+  $("learn-status").textContent = had
+    ? `The server let this page's ${had} learning steps go (too many pages open, or an hour idle): back to the checkpoint's weights.`
+    : "";
 }
 
 // ------------------------------------------------------------------------------ 2-6. the answer
@@ -122,6 +137,8 @@ async function ask() {
 function showEmpty() {
   state.record = null;
   $("answer").textContent = "";
+  $("polarity").textContent = "";
+  $("sees").hidden = true;
   $("error").hidden = true;
   for (const id of ["s2", "s3", "s4", "s5", "s6", "s7"]) $(id).classList.add("stale");
   $("prediction").textContent = "–";
@@ -130,16 +147,24 @@ function showEmpty() {
 }
 
 function refused(message) {
+  delete $("error").dataset.kind;
   showEmpty();
   $("error").textContent = message;
   $("error").hidden = false;
   $("s2").classList.remove("stale");
 }
 
+function failed(message) {
+  // Not a refusal of the image (too large a file, a server gone): the same place, said as it is.
+  refused(message);
+  $("error").dataset.kind = "failure";
+}
+
 function render(record) {
   state.record = record;
   const page = record.page;
   $("error").hidden = true;
+  $("sees").hidden = false;
   for (const id of ["s2", "s3", "s4", "s5", "s6", "s7"]) $(id).classList.remove("stale");
   renderSees(record, page);
   renderFeatures(page);
@@ -162,8 +187,16 @@ async function renderSees(record, page) {
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   let image;
   if (state.source.kind === "pad") image = pad.canvas;
-  else if (state.source.kind === "file") image = await createImageBitmap(state.source.blob, { imageOrientation: "from-image" });
-  else {
+  else if (state.source.kind === "file") {
+    try {
+      image = await createImageBitmap(state.source.blob, { imageOrientation: "from-image" });
+    } catch {
+      ctx.fillStyle = "#5d6675";
+      ctx.font = "12px sans-serif";
+      ctx.fillText("(not shown by this browser)", 6, 70);
+      return;
+    }
+  } else {
     image = document.createElement("canvas");
     image.width = image.height = 28;
     drawDigit(image, state.source.rows);
@@ -287,7 +320,7 @@ function renderLoss(record, page) {
   for (const t of ["k", ...page.grad_z.map((_, k) => k)]) head.insertCell().textContent = t;
   const row = table.insertRow();
   row.insertCell().textContent = "dL/dz";
-  page.grad_z.forEach((g) => { row.insertCell().textContent = g.toFixed(4); });
+  page.grad_z.forEach((g) => { row.insertCell().textContent = small(g); });
   const [H, W] = page.cells;
   const pictures = document.createElement("div");
   pictures.className = "classes";
@@ -327,13 +360,22 @@ function updateButtons() {
 }
 
 async function learn() {
-  const lr = $("lr").value;
-  const body = await sourceBody();
-  const { status: code, data } = await api(`/api/learn?${query({ lr })}`, { method: "POST", body });
-  if (code !== 200) {
-    status(data.error);
+  const lr = $("lr").value.trim();
+  if (!lr) {
+    $("learn-status").textContent = "Enter a learning rate first (for example 0.005).";
     return;
   }
+  const body = await sourceBody();
+  let { status: code, data } = await api(`/api/learn?${query({ lr })}`, { method: "POST", body });
+  if (code === 404 && /session/.test(data.error)) {
+    await forgotten();
+    ({ status: code, data } = await api(`/api/learn?${query({ lr })}`, { method: "POST", body }));
+  }
+  if (code !== 200) {
+    $("learn-status").textContent = data.error;
+    return;
+  }
+  $("learn-status").textContent = "";
   render(data.after);
   const y = data.after.label;
   const before = data.before.shown.probabilities, after = data.after.page.shown.probabilities;
@@ -356,13 +398,25 @@ async function learn() {
   holder.append(line, table);
 }
 
+/** A number to 4 decimals, or to 3 significant digits when that would show only zeros. */
+function small(v) {
+  if (v === 0) return "0";
+  return Math.abs(v) >= 5e-5 ? v.toFixed(4) : v.toExponential(2);
+}
+
 function sub(k) {
   return String(k).replace(/\d/g, (d) => "₀₁₂₃₄₅₆₇₈₉"[d]);
 }
 
 async function reset() {
-  await api(`/api/reset?session=${state.session}`, { method: "POST" });
+  const { status: code, data } = await api(`/api/reset?session=${state.session}`, { method: "POST" });
+  if (code === 404) await forgotten();
+  else if (code !== 200) {
+    $("learn-status").textContent = data.error;
+    return;
+  }
   $("learned").textContent = "Back to the checkpoint's own weights.";
+  $("learn-status").textContent = "";
   ask();
 }
 
@@ -393,7 +447,7 @@ async function loadRun() {
       { name: "train", values: col("train_acc"), colour: "#2b59c3" },
       { name: "validation", values: col("val_acc"), colour: "#e8590c", dashed: true },
     ], "accuracy");
-    $("run-note").textContent = `${h.length} epochs of ${state.model.front_end}; test accuracy ${run.data.metrics.test_accuracy}.`;
+    $("run-note").textContent = run.data.summary;
   } else {
     $("run-note").textContent = run.data.error;
   }
@@ -423,7 +477,7 @@ async function loadRun() {
       td.onclick = () => showCell(t, p, td);
     });
   });
-  $("confusion-caption").textContent = `test set, accuracy ${scores.data.accuracy}: rows the true digit, columns the prediction; click a cell`;
+  $("confusion-caption").textContent = `test set, ${scores.data.shown}: rows the true digit, columns the prediction; click a cell`;
 }
 
 async function showCell(t, p, td) {

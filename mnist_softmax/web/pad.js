@@ -64,6 +64,13 @@ export class Pad {
     this.onChange();
   }
 
+  /** Drop the strokes without a word: the pad is under a chosen file, and starts afresh. */
+  forget() {
+    this.strokes = [];
+    this.current = null;
+    this.redraw();
+  }
+
   clear() {
     this.strokes = [];
     this.current = null;

@@ -58,7 +58,7 @@ export function onHover(canvas, h, w, readout, describe) {
 export function lineChart(svg, series, yLabel) {
   const ns = "http://www.w3.org/2000/svg";
   const width = +svg.getAttribute("width"), height = +svg.getAttribute("height");
-  const pad = { left: 44, right: 10, top: 10, bottom: 26 };
+  const pad = { left: 44, right: 10, top: 24, bottom: 26 };
   const all = series.flatMap((s) => s.values).filter((v) => v !== null && Number.isFinite(v));
   svg.replaceChildren();
   if (!all.length) return;
@@ -81,10 +81,10 @@ export function lineChart(svg, series, yLabel) {
   add("text", { x: 2, y: height - pad.bottom }, lo.toPrecision(3));
   add("text", { x: pad.left, y: height - 6 }, "epoch 1");
   add("text", { x: width - pad.right - 52, y: height - 6 }, `epoch ${n}`);
-  add("text", { x: pad.left + 6, y: pad.top + 10 }, yLabel);
+  add("text", { x: pad.left, y: 12 }, yLabel);
   series.forEach((s, k) => {
     const points = s.values.map((v, i) => (v === null || !Number.isFinite(v) ? null : `${x(i)},${y(v)}`)).filter(Boolean);
     add("polyline", { points: points.join(" "), fill: "none", stroke: s.colour, "stroke-width": 2, "stroke-dasharray": s.dashed ? "5 3" : "none" });
-    add("text", { x: width - pad.right - 70, y: pad.top + 12 + 13 * k }, s.name, s.colour);
+    add("text", { x: width - pad.right - 150 + 75 * k, y: 12 }, `— ${s.name}`, s.colour); // above the plot
   });
 }
