@@ -27,7 +27,8 @@ box is 20 px (anti-aliased), and placed in a 28×28 field with the ink's centre 
 5. find the digit: the marks are the 8-connected components of the ink at half its typical level;
    the digit grows from the largest by the marks within half its size (or 1/4 of the image)
    that hold 2% of its ink,
-   so a broken stroke joins it and dust elsewhere on the page does not widen its box;
+   so a broken stroke joins it and dust elsewhere on the page does not widen its box (a mark
+   elsewhere the size of a digit is another digit: refused, below);
 6. crop to the digit's bounding box (its strokes at half their level, plus the fainter fringe
    a little past them when the image is at MNIST's scale or smaller), scale the longer side to
    20 px keeping the aspect ratio (area averaging when shrinking, so anti-aliased; bicubic when
@@ -51,11 +52,14 @@ An image is refused with `no digit found (<reason>)` by the first of these rules
   are that deep at most 18%, fat canvas strokes up to about 31%, but those fill at most about 82%
   of their box: strokes leave room. A round blot fills 79% and is not caught);
 - a line: its box is more than 3× wider than tall (MNIST's widest digit is 2×);
-- several marks: the ink splits (by its projection on an axis) into groups 0.15 of a digit's
-  height apart or more, two or more of them each the size of a digit (half the box across the
-  axis, a fifth of the ink), side by side ("7 2") or one above another; or into two lines or more
-  one above another (half the box wide, twice as wide as tall: text). A digit's broken strokes
-  overlap or are small (1 of the 10,000 MNIST test digits is refused: a 4 beside a stray stroke).
+- several marks: the ink splits (by its projection on an axis) into groups, two or more of them
+  each the size of a digit (half the box across the axis, a fifth of the ink), side by side and
+  0.07 of the box's height apart or more ("7 2"), or one above another and 0.3 of the taller
+  one's height apart; or into two lines or more one above another (half the box wide, three times
+  as wide as tall: text); or a mark too far away to join the digit is itself the size of one
+  (half its height, a fifth of its ink: "3     7"). A digit's broken strokes overlap, are small
+  or close: 1 of the 10,000 MNIST test digits is refused (a 4 beside a stray stroke) and 5 of
+  the 60,000 training digits (a 1 beside dots or a stroke, a 3 and a 5 in two pieces).
 
 Before all that, an image more than 128 times longer than wide is refused as too narrow.
 """
@@ -103,7 +107,10 @@ MIN_STROKE_AT_20 = 0.3  # px of stroke width once the box's longer side is 20 px
 MAX_SOLID, MAX_FILLED = 0.15, 0.9  # a blot is this deep and fills this much of its box (see the docstring)
 MAX_WIDTH_OVER_HEIGHT = 3.0  # MNIST: ≤ 2
 DIGIT_SIZED, DIGIT_INK = 0.5, 0.2  # a group the size of a digit spans this much of the box, holds this much ink
-SEPARATE = 0.15  # groups this far apart (of the box's height) are not one digit's broken strokes
+# Groups of ink apart by these gaps are several digits, not one digit's broken strokes:
+SIDE_APART = 0.07  # two digit-sized groups side by side, apart by this much of the box's height ("7 2")
+STACKED_APART = 0.3  # ... one above another, apart by this much of the taller one's height
+LINE_RATIO, LINES_APART = 3, 0.15  # text: lines this many times wider than tall, apart by this much of their height
 
 
 class ImageError(MnistSoftmaxError):
@@ -243,8 +250,8 @@ def _to_arrays(im, unsigned_32bit: bool = False) -> tuple[np.ndarray, np.ndarray
         if not finite.all():  # NaN or ±inf samples: the nearest end of the finite values
             a = np.where(finite, a, np.where(a > 0, a[finite].max(), a[finite].min())).astype(np.float32)
         lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 1:  # floats outside [0, 1]: no white point is known, so stretch
-            a = (a - lo) / max(hi - lo, 1e-12)
+        if lo < 0 or hi > 1:  # floats outside [0, 1]: no white point is known, so stretch (in float64:
+            a = ((a.astype(np.float64) - lo) / max(hi - lo, 1e-12)).astype(np.float32)  # float32 overflows at ±3.4e38)
         return a[..., None], None
     if im.mode == "P" and "transparency" in im.info or im.mode in ("PA", "La"):
         im = im.convert("RGBA")
@@ -721,6 +728,13 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
             largest = labels_full == 1 + int(np.bincount(labels_full.ravel())[1:].argmax())
     _check_digit(cover[box[0] : box[1], box[2] : box[3]], largest, max(H, W))
     b0, b1, d0, d1 = r0[kept].min(), r1[kept].max(), c0[kept].min(), c1[kept].max()
+    # A mark left out is dust or a stray stroke; one the size of a digit is another digit ("3   7").
+    apart = ~kept & ~ruled & (r1 - r0 >= DIGIT_SIZED * (b1 - b0)) & (per >= DIGIT_INK * per[kept].sum())
+    if apart.any():
+        raise ImageError(
+            f"no digit found (several marks: {1 + int(apart.sum())} marks the size of a digit, apart; "
+            "crop the image to one digit)"
+        )
     mine = (labels[b0:b1, d0:d1] > 0) & kept[labels[b0:b1, d0:d1] - 1]
     several = _several_marks(mine, mass[b0:b1, d0:d1])
     if several:
@@ -741,13 +755,13 @@ def _several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
     """Why the marks kept for a digit (mask (h, w) bool on the view, cropped to their box; their
     ink per pixel, mass (h, w)) hold more than one digit, or "". The ink is split into bands by
     its projection on each axis; a digit's broken strokes overlap (the bar of a 5 lies above its
-    body, a 4's crossbar reaches its stroke) or are small. It is several digits when,
+    body, a 4's crossbar reaches its stroke), are small, or are close. It is several digits when,
     - side by side, two bands or more each span DIGIT_SIZED of the box's height and hold
-      DIGIT_INK of its ink, with a gap of at least SEPARATE of the box's height ("7 2");
+      DIGIT_INK of its ink, with a gap of at least SIDE_APART of the box's height ("7 2");
     - one above another, two such bands span DIGIT_SIZED of its width and 0.3 of its height,
-      SEPARATE of their height apart (a 7 over a 2), or two or more are lines: half its width,
-      twice as wide as tall, each with a twentieth of its ink, SEPARATE of a line's height apart
-      (text).
+      STACKED_APART of the taller one's height apart (a 7 over a 2), or two or more are lines:
+      half its width, LINE_RATIO times as wide as tall, each with a twentieth of its ink,
+      LINES_APART of a line's height apart (text).
     """
     height, width = mask.shape
     ink = np.where(mask, mass, 0.0)
@@ -757,17 +771,17 @@ def _several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
         (a, b) for a, b in bands
         if _extent(mask[:, a:b])[1] >= DIGIT_SIZED * height and ink[:, a:b].sum() >= DIGIT_INK * total
     ]  # fmt: skip
-    if len(sized) >= 2 and _widest_gap(bands) >= SEPARATE * height:
+    if len(sized) >= 2 and _widest_gap(bands) >= SIDE_APART * height:
         return f"{len(sized)} groups of ink side by side, each the size of a digit"
     bands = _bands(ink.sum(1))
     if len(bands) < 2:
         return ""
     spans = [(b - a, _extent(mask[a:b])[0], float(ink[a:b].sum())) for a, b in bands]
-    lines = [h for h, w, m in spans if w >= DIGIT_SIZED * width and w >= 2 * h and m >= DIGIT_INK / 4 * total]
-    if len(lines) >= 2 and _widest_gap(bands) >= SEPARATE * float(np.median(lines)):
+    lines = [h for h, w, m in spans if w >= DIGIT_SIZED * width and w >= LINE_RATIO * h and m >= DIGIT_INK / 4 * total]
+    if len(lines) >= 2 and _widest_gap(bands) >= LINES_APART * float(np.median(lines)):
         return f"{len(lines)} lines of ink one above another"
     stacked = [h for h, w, m in spans if h >= 0.3 * height and w >= DIGIT_SIZED * width and m >= DIGIT_INK * total]
-    if len(stacked) >= 2 and _widest_gap(bands) >= SEPARATE * max(stacked):
+    if len(stacked) >= 2 and _widest_gap(bands) >= STACKED_APART * max(stacked):
         return f"{len(stacked)} groups of ink one above another, each the size of a digit"
     return ""
 
@@ -942,8 +956,7 @@ def to_mnist_many(
     or threads with executor="threads". One image, or workers=1, runs here and starts nothing, so
     a one-image `predict` pays no pool start-up. A worker process that dies (killed, or crashed by
     a file) costs nothing already done: the first image not yet read is read again by a process of
-    its own (an ImageError if that one dies too: the file itself kills it), then a new pool takes
-    the rest.
+    its own (an ImageError naming the signal if that one dies too), then a new pool takes the rest.
     """
     paths = list(paths)
     if workers is None:
@@ -974,14 +987,44 @@ def to_mnist_many(
 
 
 def _alone(path: str | Path) -> Prepared | ImageError:
-    """_to_mnist_or_error of one image in a worker process of its own: an ImageError if it dies."""
-    from concurrent.futures.process import BrokenProcessPool
+    """_to_mnist_or_error of one image in a worker process of its own: an ImageError saying how
+    that process ended if it dies (a crash such as SIGSEGV is the file's doing; SIGKILL may be
+    the out-of-memory killer or someone outside, and the message says which signal it was)."""
+    import multiprocessing as mp
 
-    with _pool("processes", 1) as pool:
-        try:
-            return pool.submit(_to_mnist_or_error, path).result()
-        except BrokenProcessPool:
-            return ImageError(f"{path}: a worker process died while reading this image")
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+    reader, writer = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_read_into, args=(path, writer), daemon=True)
+    proc.start()
+    writer.close()
+    try:
+        return reader.recv()
+    except EOFError:
+        proc.join()
+        code = proc.exitcode
+        how = f"killed by {_signal_name(-code)}" if code < 0 else f"it exited with status {code}"
+        return ImageError(f"{path}: a worker process died while reading this image ({how})")
+    finally:
+        reader.close()
+        if proc.is_alive():  # Ctrl-C while it reads
+            proc.kill()
+        proc.join()
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal
+        return f"signal {number}"
+
+
+def _read_into(path: str | Path, connection) -> None:
+    """A worker process of _alone: read one image and send the result back."""
+    _worker_init()
+    connection.send(_to_mnist_or_error(path))
+    connection.close()
 
 
 def _pool(executor: str, workers: int):

@@ -118,6 +118,25 @@ def test_32bit_integer_tiffs_are_read(pixel_model, mnist, tmp_path):
     assert to_mnist(tmp_path / "unsigned.tif").inverted and not to_mnist(tmp_path / "signed.tif").inverted
 
 
+def test_float_tiffs_are_stretched_whatever_their_range(pixel_model, mnist, tmp_path):
+    """Floats in [0, 1] are read as they are; others have no white point and are stretched from
+    their least to their greatest, in float64, so values near float32's limits (±3.4e38) neither
+    overflow nor warn; NaN and ±inf take the nearest finite end."""
+    import warnings
+
+    d = np.asarray(Image.fromarray(mnist.test_images[0]).resize((84, 84)), np.float64) / 255  # a 7
+    ranges = {"unit": (0.0, 1.0), "wide": (-3e38, 3e38), "large": (0.0, 1e4), "negative": (-5.0, -1.0)}
+    for name, (lo, hi) in ranges.items():
+        a = (lo + (hi - lo) * d).astype(np.float32)
+        if name == "unit":
+            a[0, :3] = [np.nan, np.inf, -np.inf]
+        Image.fromarray(a, "F").save(tmp_path / f"{name}.tif")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            prepared = to_mnist(tmp_path / f"{name}.tif")
+        assert classify(pixel_model, prepared.digit[None]).argmax() == 7 and not prepared.inverted, name
+
+
 @pytest.mark.parametrize("executor", ["processes", "threads"])
 def test_to_mnist_many_keeps_order_and_errors(executor, mnist, tmp_path):
     paths = []
@@ -165,7 +184,8 @@ def test_a_worker_process_that_dies_costs_nothing_already_read(dies, mnist, tmp_
     assert len(results) == len(paths) and marker.exists()
     for path, got in zip(paths, results, strict=True):
         if path == deadly and dies == "always":
-            assert isinstance(got, ImageError) and str(got) == f"{path}: a worker process died while reading this image"
+            want = f"{path}: a worker process died while reading this image (killed by SIGKILL)"
+            assert isinstance(got, ImageError) and str(got) == want
         else:
             np.testing.assert_array_equal(got.digit, real(path).digit)
 
