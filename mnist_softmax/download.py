@@ -73,12 +73,16 @@ def max_body(spec: FileSpec) -> int:
 # Sources
 
 
-_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+# user:password@ up to the host (the last @ before the path: a password may hold an @ of its own),
+# and a query string (a token, a signature): a URL's parts that are secrets.
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^?#\s]*\?)[^#\s]+")
 
 
 def redact(text: str) -> str:
-    """text with the credentials of any URL in it (user:password@) shown as ***@: they are never printed."""
-    return _CREDENTIALS.sub(r"\1***@", str(text))
+    """text with the credentials (user:password@) and query string of any URL in it shown as ***:
+    they are never printed."""
+    return _QUERY.sub(r"\1***", _CREDENTIALS.sub(r"\1***@", str(text)))
 
 
 def check_source(source: str) -> str:
@@ -228,32 +232,37 @@ class _Slow(_Unreachable):
     another, would cost another stall limit, so it is skipped for the rest of the command."""
 
 
-STALL_SECONDS = 60.0  # no 64 kB chunk for this long: the body is cut off (a trickling server)
+STALL_SECONDS = 60.0  # no 64 kB chunk (or no complete headers) for this long: cut off (a trickling server)
 SLOW_NOTICE_SECONDS = 10.0  # ... and after this long, the user is told which source is slow
 
 
 class _Stall:
-    """Cuts a response off when no chunk has arrived for `seconds`. A server that trickles a byte
-    every few seconds never trips the read timeout, which only bounds each socket read; this
-    shuts the socket from a watcher thread, so the blocked read returns and the fault is seen.
-    `notice()` is called once, from the watcher, when no chunk has come for `notice_after` seconds."""
+    """Cuts a request off when its headers have not all come, or no body chunk has, for `seconds`.
+    A server that trickles a byte every few seconds never trips the read timeout, which only bounds
+    each socket read; this shuts the session's sockets from a watcher thread, so the blocked read
+    returns and the fault is seen. Once `answered()`, `notice()` is called once, from the watcher,
+    when no chunk has come for `notice_after` seconds."""
 
-    def __init__(self, response, seconds: float, notice=lambda: None, notice_after: float | None = None):
+    def __init__(self, sockets: list, seconds: float, notice=lambda: None, notice_after: float | None = None):
         import threading
 
-        self.sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        self.sockets = sockets
         self.seconds = seconds
         self.notice = notice
         self.notice_after = SLOW_NOTICE_SECONDS if notice_after is None else notice_after
         self.last = time.monotonic()
-        self.fired = False
+        self.fired = self.fired_answered = False
+        self.has_answered = False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="download-stall", daemon=True)
 
     def __enter__(self) -> _Stall:
-        if self.sock is not None:
-            self._thread.start()
+        self._thread.start()
         return self
+
+    def answered(self) -> None:
+        self.has_answered = True
+        self.progress()
 
     def progress(self) -> None:
         self.last = time.monotonic()
@@ -264,20 +273,27 @@ class _Stall:
         noticed = False
         while not self._done.wait(min(1.0, self.seconds / 4, self.notice_after / 2)):
             quiet_for = time.monotonic() - self.last
-            if not noticed and self.notice_after < quiet_for < self.seconds:
+            if self.has_answered and not noticed and self.notice_after < quiet_for < self.seconds:
                 noticed = True
                 with contextlib.suppress(Exception):  # a message must never stop the watch
                     self.notice()
             if quiet_for > self.seconds:
-                self.fired = True
-                with contextlib.suppress(OSError):
-                    self.sock.shutdown(socket.SHUT_RDWR)
+                self.fired, self.fired_answered = True, self.has_answered
+                for sock in list(self.sockets):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
                 return
 
     def __exit__(self, *exc) -> None:
         self._done.set()
         if self._thread.is_alive():
             self._thread.join()
+
+    def cut_off(self) -> _Slow:
+        """The fault, once the watch has fired."""
+        if self.fired_answered:
+            return _Slow(f"too slow: no {_CHUNK // 1024} kB in {self.seconds:g} s")
+        return _Slow(f"too slow: no complete answer in {self.seconds:g} s")
 
 
 def _network_reason(e: Exception) -> str:
@@ -301,28 +317,62 @@ def _part_path(data_dir: Path, name: str, url: str) -> Path:
 
 @functools.cache
 def _retry_class():
-    """urllib3's Retry, except that a read timeout is not retried: a server that took the request and
-    then said nothing for the whole timeout would cost another timeout each time it was asked."""
-    from urllib3.exceptions import ReadTimeoutError
+    """urllib3's Retry, except that a timeout is not retried: a server that did not take the
+    connection, or took the request and then said nothing, for the whole timeout would cost another
+    timeout each time it was asked."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
     from urllib3.util.retry import Retry
 
     class NoRetryOnSilence(Retry):
         def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-            if isinstance(error, ReadTimeoutError):
+            timed_out = isinstance(error, ConnectTimeoutError) and not isinstance(error, NewConnectionError)
+            if timed_out or isinstance(error, ReadTimeoutError):  # (a refused connection is a NewConnectionError)
                 raise error.with_traceback(_stacktrace)
             return super().increment(method, url, response, error, _pool, _stacktrace)
 
     return NoRetryOnSilence
 
 
-def _session(retries: int, backoff: float):
+def _watched_adapter(retry, sockets: list):
+    """requests' HTTPAdapter whose connections add their socket to `sockets` once connected, so a
+    _Stall can cut off a server that trickles even its headers."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def watched(pool_class, connection_class):
+        class Connection(connection_class):
+            def connect(self):
+                super().connect()
+                sockets.append(self.sock)
+
+        return type(pool_class.__name__, (pool_class,), {"ConnectionCls": Connection})
+
+    pools = {
+        "http": watched(HTTPConnectionPool, HTTPConnection),
+        "https": watched(HTTPSConnectionPool, HTTPSConnection),
+    }
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy, **kwargs):
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+    return Adapter(max_retries=retry)
+
+
+def _session(retries: int, backoff: float, sockets: list):
     """A requests session whose urllib3 Retry handles faults before a response: refused or reset
     connections and HTTP 408/429/5xx, each at most `retries` times, waiting backoff·2^k seconds
-    (urllib3's schedule: no wait before the first retry). A read timeout is not retried (see
+    (urllib3's schedule: no wait before the first retry). A timeout is not retried (see
     _retry_class), and a server's Retry-After is not obeyed, so no server can make a download wait
-    longer than that."""
+    longer than that. Its connections' sockets are added to `sockets` (see _watched_adapter)."""
     import requests
-    from requests.adapters import HTTPAdapter
 
     retry = _retry_class()(
         total=retries,
@@ -333,8 +383,9 @@ def _session(retries: int, backoff: float):
         respect_retry_after_header=False,
     )
     session = requests.Session()
+    adapter = _watched_adapter(retry, sockets)
     for scheme in ("http://", "https://"):
-        session.mount(scheme, HTTPAdapter(max_retries=retry))
+        session.mount(scheme, adapter)
     session.headers["User-Agent"] = f"mnist-softmax/{__version__} (+https://pypi.org/project/requests)"
     return session
 
@@ -398,7 +449,7 @@ def _stream_body(response, f, decoder: Decoder, received: int, cap: int, bar, wa
         if not watch.fired:
             raise
     if watch.fired:
-        raise _Slow(f"too slow: no {_CHUNK // 1024} kB in {watch.seconds:g} s")
+        raise watch.cut_off()
     return received
 
 
@@ -409,16 +460,15 @@ def _fetch_http(
     spec: FileSpec,
     timeout: tuple[float, float],
     quiet: bool,
-    stall: float,
+    watch: _Stall,
     log: Callable[[str], None] = lambda msg: None,
 ) -> bytes:
     """Stream `url` into `part`, resuming from its current length where the server allows (HTTP
     Range, answered 206) and starting over where it does not (answered 200). Returns the verified
-    decompressed bytes.
+    decompressed bytes. `watch` cuts off the session's sockets when the answer stalls.
 
     Raises _Transient for a body cut off midway (the partial file stays), _Unreachable for no answer,
-    _Slow for a stall, ValueError otherwise. Says through `log` when the server keeps silent or a
-    body stops coming.
+    _Slow for a stall, ValueError otherwise. Says through `log` when the server keeps silent.
     """
     import threading
 
@@ -435,20 +485,23 @@ def _fetch_http(
         with session.get(url, headers={"Range": f"bytes={have}-"} if have else {}, stream=True, timeout=timeout) as r:
             responded = True
             waiting.cancel()
+            if watch.fired:  # what came before the cut is no answer
+                raise watch.cut_off()
+            watch.answered()
             start = _resume_offset(r, have, part)
             for chunk in _read_chunks(part) if start else ():
                 decoder.feed(chunk)
             total = _announced_total(r, start, cap)
-            notice = f"{redact(url)} is slow: nothing for {SLOW_NOTICE_SECONDS:g} s; it gets {stall:g} s in all"
             with (
                 open(part, "ab" if start else "wb") as f,
                 _progress(total, url.rsplit("/", 1)[-1], quiet, start) as bar,
-                _Stall(r, stall, lambda: log(notice)) as watch,
             ):
                 received = _stream_body(r, f, decoder, start, cap, bar, watch)
             if total is not None and received != total:
                 raise _Transient(f"connection closed after {received} of {total} bytes")
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+        if watch.fired:
+            raise watch.cut_off() from None
         if not responded:  # urllib3 has already retried these, where retrying made sense
             raise _Unreachable(_network_reason(e)) from None
         raise _Transient(_network_reason(e)) from None
@@ -490,11 +543,14 @@ def _fetch_from(
         return _fetch_local(folder, name, spec)
     url = urllib.parse.urljoin(source.rstrip("/") + "/", f"{name}.gz")
     part = _part_path(data_dir, name, url)
-    with _session(retries, backoff) as session:
+    sockets: list = []
+    notice = f"{redact(url)} is slow: nothing for {SLOW_NOTICE_SECONDS:g} s; it gets {stall:g} s in all"
+    with _session(retries, backoff, sockets) as session:
         for attempt in range(retries + 1):
             resuming = part.is_file()
             try:
-                return _fetch_http(session, url, part, spec, timeout, quiet, stall, log)
+                with _Stall(sockets, stall, lambda: log(notice)) as watch:
+                    return _fetch_http(session, url, part, spec, timeout, quiet, watch, log)
             except _Unreachable:
                 raise
             except _Transient as e:

@@ -117,6 +117,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     biglength 200 announcing a 600 MB body                    slow      good, but waits 0.3 s first
     trickle   200 with the right length, then a byte every 0.2 s (for 20 s at most)
     silent    reads the request, then answers nothing for 3 s and hangs up
+    headtrickle  a status line, then its headers a byte every 0.2 s (for 20 s at most)
     <number>  that HTTP status
     """
 
@@ -168,6 +169,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if mode == "silent":
             time.sleep(3)
             self.close_connection = True
+            return None
+        if mode == "headtrickle":
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):
+                self.wfile.write(b"X")
+                self.wfile.flush()
+                time.sleep(0.2)
             return None
         if mode == "trickle":
             data = path.read_bytes()

@@ -84,6 +84,29 @@ def test_a_trickling_server_is_cut_off(mnist_server, tmp_path):
     assert _sha(got) == FILES[SMALL].sha256
 
 
+def test_a_server_trickling_its_headers_is_cut_off(mnist_server, tmp_path):
+    """The stall watch starts with the request: headers a byte at a time are cut off as a body is."""
+    _, url = mnist_server
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="headtrickle/: too slow: no complete answer in 1 s"):
+        fetch_file(SMALL, tmp_path, [f"{url}/headtrickle/"], retries=2, stall=1.0, **FAST)
+    assert time.monotonic() - started < 10  # once, not once per retry; the server would go on for 20 s
+
+
+def test_a_timeout_is_not_retried_by_urllib3():
+    """Neither a connection never taken nor a request never answered is asked again: each retry
+    would cost the whole timeout. A refused connection is retried (it costs nothing)."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+
+    from mnist_softmax.download import _retry_class
+
+    retry = _retry_class()(total=2)
+    for error in (ConnectTimeoutError("connect timed out"), ReadTimeoutError(None, "/", "read timed out")):
+        with pytest.raises(type(error)):
+            retry.increment("GET", "/", error=error)
+    assert retry.increment("GET", "/", error=NewConnectionError(None, "refused")).total == 1
+
+
 def test_a_source_that_never_answers_is_skipped_for_the_other_files(mnist_server, tmp_path, monkeypatch):
     from mnist_softmax.download import ensure_files
 
@@ -146,6 +169,9 @@ def test_credentials_in_a_mirror_url_are_never_shown(mnist_server, tmp_path, mon
         refused = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "--mirror", bad, "-q"])
         assert refused.exit_code == 1 and "pw" not in refused.output and "***@" in refused.output
     assert redact("see https://u:p@h.org/x and http://t0ken@h/") == "see https://***@h.org/x and http://***@h/"
+    assert redact("http://alice:p@ssw0rd@h.org/mnist/") == "http://***@h.org/mnist/"  # an @ in the password
+    assert redact("https://h.org/mnist/?token=abc#x and more") == "https://h.org/mnist/?***#x and more"
+    assert redact("http://u:p@[::1") == "http://***@[::1"
 
 
 def test_the_default_retry_counts(mnist_server, tmp_path):
