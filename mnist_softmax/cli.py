@@ -68,8 +68,23 @@ def _handle_sigterm() -> None:
     def terminate(signum, frame):
         raise Terminated()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, terminate)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, terminate)  # (one started ignored stays ignored, as signals.Shield says)
+
+
+def run() -> None:
+    """The `mnist-softmax` command: main, then Ctrl-C and SIGTERM ignored while the interpreter
+    exits. The command's work is done and said by then; a late signal (a held-down Ctrl-C) would
+    only turn a clean exit into a traceback from the interpreter's shutdown."""
+    import signal
+    import threading
+
+    try:
+        main()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
 
 
 class _OneLineUsageError(click.UsageError):
@@ -252,16 +267,17 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
             if created:  # a folder this run made and could not fill goes again; one the user made stays
                 _remove_if_empty(run_dir)
             raise
-    click.echo(
-        f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
-        f"({result.seconds:.1f}s, features {cfg.features})\nwrote {shown(run_dir)}/"
-        " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
-    )
-    if result.test_acc < 2 / N_CLASSES:  # a model that predicts (nearly) one class: a run gone wrong
-        _err(
-            f"warning: test accuracy {result.test_acc:.4f} is near chance ({1 / N_CLASSES:.1f}): the model"
-            f" learned next to nothing; look at the learning rate (this run's: --lr {cfg.lr:g})"
+        shield.hold()  # all saved: a signal now has nothing left to stop, and is dropped
+        click.echo(
+            f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
+            f"({result.seconds:.1f}s, features {cfg.features})\nwrote {shown(run_dir)}/"
+            " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
         )
+        if result.test_acc < 2 / N_CLASSES:  # a model that predicts (nearly) one class: a run gone wrong
+            _err(
+                f"warning: test accuracy {result.test_acc:.4f} is near chance ({1 / N_CLASSES:.1f}): the model"
+                f" learned next to nothing; look at the learning rate (this run's: --lr {cfg.lr:g})"
+            )
 
 
 def _out_taken(out: Path) -> click.ClickException:
@@ -292,6 +308,7 @@ def _train_and_save(run_dir: Path, cfg, state, mnist, data_dir: Path, quiet: boo
             _err("interrupted before the first epoch finished; nothing saved")
             raise SystemExit(e.exit_code) from None
         _save(run_dir, e.result, cfg, painter, shield, resume, interrupted=True)
+        shield.hold()  # saved: a signal now would only cut this message short
         saved = f"saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/"
         _err(f"interrupted: {saved}; continue with: {resume}")
         raise SystemExit(e.exit_code) from None
@@ -304,7 +321,7 @@ def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted:
     no signal cuts the save short; then draw its figures. A signal that came during the save acts
     once it is complete; one while the figures are drawn leaves a complete run without them. Either
     way the message says what was saved, and for a run that was itself interrupted, the command that
-    resumes it (`resume`)."""
+    resumes it (`resume`). One that comes once every figure is drawn has nothing left to stop."""
     from .errors import MnistSoftmaxError
     from .runs import FIGURES, draw_figures, save_outputs
 
@@ -318,6 +335,8 @@ def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted:
             f"{e.strerror or e}: {shown(e.filename)}; the run itself is saved in {shown(run_dir)}/model.npz: "
             f"once this is fixed, `{resume}` takes it from there"
         ) from None
+    for name in FIGURES:  # an earlier save's (a resumed run's) show fewer epochs: drawn afresh, or said missing
+        (run_dir / name).unlink(missing_ok=True)
     if not latest_ok:
         _err("note: runs/latest is not a link that can be replaced (a real folder?); it was left as it is")
     when = "saving the run"
@@ -327,6 +346,8 @@ def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted:
         draw_figures(run_dir, result, painter)
     except KeyboardInterrupt as e:
         missing = [f for f in FIGURES if not (run_dir / f).exists()]
+        if when == "drawing the figures" and not missing:  # it came as the last one was done: nothing to stop
+            return
         _err(
             f"interrupted while {when}: {shown(run_dir)}/ holds the model, metrics and summary"
             + (f"; {', '.join(missing)} not drawn" if missing else "")
@@ -527,14 +548,11 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
 
     Example: mnist-softmax serve --checkpoint runs/latest/model.npz --port 8000
     """
-    import signal
     import threading
 
     from .runs import latest_checkpoint
     from .serve import Lesson, has_display, make_server
 
-    if threading.current_thread() is threading.main_thread():  # Ctrl-C stops it, even where a shell
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # started it with SIGINT ignored
     host = host.strip().removeprefix("[").removesuffix("]")
     if not host:
         raise click.UsageError("--host is empty; give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0")

@@ -90,12 +90,19 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     removed = []
     folder = Path(folder)
     for tmp in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else []:
-        owner = tmp.name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0]
-        if owner.isdigit() and int(owner) != os.getpid() and not _alive(int(owner)):
+        if is_stale_temp(tmp):
             with contextlib.suppress(OSError):
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+def is_stale_temp(path: Path) -> bool:
+    """Whether `path` is a temp file (_create_temp) whose writer is no longer running."""
+    if not (path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)):
+        return False
+    owner = path.name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0]
+    return owner.isdigit() and int(owner) != os.getpid() and not _alive(int(owner))
 
 
 def write_new(folder: str | os.PathLike, stem: str, suffix: str, data: bytes) -> Path:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import CheckpointError, MnistSoftmaxError, shown
-from .fileio import Locked, atomic_write_text, exclusive, remove_stale_temps
+from .fileio import Locked, atomic_write_text, exclusive, is_stale_temp, remove_stale_temps
 
 RUNS_ROOT = Path("runs")
 LATEST = "latest"
@@ -58,8 +58,9 @@ def claim(run_dir: Path) -> Iterator[None]:
 
 
 def holds_files(run_dir: Path) -> bool:
-    """Whether run_dir holds anything but a run's lock file."""
-    return run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir())
+    """Whether run_dir holds anything but a run's lock file and temp files of writers that were
+    killed (a run killed as it wrote its first file left nothing to keep)."""
+    return run_dir.is_dir() and any(p.name != LOCK and not is_stale_temp(p) for p in run_dir.iterdir())
 
 
 def in_root(run_dir: Path, root: Path = RUNS_ROOT) -> bool:

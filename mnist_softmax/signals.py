@@ -4,7 +4,12 @@ The first signal interrupts where the program is: KeyboardInterrupt for SIGINT, 
 for SIGTERM. From then on, and while the result is being saved (`hold`), signals wait instead: the
 clean-up and the save that follow an interrupt, or the save of a finished run, cannot themselves be
 cut short, so nothing is left half-written. `release` ends the wait and delivers the first signal
-that waited, if any, as if it had just arrived.
+that waited, if any, as if it had just arrived. Signals still waiting when the command leaves the
+shield came after its work was done, and are dropped.
+
+A signal the command was started with ignored stays ignored (as Python itself leaves SIGINT): a
+shell script's background job (`mnist-softmax train &`) is not stopped by a Ctrl-C meant for the
+script.
 """
 
 from __future__ import annotations
@@ -33,13 +38,16 @@ class Shield:
 
     def __enter__(self) -> Shield:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._arrived) for sig in SIGNALS}
+            self._previous = {
+                sig: signal.signal(sig, self._arrived) for sig in SIGNALS if signal.getsignal(sig) != signal.SIG_IGN
+            }
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        self.waiting.clear()
 
     def _arrived(self, signum: int, frame) -> None:
         if self.holding:

@@ -9,7 +9,11 @@ Each AIM is TARGET=SIGNALS. TARGET says when this process sends itself the signa
   slow-figure:NAME    the same, and the helper then takes 30 s more over that file (a slow disk), so
                       this process stops it with the temp file half-written
   call:MODULE:FUNC:N  at the N-th call of mnist_softmax.MODULE.FUNC, before it runs
-SIGNALS is a comma-separated list of INT, TERM or KILL, sent back to back.
+  after:MODULE:FUNC:N the same, as it returns
+  exit                as the interpreter exits (an atexit callback), the command done
+SIGNALS is a comma-separated list of INT, TERM or KILL, sent back to back: the second as soon as
+the first has been handled (to this process: as its handler raises), while what it started runs.
+Signals that arrive together, before Python runs a handler, would be handled as one.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import time
 
 
 def _send(pid: int, signals: str) -> None:
-    for name in signals.split(","):
-        os.kill(pid, getattr(signal, f"SIG{name}"))
+    first, *rest = signals.split(",")
+    try:
+        os.kill(pid, getattr(signal, f"SIG{first}"))  # to this process: its Python handler runs here
+    finally:
+        for name in rest:
+            os.kill(pid, getattr(signal, f"SIG{name}"))
 
 
 def _aim_at_temp(name: str, pid_to_signal, signals: str, then_wait: float = 0.0) -> None:
@@ -55,7 +63,7 @@ def _aim(target: str, signals: str) -> None:
             init(self, [sys.executable, os.path.abspath(__file__), "--figure-helper", what, signals, wait])
 
         plots.Painter.__init__ = painter_init
-    elif kind == "call":
+    elif kind in ("call", "after"):
         import importlib
 
         module_name, func, n = what.split(":")
@@ -64,11 +72,18 @@ def _aim(target: str, signals: str) -> None:
 
         def aimed(*a, **k):
             calls[0] += 1
-            if calls[0] == int(n):
+            if calls[0] == int(n) and kind == "call":
                 _send(os.getpid(), signals)
-            return real(*a, **k)
+            result = real(*a, **k)
+            if calls[0] == int(n) and kind == "after":
+                _send(os.getpid(), signals)
+            return result
 
         setattr(module, func, aimed)
+    elif kind == "exit":
+        import atexit
+
+        atexit.register(_send, os.getpid(), signals)
     else:
         raise SystemExit(f"unknown target {target!r}")
 
@@ -86,10 +101,10 @@ def main() -> None:
     for aim in sys.argv[1:split]:
         target, _, signals = aim.rpartition("=")
         _aim(target, signals)
-    from mnist_softmax.cli import main as cli
+    from mnist_softmax.cli import run
 
     sys.argv = ["mnist-softmax", *sys.argv[split + 1 :]]
-    cli()
+    run()
 
 
 if __name__ == "__main__":

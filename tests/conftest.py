@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -55,6 +56,13 @@ def checkout_state(root: Path = ROOT) -> dict[str, tuple]:
 
 def pytest_sessionstart(session):
     session.config._checkout_before = checkout_state()
+    # The commands under test keep a signal they were started with ignored (a background job in a
+    # shell script); tests that send Ctrl-C or SIGTERM need them not ignored, even when the tests
+    # themselves run as such a job. (Handlers set here are reset for child processes on exec.)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def pytest_sessionfinish(session, exitstatus):

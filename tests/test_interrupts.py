@@ -17,6 +17,7 @@ from mnist_softmax.checkpoint import load_checkpoint
 from mnist_softmax.cli import main
 from mnist_softmax.config import make_config
 from mnist_softmax.fileio import remove_stale_temps
+from mnist_softmax.runs import FIGURES
 from mnist_softmax.train import TrainingInterrupted, fit
 
 
@@ -150,6 +151,26 @@ def test_ctrl_c_again_while_an_interrupted_runs_figures_are_drawn_keeps_the_resu
     assert json.loads((out / "summary.json").read_text())["interrupted"]
 
 
+def test_figures_of_an_earlier_save_are_not_passed_off_as_the_resumed_runs(mnist_dir, tmp_path, monkeypatch):
+    """A resumed run whose figures are cut short says they are missing, rather than leave the
+    interrupted run's figures (fewer epochs) in place as if they were its own."""
+    import mnist_softmax.runs as runs_mod
+
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as m:
+        _interrupt_call(m, 2)  # after epoch 2 of 3 is scored: saved with its figures
+        CliRunner().invoke(main, ["train", "--data-dir", str(mnist_dir), "--out", str(out), "--epochs", "3", "-q"])
+    assert all((out / f).is_file() for f in FIGURES)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs_mod, "draw_figures", interrupted)
+    result = CliRunner().invoke(main, ["train", "--resume", str(out), "--data-dir", str(mnist_dir), "-q"])
+    assert result.exit_code == 130 and "curves.png, weights.png not drawn" in result.stderr
+    assert not any((out / f).exists() for f in FIGURES)
+
+
 def test_train_and_eval_without_a_validation_split(mnist_dir, tmp_path):
     run("train", "--data-dir", mnist_dir, "--out", tmp_path / "run", "--val-size", "0", "--epochs", "1", "-q")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -180,3 +201,28 @@ def test_resuming_a_finished_run_is_refused(trained, mnist_dir):
     result = CliRunner().invoke(main, ["train", "--resume", str(run_dir), "--data-dir", str(mnist_dir)])
     assert result.exit_code == 1 and "is a finished run (10 epochs); nothing to resume" in result.output
     assert (run_dir / "model.npz").stat().st_mtime_ns == before
+
+
+def test_the_shield_keeps_an_ignored_signal_ignored_and_drops_signals_left_waiting():
+    """Unit: a signal ignored on entry stays ignored; one that waits (held) when the shield is left
+    came after the work it guarded, and is dropped; the handlers from before are back."""
+    import time
+
+    from mnist_softmax.signals import Shield
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with Shield():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # nothing happens
+            assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # SIGTERM is the shield's
+        signal.signal(signal.SIGINT, before)
+        with Shield() as shield:
+            shield.hold()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            assert shield.waiting == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is before and shield.waiting == []
+    finally:
+        signal.signal(signal.SIGINT, before)

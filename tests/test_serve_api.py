@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -24,11 +25,11 @@ from userstyle import MAKERS, NEGATIVES
 from mnist_softmax.checkpoint import load_checkpoint
 
 
-def start_server(checkpoint: Path, data_dir: Path | None, *extra) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: Path, data_dir: Path | None, *extra, **popen) -> tuple[subprocess.Popen, str]:
     """`mnist-softmax serve --port 0 --no-browser` as its own process: (process, its URL, from the line it prints)."""
     cmd = [sys.executable, "-m", "mnist_softmax", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
     cmd += ["--no-browser", *(["--data-dir", str(data_dir)] if data_dir else []), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     line = proc.stdout.readline()
     if not line.startswith(f"serving {checkpoint} at http://"):
         proc.kill()
@@ -461,6 +462,16 @@ def test_a_signal_stops_it_cleanly_and_frees_the_port(pixels_checkpoint, sig, co
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed may linger in TIME_WAIT)
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+def test_a_ctrl_c_ignored_when_it_started_stays_ignored(pixels_checkpoint):
+    """Started as a shell script's background job (SIGINT ignored), it is not stopped by a Ctrl-C
+    meant for the script, as train is not; SIGTERM stops it."""
+    proc, url = start_server(pixels_checkpoint, None, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert call(url, "/api/model")[0] == 200 and proc.poll() is None
+    assert stop(proc, signal.SIGTERM) == (143, "stopped\n")
 
 
 def test_a_taken_port_is_one_clear_error(pixels_checkpoint):
