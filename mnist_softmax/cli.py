@@ -244,10 +244,11 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     from .runs import claim, holds_files, new_run_dir
     from .signals import Shield
 
-    other_options = bool(config_path or out or any(v is not None for v in overrides.values()))
-    if resume is not None and _complete_saved_run(resume, other_options):
+    if resume is not None and (config_path or out or any(v is not None for v in overrides.values())):
+        raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
+    if resume is not None and _complete_saved_run(resume):
         return
-    cfg, state = _recipe(config_path, overrides, resume, out)
+    cfg, state = _recipe(config_path, overrides, resume)
     if out is not None and holds_files(out):
         raise _out_taken(out)
     # Shield: the first Ctrl-C or SIGTERM interrupts, later ones wait until the run is saved.
@@ -302,7 +303,8 @@ def _train_and_save(run_dir: Path, cfg, state, mnist, data_dir: Path, quiet: boo
     on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
     resume = f"mnist-softmax train --resume {shown(run_dir)}{where}"
     try:
-        result = fit(cfg, mnist, on_epoch, _bars(quiet), data_dir / "cache", resume=state, on_finish=shield.hold)
+        bars, cache = _bars(quiet), data_dir / "cache"
+        result = fit(cfg, mnist, on_epoch, bars, cache, state, on_finish=shield.hold, check_interrupt=shield.check)
     except TrainingInterrupted as e:  # the shield holds later signals from here until the run is saved
         if not e.result.history:
             _err("interrupted before the first epoch finished; nothing saved")
@@ -322,7 +324,6 @@ def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted:
     once it is complete; one while the figures are drawn leaves a complete run without them. Either
     way the message says what was saved, and for a run that was itself interrupted, the command that
     resumes it (`resume`). One that comes once every figure is drawn has nothing left to stop."""
-    from .errors import MnistSoftmaxError
     from .runs import FIGURES, draw_figures, save_outputs
 
     shield.hold()
@@ -356,7 +357,7 @@ def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted:
         raise SystemExit(exit_code(e)) from None
 
 
-def _complete_saved_run(run_dir: Path, other_options: bool) -> bool:
+def _complete_saved_run(run_dir: Path) -> bool:
     """`train --resume` of a run whose training finished but whose folder lacks files (its save was
     cut short: a crash, a full disk): write them from its model.npz, which holds them all, and say
     which. False, and nothing done, for any other run."""
@@ -368,8 +369,6 @@ def _complete_saved_run(run_dir: Path, other_options: bool) -> bool:
     result, cfg, finished = saved_result(run_dir)
     if not finished:
         return False
-    if other_options:
-        raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
     with claim(run_dir):
         save_outputs(run_dir, result, cfg, only=tuple(m for m in missing if m in OUTPUTS))
         if any(m in FIGURES for m in missing):
@@ -381,14 +380,12 @@ def _complete_saved_run(run_dir: Path, other_options: bool) -> bool:
     return True
 
 
-def _recipe(config_path, overrides: dict, resume: Path | None, out: Path | None):
+def _recipe(config_path, overrides: dict, resume: Path | None):
     """(Config, TrainState or None): from the config file and flags, or from the run to resume."""
     from .config import load_config, make_config
 
     if resume is None:
         return load_config(config_path, overrides), None
-    if config_path or out or any(v is not None for v in overrides.values()):
-        raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
     from .checkpoint import load_train_state
 
     values, state = load_train_state(resume / "model.npz")
@@ -405,9 +402,10 @@ def _epoch_line(row: dict) -> str:
 def _remove_if_empty(run_dir: Path) -> None:
     """A run that stopped before writing anything leaves no empty folder behind. Best effort: a
     failure here must not hide the error that stopped the run."""
+    from .runs import remove_if_unused
+
     with contextlib.suppress(OSError):
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        remove_if_unused(run_dir)
 
 
 def checkpoint_option(f):

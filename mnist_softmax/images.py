@@ -157,10 +157,7 @@ def _decode(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
                 im.seek(0)  # first frame of an animation
                 if im.width * im.height > MAX_PIXELS:
                     raise ImageError(f"image too large ({im.width}×{im.height})")
-                if _too_narrow(im.height, im.width):
-                    raise ImageError(
-                        f"no digit found (the image is {im.width}×{im.height} px: too narrow to hold a digit)"
-                    )
+                _check_not_too_narrow(im.height, im.width)
                 if max(im.size) > 2 * WORK_SIDE:
                     # A JPEG decodes at 1/2, 1/4 or 1/8 scale for much less work; ask for the
                     # smallest that keeps the longer side at 3/4 of WORK_SIDE or more.
@@ -200,10 +197,12 @@ def _dithered(im) -> bool:
     return bool(lonely.mean() >= DITHERED)
 
 
-def _too_narrow(H: int, W: int) -> bool:
-    """Whether an image is thinner than a block of its view (VIEW_SIDE blocks along its longer
-    side): a strip, more than 128 times longer than wide, not a page with a digit on it."""
-    return min(H, W) < -(-max(H, W) // VIEW_SIDE)
+def _check_not_too_narrow(H: int, W: int) -> None:
+    """ImageError if an image (H, W) is thinner than a block of its view (VIEW_SIDE blocks along its
+    longer side): a strip, more than 128 times longer than wide, not a page with a digit on it.
+    Checked from a file's header, before decoding, and again for arrays given to prepare."""
+    if min(H, W) < -(-max(H, W) // VIEW_SIDE):
+        raise ImageError(f"no digit found (the image is {W}×{H} px: too narrow to hold a digit)")
 
 
 def _oriented(im) -> bool:
@@ -475,8 +474,7 @@ def ink_map(colour: np.ndarray) -> InkMap:
     module docstring. Raises ImageError("no digit found (blank: ...)") when nothing stands out."""
     H, W, C = colour.shape
     k = max(1, -(-max(H, W) // VIEW_SIDE))
-    if _too_narrow(H, W):
-        raise ImageError(f"no digit found (the image is {W}×{H} px: too narrow to hold a digit)")
+    _check_not_too_narrow(H, W)
     view = block_reduce(colour, k) / (k * k)  # (h, w, C): the small view, noise averaged down
     h, w = view.shape[:2]
     # A tiny image has no uneven light to speak of, and too few pixels to fit a tilt.

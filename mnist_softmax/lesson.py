@@ -32,7 +32,6 @@ def page_numbers(model: Model, digit: np.ndarray, label: int | None = None) -> d
     grad_W    dL/dW = (p − onehot(y)) xᵀ, summed over the maps at each cell (T, H·W)
     """
     x = model.features(digit[None])  # (1, N)
-    T = len(model.b)
     C, H, W = model.front.map_shape
     out = {
         "digit": digit.astype(int).tolist(),
@@ -45,7 +44,6 @@ def page_numbers(model: Model, digit: np.ndarray, label: int | None = None) -> d
         top = layer_grads(model.W, model.b, x, np.array([label]))
         out["grad_z"] = top.G[0].tolist()
         out["grad_W"] = compact(per_cell(top.dW, C))
-    assert len(out["contributions"]) == T
     return out
 
 

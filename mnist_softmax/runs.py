@@ -63,6 +63,19 @@ def holds_files(run_dir: Path) -> bool:
     return run_dir.is_dir() and any(p.name != LOCK and not is_stale_temp(p) for p in run_dir.iterdir())
 
 
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove run_dir if no run wrote anything in it (holds_files) and no other `train` holds it: a
+    lock file a signal caught half-made, or temp files of killed writers, do not keep it."""
+    if not run_dir.is_dir() or holds_files(run_dir):
+        return
+    try:
+        with exclusive(run_dir / LOCK, wait=False):  # the lock file goes on the way out
+            remove_stale_temps(run_dir)
+    except Locked:
+        return
+    run_dir.rmdir()
+
+
 def in_root(run_dir: Path, root: Path = RUNS_ROOT) -> bool:
     """Whether run_dir is a folder directly in root, the runs that root/latest follows."""
     return run_dir.resolve().parent == root.resolve()
@@ -166,7 +179,7 @@ def saved_result(run_dir: Path):
     """(TrainResult, Config, finished) of the run saved in run_dir/model.npz, rebuilt from the checkpoint
     alone: weights, training state, history, final scores (none for a run that was interrupted), and
     whether its training finished. CheckpointError if the checkpoint cannot say."""
-    from .checkpoint import load_run
+    from .checkpoint import is_finished, load_run
     from .config import make_config
     from .state import TrainResult
 
@@ -174,7 +187,7 @@ def saved_result(run_dir: Path):
     checkpoint, state = load_run(path)
     cfg = make_config(checkpoint.config, source=f"{shown(path)} config_json")
     metrics = checkpoint.metrics
-    finished = metrics.get("interrupted") is False and state.epochs_done == cfg.epochs
+    finished = is_finished(checkpoint, state)
     final = {}
     if finished:
         for split in ("train", "val", "test"):

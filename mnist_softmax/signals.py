@@ -7,6 +7,9 @@ cut short, so nothing is left half-written. `release` ends the wait and delivers
 that waited, if any, as if it had just arrived. Signals still waiting when the command leaves the
 shield came after its work was done, and are dropped.
 
+An interrupt raised where library code swallows it (in the import of a compiled module, say) is
+not lost: `check`, called where the work can stop (before each epoch), raises it again.
+
 A signal the command was started with ignored stays ignored (as Python itself leaves SIGINT): a
 shell script's background job (`mnist-softmax train &`) is not stopped by a Ctrl-C meant for the
 script.
@@ -34,6 +37,7 @@ class Shield:
     def __init__(self) -> None:
         self.holding = False
         self.waiting: list[int] = []
+        self.arrived: int | None = None  # the signal that interrupted, once one has
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> Shield:
@@ -54,7 +58,14 @@ class Shield:
             self.waiting.append(signum)
             return
         self.holding = True  # what runs because of this interrupt is not interrupted in turn
+        self.arrived = signum
         raise interrupt_for(signum)
+
+    def check(self) -> None:
+        """Raise the interrupt again if one arrived: work that goes on after it does so only
+        because something swallowed the exception (work that stopped never calls this)."""
+        if self.arrived is not None:
+            raise interrupt_for(self.arrived)
 
     def hold(self) -> None:
         """From now on signals wait (for a save that must complete)."""

@@ -294,6 +294,7 @@ def fit(
     cache_dir: Path | None = None,
     resume: TrainState | None = None,
     on_finish: Callable[[], None] = lambda: None,
+    check_interrupt: Callable[[], None] = lambda: None,
 ) -> TrainResult:
     """Train by the recipe in cfg; the same cfg and data give the same result.
 
@@ -306,6 +307,8 @@ def fit(
     those of an uninterrupted run. Ctrl-C raises TrainingInterrupted with the last completed epoch.
     on_finish is called once the final scores are in, as the last step that an interrupt can stop:
     the caller's moment to hold signals off until it has saved the result (signals.Shield.hold).
+    check_interrupt is called before each epoch and before the final scores: it raises
+    KeyboardInterrupt for an interrupt that library code swallowed (signals.Shield.check).
     """
     t0 = time.perf_counter()
     streams = rng_streams(cfg.seed)
@@ -319,6 +322,7 @@ def fit(
     steps = -(-run.n_train // cfg.batch_size)
     try:
         for epoch in range(len(result.history), cfg.epochs):
+            check_interrupt()
             t_epoch = time.perf_counter()
             lrs = epoch_lrs(cfg, epoch, steps)
             order = run.rngs["order"].permutation(run.n_train)
@@ -336,6 +340,7 @@ def fit(
             result.history.append(row)
             result.state = _snapshot(run.params, run.velocity, run.rngs, result.history)
             on_epoch(row)
+        check_interrupt()
         final = {split: run.score(split) for split in ("train", "val", "test")}
         on_finish()
     except KeyboardInterrupt as e:  # also during the final scoring: the completed epochs are kept

@@ -10,6 +10,8 @@ Each AIM is TARGET=SIGNALS. TARGET says when this process sends itself the signa
                       this process stops it with the temp file half-written
   call:MODULE:FUNC:N  at the N-th call of mnist_softmax.MODULE.FUNC, before it runs
   after:MODULE:FUNC:N the same, as it returns
+  swallow:MODULE:FUNC:N as call:, inside a `try: … except BaseException: pass`, as library code
+                      that swallows the interrupt would (Cython module imports do)
   exit                as the interpreter exits (an atexit callback), the command done
 SIGNALS is a comma-separated list of INT, TERM or KILL, sent back to back: the second as soon as
 the first has been handled (to this process: as its handler raises), while what it started runs.
@@ -18,6 +20,7 @@ Signals that arrive together, before Python runs a handler, would be handled as 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -63,7 +66,7 @@ def _aim(target: str, signals: str) -> None:
             init(self, [sys.executable, os.path.abspath(__file__), "--figure-helper", what, signals, wait])
 
         plots.Painter.__init__ = painter_init
-    elif kind in ("call", "after"):
+    elif kind in ("call", "after", "swallow"):
         import importlib
 
         module_name, func, n = what.split(":")
@@ -74,6 +77,9 @@ def _aim(target: str, signals: str) -> None:
             calls[0] += 1
             if calls[0] == int(n) and kind == "call":
                 _send(os.getpid(), signals)
+            if calls[0] == int(n) and kind == "swallow":
+                with contextlib.suppress(BaseException):
+                    _send(os.getpid(), signals)
             result = real(*a, **k)
             if calls[0] == int(n) and kind == "after":
                 _send(os.getpid(), signals)

@@ -88,7 +88,7 @@ def test_sigterm_before_the_first_epoch_leaves_no_empty_folder(mnist_dir, tmp_pa
     import time
 
     out = tmp_path / "run"
-    proc = start_train(mnist_dir, out, tmp_path, "--epochs", "2", "--batch-size", "1")  # a first epoch of minutes
+    proc = start_train(mnist_dir, out, tmp_path, "--epochs", "2", "--batch-size", "1")  # epochs of seconds
     while not out.exists() and proc.poll() is None:  # the run folder is made just before training starts
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
@@ -226,3 +226,49 @@ def test_the_shield_keeps_an_ignored_signal_ignored_and_drops_signals_left_waiti
         assert signal.getsignal(signal.SIGINT) is before and shield.waiting == []
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_the_shield_raises_again_an_interrupt_that_was_swallowed():
+    """Unit: check() does nothing until a signal interrupted; then it raises that interrupt again,
+    for work that went on only because something swallowed the first exception."""
+    import time
+
+    from mnist_softmax.errors import Terminated
+    from mnist_softmax.signals import Shield
+
+    with Shield() as shield:
+        shield.check()
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # cut short by the handler
+        except KeyboardInterrupt:  # swallowed, as library code might
+            pass
+        with pytest.raises(Terminated):
+            shield.check()
+
+
+def test_a_folder_only_a_half_made_lock_holds_is_removed(tmp_path):
+    """remove_if_unused: a lock file no process holds and a dead writer's temp file keep nothing; a
+    file a run wrote, or a lock another train holds, keeps the folder."""
+    from mnist_softmax.fileio import exclusive
+    from mnist_softmax.runs import LOCK, remove_if_unused
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK).write_bytes(b"")
+    (run_dir / f".model.npz.{dead.stdout.strip()}-1a2b3c4d.tmp").write_bytes(b"x")
+    with exclusive(run_dir / LOCK, wait=False):  # another train holds it (a lock is per open file)
+        held = subprocess.run(
+            [sys.executable, "-c", f"from mnist_softmax.runs import remove_if_unused; from pathlib import Path; "
+             f"remove_if_unused(Path({str(run_dir)!r}))"], capture_output=True, text=True,
+        )  # fmt: skip
+        assert held.returncode == 0, held.stderr
+        assert run_dir.is_dir()
+    (run_dir / LOCK).write_bytes(b"")
+    (run_dir / "metrics.csv").write_text("epoch\n")
+    remove_if_unused(run_dir)
+    assert run_dir.is_dir()
+    (run_dir / "metrics.csv").unlink()
+    remove_if_unused(run_dir)
+    assert not run_dir.exists()

@@ -92,6 +92,21 @@ def test_two_ctrl_c_back_to_back_during_an_epoch_save_the_epochs_and_skip_the_fi
     assert summary["interrupted"] and summary["epochs"] == 1 and not _leftovers(tmp_path / "run")
 
 
+def test_an_interrupt_that_library_code_swallowed_stops_the_run_before_the_next_epoch(mnist_dir, tmp_path):
+    """A signal whose exception something swallows (numpy's first import of numpy.random, inside a
+    Cython module, does) still stops the run: before the first epoch, nothing saved and no folder..."""
+    done = aimed_train(tmp_path, "swallow:train:rng_streams:1=TERM", "--data-dir", mnist_dir, "--out", "a")
+    assert (done.returncode, done.stderr) == (143, "interrupted before the first epoch finished; nothing saved\n")
+    assert not (tmp_path / "a").exists()
+    # ...and during the second epoch, which then ends: the two epochs are saved, to be resumed
+    aim = "swallow:train:train_epoch:2=INT"
+    done = aimed_train(tmp_path, aim, "--data-dir", mnist_dir, "--out", "b", "--epochs", 3)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.startswith("interrupted: saved epoch 2/3 to b/; continue with: mnist-softmax train --resume b")
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["interrupted"] and summary["epochs"] == 2 and not _leftovers(tmp_path / "b")
+
+
 @pytest.mark.parametrize("aim", ["after:runs:draw_figures:1=INT", "exit=INT,INT", "exit=TERM"])
 def test_a_signal_once_the_run_is_saved_has_nothing_to_stop(mnist_dir, tmp_path, aim):
     """As the last figure is done, or as the interpreter exits (a held-down Ctrl-C): the run is whole,
