@@ -53,8 +53,9 @@ An image is refused with `no digit found (<reason>)` by the first of these rules
   of their box: strokes leave room. A round blot fills 79% and is not caught);
 - a line: its box is more than 3× wider than tall (MNIST's widest digit is 2×);
 - several marks: the ink splits (by its projection on an axis) into groups, two or more of them
-  each the size of a digit (half the box across the axis, a fifth of the ink), side by side and
-  0.07 of the box's height apart or more ("7 2"), or one above another and 0.3 of the taller
+  each the size of a digit (half the box across the axis, a fifth of the ink), side by side with
+  blank columns between them 0.07 of the box's height wide or more, and 2 px at least ("7 2"; a
+  column with under a twentieth of the median column's ink is blank), or one above another and 0.3 of the taller
   one's height apart; or into two lines or more one above another (half the box wide, three times
   as wide as tall: text); or a mark too far away to join the digit is itself the size of one
   (half its height, a fifth of its ink: "3     7"). A digit's broken strokes overlap, are small
@@ -109,6 +110,8 @@ MAX_WIDTH_OVER_HEIGHT = 3.0  # MNIST: ≤ 2
 DIGIT_SIZED, DIGIT_INK = 0.5, 0.2  # a group the size of a digit spans this much of the box, holds this much ink
 # Groups of ink apart by these gaps are several digits, not one digit's broken strokes:
 SIDE_APART = 0.07  # two digit-sized groups side by side, apart by this much of the box's height ("7 2")
+SIDE_LEVEL = 0.05  # ... columns under this share of the median column's ink count as blank (anti-aliasing)
+MIN_GAP_PX = 2  # ... and by this many blank columns at least (a pixel's gap in an 8×8 digit is not two)
 STACKED_APART = 0.3  # ... one above another, apart by this much of the taller one's height
 LINE_RATIO, LINES_APART = 3, 0.15  # text: lines this many times wider than tall, apart by this much of their height
 
@@ -740,11 +743,11 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     return box
 
 
-def _bands(profile: np.ndarray) -> list[tuple[int, int]]:
-    """The runs [start, end) of a projection profile (n,) of ink that stand out: above a tenth of
-    its median over the rows (or columns) with ink, so that a few pixels of a descender do not
-    join two lines of text."""
-    level = 0.1 * float(np.median(profile[profile > 0]))
+def _bands(profile: np.ndarray, share: float = 0.1) -> list[tuple[int, int]]:
+    """The runs [start, end) of a projection profile (n,) of ink that stand out: above `share` of
+    its median over the rows (or columns) with ink (a tenth: a few pixels of a descender do not
+    join two lines of text; 0: any ink)."""
+    level = share * float(np.median(profile[profile > 0]))
     edges = np.diff(np.concatenate([[0], (profile > level).astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
@@ -755,7 +758,8 @@ def _several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
     its projection on each axis; a digit's broken strokes overlap (the bar of a 5 lies above its
     body, a 4's crossbar reaches its stroke), are small, or are close. It is several digits when,
     - side by side, two bands or more each span DIGIT_SIZED of the box's height and hold
-      DIGIT_INK of its ink, with a gap of at least SIDE_APART of the box's height ("7 2");
+      DIGIT_INK of its ink, with a gap of blank columns at least SIDE_APART of the box's height
+      and MIN_GAP_PX wide ("7 2");
     - one above another, two such bands span DIGIT_SIZED of its width and 0.3 of its height,
       STACKED_APART of the taller one's height apart (a 7 over a 2), or two or more are lines:
       half its width, LINE_RATIO times as wide as tall, each with a twentieth of its ink,
@@ -764,12 +768,12 @@ def _several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
     height, width = mask.shape
     ink = np.where(mask, mass, 0.0)
     total = float(ink.sum())
-    bands = _bands(ink.sum(0))
+    bands = _bands(ink.sum(0), SIDE_LEVEL)  # digits side by side have blank columns between them
     sized = [
         (a, b) for a, b in bands
         if _extent(mask[:, a:b])[1] >= DIGIT_SIZED * height and ink[:, a:b].sum() >= DIGIT_INK * total
     ]  # fmt: skip
-    if len(sized) >= 2 and _widest_gap(bands) >= SIDE_APART * height:
+    if len(sized) >= 2 and _widest_gap(bands) >= max(MIN_GAP_PX, SIDE_APART * height):
         return f"{len(sized)} groups of ink side by side, each the size of a digit"
     bands = _bands(ink.sum(1))
     if len(bands) < 2:

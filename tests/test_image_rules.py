@@ -152,6 +152,37 @@ def test_digits_side_by_side_are_at_least_0_07_of_the_boxs_height_apart(gap, ref
     assert _reason(_two_frames(gap)) == (SIDE_BY_SIDE if refused else READ)
 
 
+def _marks_side_by_side(height: int, width: int, wall: int, gap: int, bridge: float = 0.0):
+    """Two height×width frames `gap` columns apart, cropped to their box, and the ink per pixel:
+    1 in the frames, `bridge` along a one-pixel line across the gap (the mask and mass that
+    images._several_marks is given)."""
+    mask = np.zeros((height, 2 * width + gap), bool)
+    for c in (0, width + gap):
+        mask[:, c : c + width] = True
+        mask[wall:-wall, c + wall : c + width - wall] = False
+    mass = mask.astype(np.float32)
+    if bridge:
+        mask[height // 2, width : width + gap] = True
+        mass[height // 2, width : width + gap] = bridge
+    return mask, mass
+
+
+@pytest.mark.parametrize("gap,refused", [(1, False), (2, True)])
+def test_digits_side_by_side_are_at_least_2_blank_columns_apart(gap, refused):
+    """In a digit 12 px tall (an 8×8 image's), 0.07 of its height is under a pixel: a single blank
+    column is the rounding of a stroke, not a gap between two digits."""
+    reason = images._several_marks(*_marks_side_by_side(12, 8, 2, gap))
+    assert reason == ("2 groups of ink side by side, each the size of a digit" if refused else "")
+
+
+@pytest.mark.parametrize("bridge,refused", [(0.55, True), (0.65, False)])
+def test_columns_with_a_twentieth_of_the_median_columns_ink_join_digits_side_by_side(bridge, refused):
+    """A thin join across the gap (a thick 8's waist) keeps one digit; fainter, it is anti-aliasing:
+    the median column holds 12 (the frames' 6-px walls, 40 px tall), a twentieth of it is 0.6."""
+    reason = images._several_marks(*_marks_side_by_side(40, 40, 6, 6, bridge))
+    assert reason == ("2 groups of ink side by side, each the size of a digit" if refused else "")
+
+
 @pytest.mark.parametrize("gap,refused", [(11, False), (12, True)])
 def test_digits_one_above_another_are_at_least_0_3_of_a_digits_height_apart(gap, refused):
     """Closer than that, they are one digit broken across (a 5's loose bar, an 8 in two rings)."""
