@@ -95,11 +95,25 @@ def check_source(source: str) -> str:
         except RuntimeError as e:  # ~user of no user here
             raise DownloadError(f"mirror {source!r}: {e}") from None
         return source
+    scheme, _, rest = source.partition("://")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    userinfo, _, host = netloc.rpartition("@")
+    if re.search(r"\s", userinfo):  # redact() could not tell where such a password ends
+        raise DownloadError(
+            f"mirror {redact(f'{scheme}://***@{host}{rest[len(netloc) :]}')!r}: its user name or password "
+            "holds a space; percent-encode it (%20)"
+        )
     try:
         parsed = urllib.parse.urlparse(source)
         parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number
     except ValueError as e:
-        raise DownloadError(f"mirror {redact(source)!r} is not a valid URL ({redact(e)})") from None
+        # A / ? or # in a password ends the host early, and what follows reads as a port: hide all
+        # up to the last @. (The error's own text quotes that "port".)
+        hidden = f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else source
+        why = redact(e)
+        if str(e).startswith("Port could not"):
+            why = "its port is not a number" + ("; percent-encode a / ? or # in a password" if "@" in rest else "")
+        raise DownloadError(f"mirror {redact(hidden)!r} is not a valid URL ({why})") from None
     if parsed.scheme in ("http", "https") and parsed.hostname:
         return source
     if parsed.scheme == "file":
@@ -236,6 +250,17 @@ STALL_SECONDS = 60.0  # no 64 kB chunk (or no complete headers) for this long: c
 SLOW_NOTICE_SECONDS = 10.0  # ... and after this long, the user is told which source is slow
 
 
+class _Sockets(list):
+    """The sockets of a session's connections (_watched_adapter), and whether a _Stall has cut them
+    off: then a new connection (urllib3 retrying what the cut broke) is refused with _CutOff."""
+
+    cut = False
+
+
+class _CutOff(Exception):
+    """A connection opened after its session was cut off. Not an OSError, so urllib3 does not retry it."""
+
+
 class _Stall:
     """Cuts a request off when its headers have not all come, or no body chunk has, for `seconds`.
     A server that trickles a byte every few seconds never trips the read timeout, which only bounds
@@ -243,7 +268,7 @@ class _Stall:
     returns and the fault is seen. Once `answered()`, `notice()` is called once, from the watcher,
     when no chunk has come for `notice_after` seconds."""
 
-    def __init__(self, sockets: list, seconds: float, notice=lambda: None, notice_after: float | None = None):
+    def __init__(self, sockets: _Sockets, seconds: float, notice=lambda: None, notice_after: float | None = None):
         import threading
 
         self.sockets = sockets
@@ -257,6 +282,7 @@ class _Stall:
         self._thread = threading.Thread(target=self._watch, name="download-stall", daemon=True)
 
     def __enter__(self) -> _Stall:
+        self.sockets.cut = False
         self._thread.start()
         return self
 
@@ -279,6 +305,7 @@ class _Stall:
                     self.notice()
             if quiet_for > self.seconds:
                 self.fired, self.fired_answered = True, self.has_answered
+                self.sockets.cut = True  # first: the retry of what the shutdown breaks connects no more
                 for sock in list(self.sockets):
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
@@ -333,9 +360,9 @@ def _retry_class():
     return NoRetryOnSilence
 
 
-def _watched_adapter(retry, sockets: list):
+def _watched_adapter(retry, sockets: _Sockets):
     """requests' HTTPAdapter whose connections add their socket to `sockets` once connected, so a
-    _Stall can cut off a server that trickles even its headers."""
+    _Stall can cut off a server that trickles even its headers; once it has, they raise _CutOff."""
     from requests.adapters import HTTPAdapter
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -343,6 +370,8 @@ def _watched_adapter(retry, sockets: list):
     def watched(pool_class, connection_class):
         class Connection(connection_class):
             def connect(self):
+                if sockets.cut:
+                    raise _CutOff
                 super().connect()
                 sockets.append(self.sock)
 
@@ -366,7 +395,7 @@ def _watched_adapter(retry, sockets: list):
     return Adapter(max_retries=retry)
 
 
-def _session(retries: int, backoff: float, sockets: list):
+def _session(retries: int, backoff: float, sockets: _Sockets):
     """A requests session whose urllib3 Retry handles faults before a response: refused or reset
     connections and HTTP 408/429/5xx, each at most `retries` times, waiting backoff·2^k seconds
     (urllib3's schedule: no wait before the first retry). A timeout is not retried (see
@@ -499,6 +528,8 @@ def _fetch_http(
                 received = _stream_body(r, f, decoder, start, cap, bar, watch)
             if total is not None and received != total:
                 raise _Transient(f"connection closed after {received} of {total} bytes")
+    except _CutOff:
+        raise watch.cut_off() from None
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
         if watch.fired:
             raise watch.cut_off() from None
@@ -543,7 +574,7 @@ def _fetch_from(
         return _fetch_local(folder, name, spec)
     url = urllib.parse.urljoin(source.rstrip("/") + "/", f"{name}.gz")
     part = _part_path(data_dir, name, url)
-    sockets: list = []
+    sockets = _Sockets()
     notice = f"{redact(url)} is slow: nothing for {SLOW_NOTICE_SECONDS:g} s; it gets {stall:g} s in all"
     with _session(retries, backoff, sockets) as session:
         for attempt in range(retries + 1):

@@ -93,6 +93,17 @@ def test_a_server_trickling_its_headers_is_cut_off(mnist_server, tmp_path):
     assert time.monotonic() - started < 10  # once, not once per retry; the server would go on for 20 s
 
 
+def test_a_server_cut_off_by_the_stall_watch_is_not_asked_again(mnist_server, tmp_path):
+    """Cutting the socket breaks the request the way a hang-up does, which urllib3 retries: the
+    retry's connection is refused at once, so a silent server costs one stall limit, asked once."""
+    server, url = mnist_server
+    before, started = len(server.hits), time.monotonic()
+    with pytest.raises(DownloadError, match="silent/: too slow: no complete answer in 1 s"):
+        fetch_file(SMALL, tmp_path, [f"{url}/silent/"], retries=2, stall=1.0, **{**FAST, "timeout": (2.0, 30.0)})
+    assert [h[0] for h in server.hits[before:]] == ["silent"]
+    assert time.monotonic() - started < 2.5  # the server stays silent for 3 s
+
+
 def test_a_timeout_is_not_retried_by_urllib3():
     """Neither a connection never taken nor a request never answered is asked again: each retry
     would cost the whole timeout. A refused connection is retried (it costs nothing)."""
@@ -168,6 +179,11 @@ def test_credentials_in_a_mirror_url_are_never_shown(mnist_server, tmp_path, mon
     for bad in ("ftp://bob:pw@example.org/", "http://bob:pw@[::1"):
         refused = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "--mirror", bad, "-q"])
         assert refused.exit_code == 1 and "pw" not in refused.output and "***@" in refused.output
+    for bad in ("http://u:hunter2?x@h.org/", "http://u:hun#ter2@h.org/", "http://u:hun/ter2@h.org/",
+                "http://u:p w@h.org/", "http://u:hunter2@h.org:port/"):  # fmt: skip
+        refused = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "--mirror", bad, "-q"])
+        assert refused.exit_code == 1 and "hun" not in refused.output and " w" not in refused.output, refused.output
+        assert refused.output.startswith("Error: mirror 'http://***@"), refused.output
     assert redact("see https://u:p@h.org/x and http://t0ken@h/") == "see https://***@h.org/x and http://***@h/"
     assert redact("http://alice:p@ssw0rd@h.org/mnist/") == "http://***@h.org/mnist/"  # an @ in the password
     assert redact("https://h.org/mnist/?token=abc#x and more") == "https://h.org/mnist/?***#x and more"
