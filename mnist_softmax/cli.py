@@ -255,11 +255,13 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     # Painter: imports matplotlib in a helper process while this one trains.
     with Shield() as shield, Painter() as painter:
         mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
-        run_dir = resume or out or new_run_dir()
         created = resume is None and (out is None or not out.exists())
+        shield.hold()  # until the folder is made and claimed: a signal then finds it, to remove it if empty
+        run_dir = resume or out or new_run_dir()
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             with claim(run_dir):  # a second train into this folder is refused, before it trains
+                shield.release()
                 if resume is None and holds_files(run_dir):  # another run filled it since the check above
                     raise _out_taken(run_dir)
                 where = _data_flags(data_dir, mirrors)
@@ -309,7 +311,7 @@ def _train_and_save(run_dir: Path, cfg, state, mnist, data_dir: Path, quiet: boo
         if not e.result.history:
             _err("interrupted before the first epoch finished; nothing saved")
             raise SystemExit(e.exit_code) from None
-        _save(run_dir, e.result, cfg, painter, shield, resume, interrupted=True)
+        _save(run_dir, e.result, cfg, painter, shield, resume, interrupted=e.exit_code)
         shield.hold()  # saved: a signal now would only cut this message short
         saved = f"saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/"
         _err(f"interrupted: {saved}; continue with: {resume}")
@@ -318,12 +320,13 @@ def _train_and_save(run_dir: Path, cfg, state, mnist, data_dir: Path, quiet: boo
     return result
 
 
-def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted: bool = False) -> None:
+def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted: int | None = None) -> None:
     """Write the run (runs.save_outputs, points runs/latest at a run in runs/) with signals held, so
     no signal cuts the save short; then draw its figures. A signal that came during the save acts
     once it is complete; one while the figures are drawn leaves a complete run without them. Either
     way the message says what was saved, and for a run that was itself interrupted, the command that
-    resumes it (`resume`). One that comes once every figure is drawn has nothing left to stop."""
+    resumes it (`resume`), and the exit code is that of the signal that interrupted it (`interrupted`).
+    One that comes once every figure is drawn has nothing left to stop."""
     from .runs import FIGURES, draw_figures, save_outputs
 
     shield.hold()
@@ -345,6 +348,7 @@ def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted:
         shield.release()  # a signal that came during the save acts now, everything saved
         when = "drawing the figures"
         draw_figures(run_dir, result, painter)
+        shield.hold()  # all drawn: a signal now has nothing left to stop
     except KeyboardInterrupt as e:
         missing = [f for f in FIGURES if not (run_dir / f).exists()]
         if when == "drawing the figures" and not missing:  # it came as the last one was done: nothing to stop
@@ -354,7 +358,7 @@ def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted:
             + (f"; {', '.join(missing)} not drawn" if missing else "")
             + (f"; continue with: {resume}" if interrupted else "")
         )
-        raise SystemExit(exit_code(e)) from None
+        raise SystemExit(interrupted or exit_code(e)) from None
 
 
 def _complete_saved_run(run_dir: Path) -> bool:

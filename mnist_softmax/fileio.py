@@ -149,19 +149,23 @@ def exclusive(lock: str | os.PathLike, wait: bool = True) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock
         yield
         return
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
+    fd = -1
+    try:
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise Locked(errno.EWOULDBLOCK, "held by another process", str(lock)) from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                    break
             os.close(fd)
-            raise Locked(errno.EWOULDBLOCK, "held by another process", str(lock)) from None
-        try:
-            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+            fd = -1
+    except BaseException:  # Locked, or a signal: the lock is not left held by a file nobody has
+        if fd >= 0:
+            os.close(fd)
+        raise
     try:
         yield
     finally:

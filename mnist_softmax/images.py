@@ -773,24 +773,32 @@ def _several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
         (a, b) for a, b in bands
         if _extent(mask[:, a:b])[1] >= DIGIT_SIZED * height and ink[:, a:b].sum() >= DIGIT_INK * total
     ]  # fmt: skip
-    if len(sized) >= 2 and _widest_gap(bands) >= max(MIN_GAP_PX, SIDE_APART * height):
+    if len(sized) >= 2 and _widest_gap(bands, sized) >= max(MIN_GAP_PX, SIDE_APART * height):
         return f"{len(sized)} groups of ink side by side, each the size of a digit"
     bands = _bands(ink.sum(1))
     if len(bands) < 2:
         return ""
-    spans = [(b - a, _extent(mask[a:b])[0], float(ink[a:b].sum())) for a, b in bands]
-    lines = [h for h, w, m in spans if w >= DIGIT_SIZED * width and w >= LINE_RATIO * h and m >= DIGIT_INK / 4 * total]
-    if len(lines) >= 2 and _widest_gap(bands) >= LINES_APART * float(np.median(lines)):
+    spans = [((a, b), b - a, _extent(mask[a:b])[0], float(ink[a:b].sum())) for a, b in bands]
+    lines = [(band, h) for band, h, w, m in spans
+             if w >= DIGIT_SIZED * width and w >= LINE_RATIO * h and m >= DIGIT_INK / 4 * total]  # fmt: skip
+    if len(lines) >= 2 and _widest_gap(bands, [band for band, _ in lines]) >= LINES_APART * float(
+        np.median([h for _, h in lines])
+    ):
         return f"{len(lines)} lines of ink one above another"
-    stacked = [h for h, w, m in spans if h >= 0.3 * height and w >= DIGIT_SIZED * width and m >= DIGIT_INK * total]
-    if len(stacked) >= 2 and _widest_gap(bands) >= STACKED_APART * max(stacked):
+    stacked = [(band, h) for band, h, w, m in spans
+               if h >= 0.3 * height and w >= DIGIT_SIZED * width and m >= DIGIT_INK * total]  # fmt: skip
+    if len(stacked) >= 2 and _widest_gap(bands, [band for band, _ in stacked]) >= STACKED_APART * max(
+        h for _, h in stacked
+    ):
         return f"{len(stacked)} groups of ink one above another, each the size of a digit"
     return ""
 
 
-def _widest_gap(bands: list[tuple[int, int]]) -> int:
-    """The widest gap between consecutive bands [start, end)."""
-    return max((b[0] - a[1] for a, b in zip(bands, bands[1:], strict=False)), default=0)
+def _widest_gap(bands: list[tuple[int, int]], groups: list[tuple[int, int]]) -> int:
+    """The widest gap between consecutive bands [start, end) that lies between the first and the
+    last of `groups` (some of the bands): a speck beside a digit does not make its gap count."""
+    lo, hi = groups[0][1], groups[-1][0]
+    return max((b[0] - a[1] for a, b in zip(bands, bands[1:], strict=False) if lo <= a[1] and b[0] <= hi), default=0)
 
 
 def _check_digit(cover: np.ndarray, largest: np.ndarray, side: int) -> None:

@@ -175,6 +175,18 @@ def test_digits_side_by_side_are_at_least_2_blank_columns_apart(gap, refused):
     assert reason == ("2 groups of ink side by side, each the size of a digit" if refused else "")
 
 
+def test_only_the_gap_between_digit_sized_groups_counts():
+    """A digit split by a blank column stays one digit when a speck lies beside it, farther off."""
+    mask, mass = _marks_side_by_side(40, 20, 6, 1)
+    mask, mass = np.pad(mask, ((0, 0), (0, 7))), np.pad(mass, ((0, 0), (0, 7)))
+    mask[20:23, -2:], mass[20:23, -2:] = True, 1.0  # 5 blank columns, then a 2×3 speck
+    assert images._several_marks(mask, mass) == ""
+    mask, mass = _marks_side_by_side(40, 20, 6, 1)  # the same, turned: one above another
+    mask, mass = np.pad(mask.T, ((0, 10), (0, 0))), np.pad(mass.T, ((0, 10), (0, 0)))
+    mask[-2:, 20:23], mass[-2:, 20:23] = True, 1.0  # 8 blank rows (over 0.3 of 20), then the speck
+    assert images._several_marks(mask, mass) == ""
+
+
 @pytest.mark.parametrize("bridge,refused", [(0.55, True), (0.65, False)])
 def test_columns_with_a_twentieth_of_the_median_columns_ink_join_digits_side_by_side(bridge, refused):
     """A thin join across the gap (a thick 8's waist) keeps one digit; fainter, it is anti-aliasing:

@@ -77,11 +77,12 @@ def test_a_second_signal_while_an_interrupted_runs_save_is_written_waits_for_it(
     _assert_saved_and_finished(tmp_path / "run", 3)
 
 
-def test_two_ctrl_c_back_to_back_during_an_epoch_save_the_epochs_and_skip_the_figures(mnist_dir, tmp_path):
+@pytest.mark.parametrize("signals", ["INT,INT", "INT,TERM"])
+def test_two_ctrl_c_back_to_back_during_an_epoch_save_the_epochs_and_skip_the_figures(mnist_dir, tmp_path, signals):
     """The second comes while the first is handled (the training loop closing): it waits for the save
-    of the completed epoch, then stops the figures."""
+    of the completed epoch, then stops the figures. The first signal decides the exit code."""
     done = aimed_train(
-        tmp_path, "call:train:sgd_step:300=INT,INT", "--data-dir", mnist_dir, "--out", "run", "--epochs", 5
+        tmp_path, f"call:train:sgd_step:300={signals}", "--data-dir", mnist_dir, "--out", "run", "--epochs", 5
     )  # 275 steps an epoch: partway through the second
     assert done.returncode == 130
     assert done.stderr.strip().splitlines() == [
@@ -107,7 +108,7 @@ def test_an_interrupt_that_library_code_swallowed_stops_the_run_before_the_next_
     assert summary["interrupted"] and summary["epochs"] == 2 and not _leftovers(tmp_path / "b")
 
 
-@pytest.mark.parametrize("aim", ["after:runs:draw_figures:1=INT", "exit=INT,INT", "exit=TERM"])
+@pytest.mark.parametrize("aim", ["after:runs:draw_figures:1=INT", "after:cli:_save:1=INT", "exit=INT,INT", "exit=TERM"])
 def test_a_signal_once_the_run_is_saved_has_nothing_to_stop(mnist_dir, tmp_path, aim):
     """As the last figure is done, or as the interpreter exits (a held-down Ctrl-C): the run is whole,
     the command says so as usual and exits 0, with no traceback from the interpreter's shutdown."""
@@ -116,6 +117,26 @@ def test_a_signal_once_the_run_is_saved_has_nothing_to_stop(mnist_dir, tmp_path,
     assert done.stdout.startswith("test accuracy ") and "wrote run/" in done.stdout
     _assert_saved_and_finished(tmp_path / "run", 1)
     assert all((tmp_path / "run" / f).is_file() for f in FIGURES)
+
+
+def test_a_signal_once_an_interrupted_runs_figures_are_drawn_keeps_the_resume_hint(mnist_dir, tmp_path):
+    """Interrupted in epoch 2, saved with its figures; a second signal then has nothing to stop."""
+    done = aimed_train(
+        tmp_path, ["call:train:train_epoch:2=INT", "after:cli:_save:1=TERM"], "--data-dir", mnist_dir, "--out", "run",
+        "--epochs", 3,
+    )  # fmt: skip
+    assert done.returncode == 130 and done.stderr.splitlines() == [
+        f"interrupted: saved epoch 1/3 to run/; continue with: mnist-softmax train --resume run --data-dir {mnist_dir}"
+    ]
+    assert all((tmp_path / "run" / f).is_file() for f in FIGURES) and not _leftovers(tmp_path / "run")
+
+
+@pytest.mark.parametrize("aim", ["after:runs:new_run_dir:1=INT", "call:runs:remove_stale_temps:1=TERM"])
+def test_a_signal_as_the_run_folder_is_made_and_claimed_leaves_no_folder(mnist_dir, tmp_path, aim):
+    """As runs/<stamp>/ is made, or once its lock is taken: nothing was trained, nothing is left."""
+    done = aimed_train(tmp_path, aim, "--data-dir", mnist_dir, "--epochs", 1)
+    assert (done.returncode, done.stderr) == (CODES[aim.rsplit("=", 1)[1]], "interrupted\n")
+    assert not [p for p in (tmp_path / "runs").iterdir()], list((tmp_path / "runs").iterdir())
 
 
 def test_a_signal_ignored_when_train_started_stays_ignored(mnist_dir, tmp_path):
