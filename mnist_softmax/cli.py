@@ -574,6 +574,7 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
         raise SystemExit(exit_code(e)) from None
     finally:
         server.server_close()
+        lesson.close()
 
 
 def _loopback(host: str) -> bool:

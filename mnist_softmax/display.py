@@ -137,6 +137,9 @@ def explain_strings(e: dict) -> dict:
             "loss": f"{e['loss']:.6f}",
             "loss_short": f"{e['loss']:.4f}",
             "cross_entropy": f"{e['cross_entropy']:.6f}",
+            "cross_entropy_note": "(the same number)"
+            if math.isfinite(e["cross_entropy"])
+            else f"(p_{y} underflowed to 0 in float64: −log 0; the loss from the logits above is the figure)",
         }
     return out
 
@@ -167,11 +170,6 @@ def explain_text(e: dict) -> str:
         y = e["label"]
         lines += [
             f"6. softmax loss for label {y}: −log p_{y} = −log {s['p_label']} = {s['loss']}",
-            f"   cross entropy of p against label {y}: {s['cross_entropy']} "
-            + (
-                "(the same number)"
-                if math.isfinite(e["cross_entropy"])
-                else f"(p_{y} underflowed to 0 in float64: −log 0; the loss from the logits above is the figure)"
-            ),
+            f"   cross entropy of p against label {y}: {s['cross_entropy']} {s['cross_entropy_note']}",
         ]
     return "\n".join(lines)

@@ -38,6 +38,7 @@ import numpy as np
 from .checkpoint import load_checkpoint
 from .display import explain_strings, json_text, prediction_record
 from .errors import CheckpointError, MnistSoftmaxError, escape_controls, path_text, shown
+from .fileio import remove_stale_temps
 from .images import ImageError, Prepared, prepare, read_image
 from .model import Model
 from .predict import predict_digit
@@ -87,6 +88,12 @@ class Lesson:
         self.sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
         self.lock = threading.Lock()  # one computation at a time: two cores, and Pillow's warnings state
         self._scores = None
+        remove_stale_temps(self.path.parent)  # of a "Save as" that a killed server left unfinished
+
+    def close(self, wait: float = 30.0) -> None:
+        """Let the computation or "Save as" under way finish (at most `wait` s), and start no other:
+        a stopped server leaves no half-written file."""
+        self.lock.acquire(timeout=wait)
 
     @property
     def model(self) -> Model:
@@ -349,7 +356,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._answer("POST")
 
     def do_HEAD(self) -> None:
-        self._send(405, *_json({"error": "use GET or POST"}))
+        self._answer("HEAD")
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = lambda self: self._answer(self.command)  # noqa: E731 -- 405 or 404
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (an unknown method, a malformed request line, headers too long)
@@ -365,12 +374,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             url = urllib.parse.urlsplit(self.path)
             route = ROUTES.get((method, url.path))
             if route is None:
-                static = self.server.static.get(url.path) if method == "GET" else None
+                static = self.server.static.get(url.path) if method in ("GET", "HEAD") else None
                 if static is not None:
                     self._send(200, static[1], static[0])
                     return
                 if url.path in _PATHS:
-                    raise ApiError(405, f"{url.path} takes {'POST' if method == 'GET' else 'GET'}, not {method}")
+                    takes = " or ".join(sorted(m for m, path in ROUTES if path == url.path))
+                    raise ApiError(405, f"{url.path} takes {takes}, not {method}")
                 raise ApiError(404, f"no such page or API: {method} {url.path[:80]}")
             try:
                 query = urllib.parse.parse_qs(url.query, keep_blank_values=True, max_num_fields=20)
@@ -414,7 +424,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(400, "Content-Length is not a number")
         if int(length) > MAX_BODY:
             self.close_connection = True
-            raise ApiError(413, f"the body is {int(length):,} bytes; at most {MAX_BODY:,} are accepted")
+            raise ApiError(413, f"the request is {int(length):,} bytes; at most {MAX_BODY:,} are accepted")
+        if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+            # curl asks before sending a body over 1 MB, and waits a second for the go-ahead
+            # (http.server gives it only as an HTTP/1.1 server): given here, once the body is wanted.
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.wfile.flush()
         data = self.rfile.read(int(length))
         if len(data) != int(length):
             raise ApiError(400, "the body is shorter than its Content-Length")

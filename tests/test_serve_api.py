@@ -2,7 +2,9 @@
 on a free loopback port): the same numbers as `predict --json --explain`, each security rule, each
 hostile input, concurrency, the learning step, the run behind the checkpoint, a clean stop."""
 
+import contextlib
 import hashlib
+import http.client
 import io
 import json
 import signal
@@ -183,8 +185,11 @@ def test_malformed_requests_and_other_methods_get_json_errors_too(server):
     port = server.rsplit(":", 1)[1].strip("/")
     host = f"Host: 127.0.0.1:{port}\r\n"
     for request, status in [
-        (f"PUT /api/model HTTP/1.1\r\n{host}\r\n", 501),
-        (f"DELETE / HTTP/1.1\r\n{host}\r\n", 501),
+        (f"PUT /api/model HTTP/1.1\r\n{host}\r\n", 405),
+        (f"OPTIONS /api/learn HTTP/1.1\r\n{host}\r\n", 405),
+        (f"DELETE / HTTP/1.1\r\n{host}\r\n", 404),
+        (f"HEAD /nowhere HTTP/1.1\r\n{host}\r\n", 404),
+        (f"BREW /api/model HTTP/1.1\r\n{host}\r\n", 501),
         (f"GET / HTTP/A.B\r\n{host}\r\n", 400),
         (f"GET /api/model HTTP/1.1\r\n{host}Host: evil.example:{port}\r\n\r\n", 400),
         (f"POST /api/session HTTP/1.1\r\n{host}Content-Length: 0\r\nContent-Length: 5\r\n\r\n", 400),
@@ -194,7 +199,26 @@ def test_malformed_requests_and_other_methods_get_json_errors_too(server):
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(f"HTTP/1.0 {status} ".encode()), (request[:40], answer[:200])
         assert b"Content-Type: application/json" in head and b"X-Content-Type-Options: nosniff" in head
-        assert list(json.loads(body)) == ["error"]
+        assert request.startswith("HEAD") or list(json.loads(body)) == ["error"]
+    page = raw(server, f"HEAD / HTTP/1.1\r\n{host}\r\n".encode())
+    assert page.startswith(b"HTTP/1.0 200 ") and page.endswith(b"\r\n\r\n")  # headers only
+    assert "/api/model takes GET, not PUT" in raw(server, f"PUT /api/model HTTP/1.1\r\n{host}\r\n".encode()).decode()
+
+
+def test_a_client_that_asks_before_sending_its_body_is_told_to_go_on(server):
+    """curl sends `Expect: 100-continue` with a body over 1 MB and waits a second for the go-ahead;
+    a body that would be refused gets its refusal instead, and is never sent."""
+    port = server.rsplit(":", 1)[1].strip("/")
+    png = _png(np.zeros((28, 28), np.uint8))
+    head = f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nExpect: 100-continue\r\n"
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as s:
+        s.sendall(f"{head}Content-Length: {len(png)}\r\n\r\n".encode())
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(png)
+        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.0 422 ") and b"no digit found" in answer
+    refused = raw(server, f"{head}Content-Length: 20000000\r\n\r\n".encode())
+    assert refused.startswith(b"HTTP/1.0 413 ") and b"100 Continue" not in refused
 
 
 def test_a_body_over_10_mb_is_refused_unread(server):
@@ -462,6 +486,30 @@ def test_a_signal_stops_it_cleanly_and_frees_the_port(pixels_checkpoint, sig, co
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed may linger in TIME_WAIT)
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+@pytest.mark.parametrize("signals", ["INT", "TERM"])
+def test_a_signal_during_save_as_lets_the_save_finish(pixels_checkpoint, mnist_dir, tmp_path, signals):
+    """The signal comes as the new checkpoint's temp file is made (tests/aim_signal.py): the server
+    stops once the save is complete, and leaves no temp file; the original is untouched."""
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    checkpoint = folder / "model.npz"
+    checkpoint.write_bytes(pixels_checkpoint.read_bytes())
+    (folder / ".model-old.npz.999999999-1a2b3c4d.tmp").write_bytes(b"x")  # a killed server's: removed at start
+    aim = [sys.executable, str(Path(__file__).with_name("aim_signal.py")), f"write:model-learned.npz={signals}", "--"]
+    cmd = [*aim, "serve", "--checkpoint", str(checkpoint), "--port", "0", "--no-browser", "--data-dir", str(mnist_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().split(" at ")[1].split()[0]
+    key = call(url, "/api/session", b"")[1]["session"]
+    assert call(url, f"/api/learn?session={key}&label=3&test=0", b"")[0] == 200
+    with contextlib.suppress(urllib.error.URLError, ConnectionError, http.client.HTTPException):
+        call(url, f"/api/save?session={key}", b"{}")  # the server stops as it answers, or before
+    _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == ({"INT": 130, "TERM": 143}[signals], "stopped\n")
+    assert sorted(p.name for p in folder.iterdir()) == ["model-learned.npz", "model.npz"]
+    assert load_checkpoint(folder / "model-learned.npz").metrics["learned_on_page"]["steps"] == 1
+    assert checkpoint.read_bytes() == pixels_checkpoint.read_bytes()
 
 
 def test_a_ctrl_c_ignored_when_it_started_stays_ignored(pixels_checkpoint):

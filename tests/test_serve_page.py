@@ -234,10 +234,14 @@ def test_2_a_refusal_after_an_answer_leaves_nothing_of_the_old_answer(page, pixe
     page.testid("file").set_input_files(str(NEGATIVES["a blank page"](tmp_path, "blank", np.random.default_rng(3))))
     page.tab.wait_for_function("() => !document.getElementById('error').hidden")
     assert not page.tab.locator("#sees").is_visible() and page.tab.locator("#answer").text_content() == ""
+    for stale in ("#softmax", "#logits", "#loss-full", "#features"):  # no number of the image before
+        assert not page.tab.locator(stale).is_visible(), stale
     assert page.testid("learn").is_disabled()
     page.draw(ONE)
     page.settled("1")
     assert page.testid("error").is_hidden() and page.tab.locator("#sees").is_visible()
+    page.testid("file").set_input_files(str(good))  # the same file again, after drawing: read again
+    page.settled("7")
 
 
 def test_the_page_fits_a_phone_screen(browser, pixels_server, tmp_path):
@@ -249,6 +253,8 @@ def test_the_page_fits_a_phone_screen(browser, pixels_server, tmp_path):
     tab.wait_for_function("() => document.getElementById('model-info').textContent.length > 0")
     tab.wait_for_selector("[data-testid=cell-0-0]")
     assert tab.evaluate("() => document.documentElement.scrollWidth") <= 390
+    for chart in ("curves", "curves-acc"):  # drawn to scale, so a narrow screen shrinks it whole
+        assert tab.get_attribute(f"#{chart}", "viewBox") == "0 0 340 190"
     tab.screenshot(path=tmp_path / "phone.png", full_page=True)
     assert errors == []
     tab.close()
@@ -278,6 +284,7 @@ def test_7_a_learning_step_raises_p_y_and_reset_takes_it_back(page, pixels_serve
         assert now > p7 and float(page.text("loss")) < loss
         p7, loss = now, float(page.text("loss"))
     assert "went from" in page.text("learned")
+    assert page.tab.locator("#loss-full").text_content().endswith("(the same number)")  # as predict --explain
     page.shot("learned")
     page.testid("save-name").fill("taught-seven")
     page.testid("save").click()
@@ -305,6 +312,7 @@ def test_8_the_run_behind_the_checkpoint(page, pixels_server, mnist_dir, mnist):
     assert mnist.test_labels[index] == 4
     first.click()
     page.settled("9")  # read as the model read it: a 9
+    assert page.testid("label").input_value() == "4"  # with its true label: a step teaches a 4
     page.shot("run")
 
 

@@ -72,12 +72,14 @@ function useFile(file) {
   ask();
 }
 
-function useTestDigit(index, rows) {
+function useTestDigit(index, rows, label) {
   const canvas = document.createElement("canvas");
   canvas.width = canvas.height = 28;
   drawDigit(canvas, rows);
   state.source = { kind: "test", index, rows };
-  showPreview(canvas.toDataURL(), `MNIST test digit #${index}, as the model sees it.`);
+  $("file").value = ""; // the file chosen before is no longer what the model reads
+  $("label").value = String(label); // a test digit comes with its true label: a step teaches that
+  showPreview(canvas.toDataURL(), `MNIST test digit #${index} (labelled ${label}), as the model sees it.`);
   window.scrollTo({ top: 0, behavior: "smooth" });
   ask();
 }
@@ -311,7 +313,7 @@ function renderLoss(record, page) {
   const y = record.label;
   const shown = page.shown;
   $("loss").textContent = shown.loss_short;
-  $("loss-full").textContent = `−log ${shown.p_label} = ${shown.loss}; cross entropy of p against ${y}: ${shown.cross_entropy}`;
+  $("loss-full").textContent = `−log ${shown.p_label} = ${shown.loss}; cross entropy of p against ${y}: ${shown.cross_entropy} ${shown.cross_entropy_note}`;
   const intro = document.createElement("p");
   intro.textContent = "dL/dz = p − onehot(y): each class's score is pushed down by its probability, the true one's pulled up by 1 − p.";
   const table = document.createElement("table");
@@ -502,7 +504,7 @@ async function showCell(t, p, td) {
     canvas.title = `test digit #${d.index}`;
     canvas.dataset.testid = `test-digit-${d.index}`;
     drawDigit(canvas, d.digit);
-    canvas.onclick = () => useTestDigit(d.index, d.digit);
+    canvas.onclick = () => useTestDigit(d.index, d.digit, t);
     thumbs.appendChild(canvas);
   }
   holder.append(title, thumbs);
@@ -519,7 +521,10 @@ async function start() {
   });
   $("undo").onclick = () => pad.undo();
   $("clear").onclick = () => { usePad(); pad.clear(); };
-  $("file").onchange = (e) => useFile(e.target.files[0]);
+  $("file").onchange = (e) => {
+    useFile(e.target.files[0]);
+    e.target.value = ""; // so that choosing the same file again, after drawing, reads it again
+  };
   const zone = $("pad");
   zone.ondragover = (e) => { e.preventDefault(); zone.classList.add("dropping"); };
   zone.ondragleave = () => zone.classList.remove("dropping");

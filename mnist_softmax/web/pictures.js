@@ -60,6 +60,7 @@ export function lineChart(svg, series, yLabel) {
   const width = +svg.getAttribute("width"), height = +svg.getAttribute("height");
   const pad = { left: 44, right: 10, top: 24, bottom: 26 };
   const all = series.flatMap((s) => s.values).filter((v) => v !== null && Number.isFinite(v));
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`); // shrinks whole on a narrow screen, never cut
   svg.replaceChildren();
   if (!all.length) return;
   let lo = Math.min(...all), hi = Math.max(...all);
