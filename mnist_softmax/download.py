@@ -73,9 +73,10 @@ def max_body(spec: FileSpec) -> int:
 # Sources
 
 
-# user:password@ up to the host (the last @ before the path: a password may hold an @ of its own),
-# and a query string (a token, a signature): a URL's parts that are secrets.
-_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+# user:password@ up to the host, and a query string (a token, a signature): a URL's parts that are
+# secrets. The credentials run to the URL's last @: a password may hold an @, a / or a # of its
+# own (http://u:12/x@h/ even parses, as port 12), and an @ later in a path only hides more.
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s'\"]*@")
 _QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^?#\s]*\?)[^#\s]+")
 
 

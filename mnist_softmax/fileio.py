@@ -84,12 +84,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike, pattern: str = ".*") -> list[Path]:
     """Remove the temp files in `folder` whose writer is no longer running (killed before it could
-    clean up: SIGKILL, a power cut); returns them. The writer's pid is in the name (_create_temp)."""
+    clean up: SIGKILL, a power cut); returns them. The writer's pid is in the name (_create_temp).
+    pattern narrows them by name (the temp suffix follows it): ".*.npz.*" for checkpoints only."""
     removed = []
     folder = Path(folder)
-    for tmp in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else []:
+    for tmp in folder.glob(f"{pattern}{TEMP_SUFFIX}") if folder.is_dir() else []:
         if is_stale_temp(tmp):
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -61,11 +61,13 @@ CSP = (
 
 
 class ApiError(MnistSoftmaxError):
-    """A request the API refuses: its HTTP status and the one-line message sent as {"error": ...}."""
+    """A request the API refuses: its HTTP status and the one-line message sent as {"error": ...};
+    for 405, the methods the path takes (the Allow header)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, allow: str | None = None):
         super().__init__(message)
         self.status = status
+        self.allow = allow
 
 
 @dataclass
@@ -88,12 +90,24 @@ class Lesson:
         self.sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
         self.lock = threading.Lock()  # one computation at a time: two cores, and Pillow's warnings state
         self._scores = None
-        remove_stale_temps(self.path.parent)  # of a "Save as" that a killed server left unfinished
+        self.closing = False
+        # Temp files of a "Save as" (checkpoints) that a killed server left unfinished; nothing else.
+        remove_stale_temps(self.path.parent, ".*.npz.*")
+
+    @contextlib.contextmanager
+    def _turn(self):
+        """The lock for one computation, unless the server is stopping (ApiError 503)."""
+        with self.lock:
+            if self.closing:
+                raise ApiError(503, "the server is stopping")
+            yield
 
     def close(self, wait: float = 30.0) -> None:
-        """Let the computation or "Save as" under way finish (at most `wait` s), and start no other:
-        a stopped server leaves no half-written file."""
-        self.lock.acquire(timeout=wait)
+        """Let the computation or "Save as" under way finish (at most `wait` s), and start no other
+        (those waiting their turn are answered 503): a stopped server leaves no half-written file."""
+        self.closing = True
+        if self.lock.acquire(timeout=wait):  # the computation under way is done; none starts after
+            self.lock.release()
 
     @property
     def model(self) -> Model:
@@ -102,7 +116,7 @@ class Lesson:
     # ------------------------------------------------------------------------------ sessions
 
     def new_session(self) -> str:
-        with self.lock:
+        with self._turn():
             self._forget_idle()
             while len(self.sessions) >= MAX_SESSIONS:
                 self.sessions.popitem(last=False)  # the page least recently used
@@ -147,7 +161,7 @@ class Lesson:
         "page": what the page draws (lesson.page_numbers) and where the digit was found."""
         from .lesson import page_numbers
 
-        with self.lock:
+        with self._turn():
             state = self.session(session)
             model = state.model if state else self.model
             prepared = self.digit(body, test_index)
@@ -161,7 +175,7 @@ class Lesson:
         prediction before and after."""
         from .lesson import learn_step, page_numbers
 
-        with self.lock:
+        with self._turn():
             state = self.session(session)
             prepared = self.digit(body, test_index)
             before = prediction_record(predict_digit(state.model, prepared, None, True, label))
@@ -174,7 +188,7 @@ class Lesson:
         return {"before": before, "after": after | {"page": page}, "steps": state.steps, "lr": lr}
 
     def reset(self, session: str) -> dict:
-        with self.lock:
+        with self._turn():
             state = self.session(session)
             state.model, state.steps = self.model, 0
         return {"steps": 0}
@@ -189,7 +203,7 @@ class Lesson:
             if not SAVE_NAME.fullmatch(name):
                 raise ApiError(400, "a name is 1 to 64 ASCII letters, digits, '-', '_' or '.', from a letter or digit")
         stem = name or _default_stem(self.path)
-        with self.lock:
+        with self._turn():
             state = self.session(session)
             if state.steps == 0:
                 raise ApiError(409, "no learning step taken on this page yet: nothing new to save")
@@ -252,7 +266,7 @@ class Lesson:
         --split test` reports: the same accuracy and confusion matrix, to the last digit."""
         from .scoring import score
 
-        with self.lock:
+        with self._turn():
             if self._scores is None:
                 images, labels = self.test_set()
                 labels = labels.astype(np.intp)
@@ -372,15 +386,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if method == "POST":
                 self._check_origin()
             url = urllib.parse.urlsplit(self.path)
-            route = ROUTES.get((method, url.path))
+            route = ROUTES.get(("GET" if method == "HEAD" else method, url.path))  # HEAD: GET's headers
             if route is None:
-                static = self.server.static.get(url.path) if method in ("GET", "HEAD") else None
-                if static is not None:
+                static = self.server.static.get(url.path)
+                if static is not None and method in ("GET", "HEAD"):
                     self._send(200, static[1], static[0])
                     return
-                if url.path in _PATHS:
-                    takes = " or ".join(sorted(m for m, path in ROUTES if path == url.path))
-                    raise ApiError(405, f"{url.path} takes {takes}, not {method}")
+                takes = ["GET", "HEAD"] if static is not None else sorted(m for m, path in ROUTES if path == url.path)
+                if "GET" in takes and "HEAD" not in takes:
+                    takes.append("HEAD")
+                if takes:
+                    raise ApiError(405, f"{url.path} takes {' or '.join(takes)}, not {method}", ", ".join(takes))
                 raise ApiError(404, f"no such page or API: {method} {url.path[:80]}")
             try:
                 query = urllib.parse.parse_qs(url.query, keep_blank_values=True, max_num_fields=20)
@@ -388,7 +404,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise ApiError(400, "too many query parameters") from None
             self._send(200, *_json(route(self, query)))
         except ApiError as e:
-            self._send(e.status, *_json({"error": str(e)}))
+            self._send(e.status, *_json({"error": str(e)}), **({"Allow": e.allow} if e.allow else {}))
         except ImageError as e:
             self._send(422, *_json({"error": str(e)}))
         except MnistSoftmaxError as e:
@@ -424,7 +440,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(400, "Content-Length is not a number")
         if int(length) > MAX_BODY:
             self.close_connection = True
-            raise ApiError(413, f"the request is {int(length):,} bytes; at most {MAX_BODY:,} are accepted")
+            raise ApiError(413, f"{int(length):,} bytes sent; at most {MAX_BODY:,} are accepted")
         if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
             # curl asks before sending a body over 1 MB, and waits a second for the go-ahead
             # (http.server gives it only as an HTTP/1.1 server): given here, once the body is wanted.
@@ -435,9 +451,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(400, "the body is shorter than its Content-Length")
         return data
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
         with contextlib.suppress(OSError):
             self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")

@@ -4,6 +4,7 @@
 
 Each AIM is TARGET=SIGNALS. TARGET says when this process sends itself the signals (once):
   write:NAME          when the temp file of NAME (model.npz, metrics.csv, ...) is created: its write has begun
+  slow-write:NAME     the same, and that write then takes 1 s more (a slow disk)
   figure:NAME         when the figure helper creates the temp file of NAME (curves.png, weights.png): the
                       helper sends them to this process, which is then waiting for its figures
   slow-figure:NAME    the same, and the helper then takes 30 s more over that file (a slow disk), so
@@ -54,8 +55,8 @@ def _aim_at_temp(name: str, pid_to_signal, signals: str, then_wait: float = 0.0)
 
 def _aim(target: str, signals: str) -> None:
     kind, _, what = target.partition(":")
-    if kind == "write":
-        _aim_at_temp(what, os.getpid, signals)
+    if kind in ("write", "slow-write"):
+        _aim_at_temp(what, os.getpid, signals, 1.0 if kind == "slow-write" else 0.0)
     elif kind in ("figure", "slow-figure"):
         from mnist_softmax import plots
 

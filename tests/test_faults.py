@@ -186,6 +186,8 @@ def test_credentials_in_a_mirror_url_are_never_shown(mnist_server, tmp_path, mon
         assert refused.output.startswith("Error: mirror 'http://***@"), refused.output
     assert redact("see https://u:p@h.org/x and http://t0ken@h/") == "see https://***@h.org/x and http://***@h/"
     assert redact("http://alice:p@ssw0rd@h.org/mnist/") == "http://***@h.org/mnist/"  # an @ in the password
+    for parsed_as_a_port in ("http://u:12/secret@h.org/", "http://u:#secret@h.org/"):  # valid URLs, to urllib
+        assert redact(f"mirror '{parsed_as_a_port}': failed") == "mirror 'http://***@h.org/': failed"
     assert redact("https://h.org/mnist/?token=abc#x and more") == "https://h.org/mnist/?***#x and more"
     assert redact("http://u:p@[::1") == "http://***@[::1"
 

@@ -187,7 +187,8 @@ def test_malformed_requests_and_other_methods_get_json_errors_too(server):
     for request, status in [
         (f"PUT /api/model HTTP/1.1\r\n{host}\r\n", 405),
         (f"OPTIONS /api/learn HTTP/1.1\r\n{host}\r\n", 405),
-        (f"DELETE / HTTP/1.1\r\n{host}\r\n", 404),
+        (f"DELETE / HTTP/1.1\r\n{host}\r\n", 405),
+        (f"POST /static/app.js HTTP/1.1\r\n{host}Content-Length: 0\r\n\r\n", 405),
         (f"HEAD /nowhere HTTP/1.1\r\n{host}\r\n", 404),
         (f"BREW /api/model HTTP/1.1\r\n{host}\r\n", 501),
         (f"GET / HTTP/A.B\r\n{host}\r\n", 400),
@@ -200,9 +201,13 @@ def test_malformed_requests_and_other_methods_get_json_errors_too(server):
         assert head.startswith(f"HTTP/1.0 {status} ".encode()), (request[:40], answer[:200])
         assert b"Content-Type: application/json" in head and b"X-Content-Type-Options: nosniff" in head
         assert request.startswith("HEAD") or list(json.loads(body)) == ["error"]
-    page = raw(server, f"HEAD / HTTP/1.1\r\n{host}\r\n".encode())
-    assert page.startswith(b"HTTP/1.0 200 ") and page.endswith(b"\r\n\r\n")  # headers only
-    assert "/api/model takes GET, not PUT" in raw(server, f"PUT /api/model HTTP/1.1\r\n{host}\r\n".encode()).decode()
+    for path in ("/", "/api/model"):  # HEAD wherever GET: its headers, no body
+        head = raw(server, f"HEAD {path} HTTP/1.1\r\n{host}\r\n".encode())
+        assert head.startswith(b"HTTP/1.0 200 ") and head.endswith(b"\r\n\r\n"), head[:100]
+    put = raw(server, f"PUT /api/model HTTP/1.1\r\n{host}\r\n".encode()).decode()
+    assert "\r\nAllow: GET, HEAD\r\n" in put and "/api/model takes GET or HEAD, not PUT" in put
+    get = raw(server, f"GET /api/learn HTTP/1.1\r\n{host}\r\n".encode()).decode()
+    assert "\r\nAllow: POST\r\n" in get and "/api/learn takes POST, not GET" in get
 
 
 def test_a_client_that_asks_before_sending_its_body_is_told_to_go_on(server):
@@ -292,7 +297,7 @@ def test_hostile_input_is_one_json_error_each_and_the_server_keeps_serving(serve
         (f"/api/learn?session={key}&label=3&lr=", b"x", 400, "lr must be a number"),
         (f"/api/learn?session={key}&label=3&lr=1_0", b"x", 400, "lr must be a number"),
         (f"/api/learn?session={key}&label=3&lr=%EF%BC%91", b"x", 400, "lr must be a number"),  # a full-width 1
-        ("/api/model", b"", 405, "/api/model takes GET, not POST"),
+        ("/api/model", b"", 405, "/api/model takes GET or HEAD, not POST"),
     ]
     for path, body, want_status, message in cases:
         got_status, got = call(server, path, body, method="GET" if body is None else "POST")
@@ -497,7 +502,8 @@ def test_a_signal_during_save_as_lets_the_save_finish(pixels_checkpoint, mnist_d
     checkpoint = folder / "model.npz"
     checkpoint.write_bytes(pixels_checkpoint.read_bytes())
     (folder / ".model-old.npz.999999999-1a2b3c4d.tmp").write_bytes(b"x")  # a killed server's: removed at start
-    aim = [sys.executable, str(Path(__file__).with_name("aim_signal.py")), f"write:model-learned.npz={signals}", "--"]
+    aim = [sys.executable, str(Path(__file__).with_name("aim_signal.py")), f"slow-write:model-learned.npz={signals}"]
+    aim += ["--"]  # the write goes on for 1 s after the signal: the server waits for it
     cmd = [*aim, "serve", "--checkpoint", str(checkpoint), "--port", "0", "--no-browser", "--data-dir", str(mnist_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = proc.stdout.readline().split(" at ")[1].split()[0]
@@ -510,6 +516,45 @@ def test_a_signal_during_save_as_lets_the_save_finish(pixels_checkpoint, mnist_d
     assert sorted(p.name for p in folder.iterdir()) == ["model-learned.npz", "model.npz"]
     assert load_checkpoint(folder / "model-learned.npz").metrics["learned_on_page"]["steps"] == 1
     assert checkpoint.read_bytes() == pixels_checkpoint.read_bytes()
+
+
+def test_a_stopping_server_answers_the_requests_waiting_their_turn_503(pixels_checkpoint, tmp_path):
+    """Unit (serve.Lesson): once close() has begun, a computation that was waiting for the lock is
+    not started; and only a killed server's checkpoint temp files are cleared at start."""
+    from mnist_softmax.serve import Lesson
+
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    (folder / "model.npz").write_bytes(pixels_checkpoint.read_bytes())
+    dead = "999999999-1a2b3c4d"
+    (folder / f".model-old.npz.{dead}.tmp").write_bytes(b"x")
+    (folder / f".notes.txt.{dead}.tmp").write_bytes(b"x")  # not a checkpoint: not serve's to remove
+    lesson = Lesson(folder / "model.npz", tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == [f".notes.txt.{dead}.tmp", "model.npz"]
+    key = lesson.new_session()
+    lesson.lock.acquire()  # a computation under way
+    waiting = []
+    thread = threading.Thread(target=lambda: waiting.append(_refusal(lambda: lesson.reset(key))))
+    thread.start()
+    closer = threading.Thread(target=lesson.close, args=(5.0,))
+    closer.start()
+    while not lesson.closing:
+        time.sleep(0.001)
+    lesson.lock.release()  # done: the waiting request gets its turn, and is refused
+    thread.join(5)
+    closer.join(5)
+    assert waiting == [(503, "the server is stopping")] and not closer.is_alive()
+    assert _refusal(lambda: lesson.reset(key)) == (503, "the server is stopping")  # nothing starts once closed
+
+
+def _refusal(call_it):
+    from mnist_softmax.serve import ApiError
+
+    try:
+        call_it()
+    except ApiError as e:
+        return e.status, str(e)
+    return None
 
 
 def test_a_ctrl_c_ignored_when_it_started_stays_ignored(pixels_checkpoint):

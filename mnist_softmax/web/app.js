@@ -42,7 +42,14 @@ function status(text) {
 
 let pad;
 
+function forgetTestLabel() {
+  // The label a test digit brought is that digit's, not the next one's.
+  if (state.labelFromTest) $("label").value = "";
+  state.labelFromTest = false;
+}
+
 function usePad() {
+  forgetTestLabel();
   $("file-preview").hidden = true;
   state.source = { kind: "pad" };
   $("source").textContent = "Reading your drawing.";
@@ -67,6 +74,7 @@ function showPreview(url, text) {
 
 function useFile(file) {
   if (!file) return;
+  forgetTestLabel();
   state.source = { kind: "file", blob: file };
   showPreview(URL.createObjectURL(file), `Reading ${file.name}. Draw on the pad, or clear it, to draw instead.`);
   ask();
@@ -79,6 +87,7 @@ function useTestDigit(index, rows, label) {
   state.source = { kind: "test", index, rows };
   $("file").value = ""; // the file chosen before is no longer what the model reads
   $("label").value = String(label); // a test digit comes with its true label: a step teaches that
+  state.labelFromTest = true;
   showPreview(canvas.toDataURL(), `MNIST test digit #${index} (labelled ${label}), as the model sees it.`);
   window.scrollTo({ top: 0, behavior: "smooth" });
   ask();
@@ -533,7 +542,7 @@ async function start() {
     zone.classList.remove("dropping");
     useFile(e.dataTransfer.files[0]);
   };
-  $("label").onchange = () => { updateButtons(); if (state.source) ask(); };
+  $("label").onchange = () => { state.labelFromTest = false; updateButtons(); if (state.source) ask(); };
   $("learn").onclick = learn;
   $("reset").onclick = reset;
   $("save").onclick = save;
