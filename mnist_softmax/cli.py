@@ -270,7 +270,7 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
             if created:  # a folder this run made and could not fill goes again; one the user made stays
                 _remove_if_empty(run_dir)
             raise
-        shield.hold()  # all saved: a signal now has nothing left to stop, and is dropped
+        # _save returned with signals held: one now has nothing left to stop, and is dropped.
         click.echo(
             f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
             f"({result.seconds:.1f}s, features {cfg.features})\nwrote {shown(run_dir)}/"
@@ -311,8 +311,7 @@ def _train_and_save(run_dir: Path, cfg, state, mnist, data_dir: Path, quiet: boo
         if not e.result.history:
             _err("interrupted before the first epoch finished; nothing saved")
             raise SystemExit(e.exit_code) from None
-        _save(run_dir, e.result, cfg, painter, shield, resume, interrupted=e.exit_code)
-        shield.hold()  # saved: a signal now would only cut this message short
+        _save(run_dir, e.result, cfg, painter, shield, resume, interrupted=e.exit_code)  # returns holding signals
         saved = f"saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/"
         _err(f"interrupted: {saved}; continue with: {resume}")
         raise SystemExit(e.exit_code) from None
@@ -326,7 +325,8 @@ def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted:
     once it is complete; one while the figures are drawn leaves a complete run without them. Either
     way the message says what was saved, and for a run that was itself interrupted, the command that
     resumes it (`resume`), and the exit code is that of the signal that interrupted it (`interrupted`).
-    One that comes once every figure is drawn has nothing left to stop."""
+    One that comes once every figure is drawn has nothing left to stop: _save returns with signals
+    held, so none cuts short the message that follows."""
     from .runs import FIGURES, draw_figures, save_outputs
 
     shield.hold()

@@ -108,13 +108,12 @@ def check_source(source: str) -> str:
         parsed = urllib.parse.urlparse(source)
         parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number
     except ValueError as e:
-        # A / ? or # in a password ends the host early, and what follows reads as a port: hide all
-        # up to the last @. (The error's own text quotes that "port".)
-        hidden = f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else source
+        # A / ? or # in a password ends the host early, and what follows reads as a port, which the
+        # error's own text quotes: said in words instead (redact hides all up to the last @).
         why = redact(e)
         if str(e).startswith("Port could not"):
             why = "its port is not a number" + ("; percent-encode a / ? or # in a password" if "@" in rest else "")
-        raise DownloadError(f"mirror {redact(hidden)!r} is not a valid URL ({why})") from None
+        raise DownloadError(f"mirror {redact(source)!r} is not a valid URL ({why})") from None
     if parsed.scheme in ("http", "https") and parsed.hostname:
         return source
     if parsed.scheme == "file":

@@ -55,9 +55,9 @@ An image is refused with `no digit found (<reason>)` by the first of these rules
 - several marks: the ink splits (by its projection on an axis) into groups, two or more of them
   each the size of a digit (half the box across the axis, a fifth of the ink), side by side with
   blank columns between them 0.07 of the box's height wide or more, and 2 px at least ("7 2"; a
-  column with under a twentieth of the median column's ink is blank), or one above another and 0.3 of the taller
-  one's height apart; or into two lines or more one above another (half the box wide, three times
-  as wide as tall: text); or a mark too far away to join the digit is itself the size of one
+  column with under a twentieth of the median column's ink is blank), or one above another and
+  0.3 of the taller one's height apart; or into two lines or more one above another (half the box
+  wide, three times as wide as tall: text); or a mark too far away to join the digit is itself the size of one
   (half its height, a fifth of its ink: "3     7"). A digit's broken strokes overlap, are small
   or close: 1 of the 10,000 MNIST test digits is refused (a 4 beside a stray stroke) and 5 of
   the 60,000 training digits (a 1 beside dots or a stroke, a 3 and a 5 in two pieces).
@@ -779,17 +779,13 @@ def _several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
     if len(bands) < 2:
         return ""
     spans = [((a, b), b - a, _extent(mask[a:b])[0], float(ink[a:b].sum())) for a, b in bands]
-    lines = [(band, h) for band, h, w, m in spans
+    lines = [band for band, h, w, m in spans
              if w >= DIGIT_SIZED * width and w >= LINE_RATIO * h and m >= DIGIT_INK / 4 * total]  # fmt: skip
-    if len(lines) >= 2 and _widest_gap(bands, [band for band, _ in lines]) >= LINES_APART * float(
-        np.median([h for _, h in lines])
-    ):
+    if len(lines) >= 2 and _widest_gap(bands, lines) >= LINES_APART * float(np.median([b - a for a, b in lines])):
         return f"{len(lines)} lines of ink one above another"
-    stacked = [(band, h) for band, h, w, m in spans
+    stacked = [band for band, h, w, m in spans
                if h >= 0.3 * height and w >= DIGIT_SIZED * width and m >= DIGIT_INK * total]  # fmt: skip
-    if len(stacked) >= 2 and _widest_gap(bands, [band for band, _ in stacked]) >= STACKED_APART * max(
-        h for _, h in stacked
-    ):
+    if len(stacked) >= 2 and _widest_gap(bands, stacked) >= STACKED_APART * max(b - a for a, b in stacked):
         return f"{len(stacked)} groups of ink one above another, each the size of a digit"
     return ""
 
@@ -1000,9 +996,7 @@ def _alone(path: str | Path) -> Prepared | ImageError:
     """_to_mnist_or_error of one image in a worker process of its own: an ImageError saying how
     that process ended if it dies (a crash such as SIGSEGV is the file's doing; SIGKILL may be
     the out-of-memory killer or someone outside, and the message says which signal it was)."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+    ctx = _fork_context()
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_read_into, args=(path, writer), daemon=True)
     proc.start()
@@ -1044,10 +1038,15 @@ def _pool(executor: str, workers: int):
 
     if executor == "threads":
         return cf.ThreadPoolExecutor(workers)
+    return cf.ProcessPoolExecutor(workers, mp_context=_fork_context(), initializer=_worker_init)
+
+
+def _fork_context():
+    """Processes started by fork where the platform has it (in milliseconds, with NumPy and Pillow
+    already imported); the platform's default elsewhere."""
     import multiprocessing as mp
 
-    method = "fork" if "fork" in mp.get_all_start_methods() else None
-    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_init)
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
 
 
 def image_files(paths: list[Path]) -> list[Path]:

@@ -90,6 +90,7 @@ class Lesson:
         self.sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
         self.lock = threading.Lock()  # one computation at a time: two cores, and Pillow's warnings state
         self._scores = None
+        self._test_set = None  # test_set(), once read
         self.closing = False
         # Temp files of a "Save as" (checkpoints) that a killed server left unfinished; nothing else.
         remove_stale_temps(self.path.parent, ".*.npz.*")
@@ -248,7 +249,13 @@ class Lesson:
         return {"history": state.history, "metrics": metrics, "summary": line}
 
     def test_set(self):
-        """(test images (10000, 28, 28) uint8, labels (10000,)) from data_dir, never downloaded here."""
+        """(test images (10000, 28, 28) uint8, labels (10000,)) from data_dir, never downloaded here;
+        read and verified once (a test digit opened on the page, or a cell, would read them again)."""
+        if self._test_set is None:
+            self._test_set = self._read_test_set()
+        return self._test_set
+
+    def _read_test_set(self):
         from .download import FILES, read_verified
         from .idx import parse_mnist_file
 
