@@ -259,9 +259,12 @@ def _to_arrays(im, unsigned_32bit: bool = False) -> tuple[np.ndarray, np.ndarray
         im = im.convert("RGBA")
     elif im.mode == "P":
         im = im.convert("RGB")
-    if im.mode in ("RGBA", "LA", "RGBa"):
-        a = _unit_float(im)  # each plane contiguous: the colour is read many times over, the alpha once
-        return np.ascontiguousarray(a[..., :-1]), a[..., -1]
+    if im.mode in ("RGBA", "LA"):  # Pillow parts colour and alpha in a fraction of NumPy's time
+        colour = _unit_float(im.convert(im.mode[:-1]))
+        return (colour if colour.ndim == 3 else colour[..., None]), _unit_float(im.getchannel("A"))
+    if im.mode == "RGBa":
+        a = _unit_float(im)
+        return np.ascontiguousarray(a[..., :-1]), np.ascontiguousarray(a[..., -1])
     if im.mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, 1, LAB, HSV ...
     a = _unit_float(im)
@@ -296,7 +299,8 @@ def composite(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     C = colour.shape[-1]
     # The visible ink's mean level: Σ alpha·colour over Σ alpha, as one product (alpha (n,) by (n, C)).
     ink_level = float((alpha.reshape(-1) @ colour.reshape(-1, C)).sum() / max(float(alpha.sum()) * C, 1e-12))
-    a = alpha[..., None]
+    # alpha repeated per channel: a product broadcast over C would run C elements at a time.
+    a = np.repeat(alpha[..., None], C, axis=2) if C > 1 else alpha[..., None]
     if ink_level >= 0.5:  # light strokes onto black: colour·alpha
         return colour * a
     out = colour - np.float32(1.0)  # dark strokes onto white: 1 + (colour − 1)·alpha
@@ -313,6 +317,12 @@ def block_reduce(a: np.ndarray, k: int, op=np.add) -> np.ndarray:
     rows = a[0 : h * k : k, 0 : w * k].copy()
     for i in range(1, k):
         op(rows, a[i : h * k : k, 0 : w * k], out=rows)
+    if op is np.add and a.ndim == 3 and a.shape[2] > 1 and k > 1:
+        # Colour sums: k strided additions of a pixel's C values each would run C elements at a
+        # time; a product with k stacked identities (k·C, C) adds each pixel's k neighbours at once.
+        C = a.shape[2]
+        ones = np.tile(np.eye(C, dtype=a.dtype), (k, 1))
+        return (rows.reshape(h * w, k * C) @ ones).reshape(h, w, C)
     out = rows[:, 0::k].copy()
     for j in range(1, k):
         op(out, rows[:, j::k], out=out)
@@ -335,13 +345,15 @@ def median(values: np.ndarray, axis: int | None = None):
     return (np.take(part, k - 1, axis=axis) + np.take(part, k, axis=axis)) / 2
 
 
-def _median_1d(v: np.ndarray) -> float:
-    """The median of a 1-D array of finite values, as np.median gives it, at a third of the cost."""
+def _median_1d(v: np.ndarray, in_place: bool = False) -> float:
+    """The median of a 1-D array of finite values, as np.median gives it, at a third of the cost;
+    in_place: v may be reordered (a temporary of the caller's) instead of copied."""
     n = len(v)
     if n == 0:
         raise ValueError("the median of no values")
     k = n // 2
-    part = np.partition(v, k)
+    part = v if in_place else v.copy()
+    part.partition(k)
     return float(part[k]) if n % 2 else (float(part[:k].max()) + float(part[k])) / 2
 
 
@@ -349,7 +361,8 @@ def robust_sigma(values: np.ndarray) -> tuple[float, float]:
     """(median, σ̂) of values (n,), σ̂ = 1.4826·MAD: the standard deviation, were the values normal;
     unlike mean and std, a minority of outliers (ink) barely moves them."""
     med = _median_1d(values)
-    return med, 1.4826 * _median_1d(np.abs(values - med))
+    deviations = np.subtract(values, med)
+    return med, 1.4826 * _median_1d(np.abs(deviations, out=deviations), in_place=True)
 
 
 def robust_upper(values: np.ndarray, k: float) -> float:
@@ -362,13 +375,13 @@ def otsu(values: np.ndarray, bins: int = 128) -> float:
     """The threshold that best separates values (n,) into two classes (Otsu: the largest
     between-class variance). Values above it form the upper class."""
     lo, hi = float(values.min()), float(values.max())
-    # The histogram of every so many values (about 4096) has the shape of the whole one.
     hist, edges = _histogram(values, bins, lo, hi)
-    p = hist / max(hist.sum(), 1)
+    p = hist / max(len(values), 1)  # every value is counted
     centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(p)[:-1]
-    m0 = np.cumsum(p * centres)[:-1]
-    total = float((p * centres).sum())
+    share = p * centres
+    w0 = p.cumsum()[:-1]
+    m0 = share.cumsum()[:-1]
+    total = float(share.sum())
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (total * w0 - m0) ** 2 / (w0 * (1 - w0))
     return float(edges[1 + int(np.nanargmax(between))]) if np.isfinite(between).any() else hi
@@ -377,86 +390,97 @@ def otsu(values: np.ndarray, bins: int = 128) -> float:
 def _histogram(values: np.ndarray, bins: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """np.histogram(values, bins, range=(lo, hi)) for values within [lo, hi], by one bincount:
     (counts (bins,), edges (bins + 1,)). The top value falls in the last bin, as there."""
-    edges = np.linspace(lo, hi, bins + 1)
+    edges = np.arange(bins + 1.0)  # np.linspace(lo, hi, bins + 1), as it computes them
+    edges *= (hi - lo) / bins
+    edges += lo
+    edges[-1] = hi
     if hi <= lo:
         return np.bincount(np.zeros(len(values), np.intp), minlength=bins), edges
-    idx = ((values - lo) * (bins / (hi - lo))).astype(np.intp)
-    return np.bincount(np.minimum(idx, bins - 1), minlength=bins), edges
+    scaled = np.subtract(values, lo)
+    scaled *= bins / (hi - lo)
+    idx = scaled.astype(np.intp)
+    return np.bincount(np.minimum(idx, bins - 1, out=idx), minlength=bins), edges
 
 
 @functools.lru_cache(maxsize=64)
 def _plane_design(h: int, w: int, k: int, H: int, W: int, tilt: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(design matrix (h·w, 3) of [1, row, col] at the centres of k×k blocks, its mean row (3,)),
-    rows and columns in units of the full image's height and width, so the plane's coefficients
-    apply to the full image unchanged. Without tilt, the row and column columns are 0 (a constant
-    is fitted). Read-only: the same few image sizes come again and again."""
+    """(design matrix, transposed: (3, h·w) of rows 1, row, col at the centres of k×k blocks; its
+    mean column (3,)), rows and columns in units of the full image's height and width, so the
+    plane's coefficients apply to the full image unchanged. Without tilt, the row and column rows
+    are 0 (a constant is fitted). Read-only: the same few image sizes come again and again."""
     r = ((np.arange(h) + 0.5) * k - 0.5) / H
     c = ((np.arange(w) + 0.5) * k - 0.5) / W
-    A = np.zeros((h * w, 3))
-    A[:, 0] = 1.0
+    At = np.zeros((3, h, w))
+    At[0] = 1.0
     if tilt:
-        A[:, 1] = np.repeat(r, w)
-        A[:, 2] = np.tile(c, h)
+        At[1] = r[:, None]
+        At[2] = c
     mean = np.array([1.0, r.mean(), c.mean()]) if tilt else np.array([1.0, 0.0, 0.0])
-    A.flags.writeable = mean.flags.writeable = False
-    return A, mean
+    At = At.reshape(3, h * w)
+    At.flags.writeable = mean.flags.writeable = False
+    return At, mean
 
 
 def fit_plane(At: np.ndarray, V: np.ndarray, rounds: int = 2) -> np.ndarray:
     """Least-squares plane through values V (C, n) at the points At (3, n) (rows 1, row, col),
     refitted `rounds` times without the points more than 3 σ̂ off. -> coefficients (3, C).
     Channel-major, so every reduction runs along contiguous memory."""
-    keep = np.ones(V.shape[1], bool)
+    keep = None  # all the points
     for i in range(rounds + 1):
-        if keep.sum() < 3:
-            keep[:] = True
         coef = _least_squares(At, V, keep)
         if i == rounds:
             break
         resid = _distances(V, At, coef)
-        keep &= resid <= robust_upper(resid[keep], 3.0) + 1e-6
+        close = resid <= robust_upper(resid if keep is None else resid[keep], 3.0) + 1e-6
+        keep = close if keep is None else np.logical_and(keep, close, out=keep)
+        if np.count_nonzero(keep) < 3:
+            keep = None
     return coef
 
 
-def _least_squares(At: np.ndarray, V: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def _least_squares(At: np.ndarray, V: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
     """argmin_x ‖Aᵀ… ‖: the plane coefficients (3, C) through values V (C, n) at the points
-    At (3, n) where keep (n,), by the normal equations, a 3×3 solve (the columns are 1, row,
-    col: well conditioned), or lstsq where they are singular."""
-    kept = At * keep
+    At (3, n) where keep (n,) (None: all), by the normal equations, a 3×3 solve (the columns are
+    1, row, col: well conditioned), or lstsq where they are singular."""
+    kept = At if keep is None else At * keep
     try:
         return np.linalg.solve(kept @ At.T, kept @ V.T)
     except np.linalg.LinAlgError:
-        return np.linalg.lstsq(At.T[keep], V.T[keep], rcond=None)[0]
+        chosen = slice(None) if keep is None else keep
+        return np.linalg.lstsq(At.T[chosen], V.T[chosen], rcond=None)[0]
 
 
-def _distances(V: np.ndarray, At: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """|V − planeᵀ| per point: the Euclidean length over the C channels. V (C, n) -> (n,)."""
-    r = V - coef.T @ At
+def _distances(V: np.ndarray, At: np.ndarray | None, coef: np.ndarray) -> np.ndarray:
+    """|V − planeᵀ| per point: the Euclidean length over the C channels. V (C, n) -> (n,).
+    At None: a constant, coef's first row."""
+    r = V - (coef[0][:, None] if At is None else coef.T @ At)
     return np.abs(r[0]) if len(r) == 1 else np.sqrt(np.einsum("cn,cn->n", r, r))
 
 
-def fit_paper(A: np.ndarray, values: np.ndarray, keep: np.ndarray, points: int = FIT_POINTS) -> np.ndarray:
-    """The paper under values (n, C) at the rows of A (n, 3), from about `points` of the points
-    where keep (n,): a plane (fit_plane) where the light is clearly uneven, else a constant, the
-    median. -> (3, C).
+def fit_paper(At: np.ndarray, values: np.ndarray, keep: np.ndarray | None, points: int = FIT_POINTS) -> np.ndarray:
+    """The paper under values (C, n) at the columns of At (3, n), from about `points` of the
+    points where keep (n,) (None: all): a plane (fit_plane) where the light is clearly uneven, else
+    a constant, the median. -> (3, C).
 
     A tilt is taken only when it takes out most of the spread (robust σ at least 30% lower than
     around the median): fitted to a few slivers of paper between frame-filling strokes, a plane
     would extrapolate wildly across the ink.
     """
-    if keep.sum() < 3:
-        keep = np.ones(len(A), bool)
+    n = At.shape[1]
     # A plane has three numbers: a couple of thousand points, spread over the image, pin it down.
-    chosen = np.flatnonzero(keep)
-    chosen = chosen[:: max(1, len(chosen) // points)]
-    At, V = A[chosen].T.copy(), values[chosen].T.copy()  # channel-major: (3, m), (C, m)
+    if keep is None or np.count_nonzero(keep) < 3:
+        chosen = np.arange(0, n, max(1, n // points))
+    else:
+        chosen = np.flatnonzero(keep)
+        chosen = chosen[:: max(1, len(chosen) // points)]
+    At, V = At[:, chosen], values[:, chosen]  # (3, m), (C, m)
     flat = np.zeros((3, V.shape[0]))
     flat[0] = median(V, axis=1)
     if not At[1:].any():
         return flat
     plane = fit_plane(At, V)
     spread_plane = robust_sigma(_distances(V, At, plane))[1]
-    return plane if spread_plane < 0.7 * robust_sigma(_distances(V, At, flat))[1] else flat
+    return plane if spread_plane < 0.7 * robust_sigma(_distances(V, None, flat))[1] else flat
 
 
 class InkMap(NamedTuple):
@@ -481,15 +505,16 @@ def ink_map(colour: np.ndarray) -> InkMap:
     view = block_reduce(colour, k) / (k * k)  # (h, w, C): the small view, noise averaged down
     h, w = view.shape[:2]
     # A tiny image has no uneven light to speak of, and too few pixels to fit a tilt.
-    A, A_mean = _plane_design(h, w, k, H, W, tilt=max(h, w) >= 24)
-    flat = view.reshape(-1, C).astype(np.float64)
+    At, A_mean = _plane_design(h, w, k, H, W, tilt=max(h, w) >= 24)
+    # Channel-major (C, h·w): every reduction over the view's pixels runs along contiguous memory.
+    channels = np.ascontiguousarray(view.reshape(-1, C).T, dtype=np.float64)
 
-    axis = _main_axis(flat)  # brightness along it: ink and paper of equal grey still differ
-    bright = flat @ axis
+    axis = _main_axis(channels)  # brightness along it: ink and paper of equal grey still differ
+    bright = axis @ channels
     # Uneven light is a plane under everything; taking it off first keeps a dim corner of the
     # page from becoming its own class.
     # A first look: a few hundred points pin a plane down well enough to split the classes.
-    resid = bright - (A @ fit_paper(A, bright[:, None], np.ones(len(A), bool), FIT_POINTS // 8))[:, 0]
+    resid = bright - fit_paper(At, bright[None], None, FIT_POINTS // 8)[:, 0] @ At
     if resid.max() - resid.min() < 1e-6:
         raise ImageError("no digit found (blank: a single flat colour)")
     upper = resid > otsu(resid)
@@ -500,21 +525,21 @@ def ink_map(colour: np.ndarray) -> InkMap:
     # The paper's colour per channel, fitted once, on the paper class away from the ink's
     # anti-aliased edges; its brightness (the same plane, along the axis) then refines the classes.
     inner = _erode(paper.reshape(h, w)).ravel()
-    coef = fit_paper(A, flat, inner if inner.sum() >= 3 else paper)
-    resid = bright - A @ (coef @ axis)
+    coef = fit_paper(At, channels, inner if inner.sum() >= 3 else paper)
+    resid = bright - (coef @ axis) @ At
     upper = resid > otsu(resid)
     paper = upper if dark_is_ink else ~upper
     if paper.all() or not paper.any():
         raise ImageError("no digit found (blank: no second population of pixels)")
     inner = _erode(paper.reshape(h, w)).ravel()
-    step = flat - A @ coef  # (n, C): each pixel's difference from the paper under it
+    step = channels - coef.T @ At  # (C, n): each pixel's difference from the paper under it
     ink_points = _thin_out(np.flatnonzero(~paper))
-    direction = median(np.ascontiguousarray(step[ink_points].T), axis=1)
+    direction = median(step[:, ink_points], axis=1)
     norm = float(np.linalg.norm(direction))
     if norm < 1e-9:
         raise ImageError("no digit found (blank: ink and paper have the same colour)")
     direction /= norm
-    along = step @ direction  # signed step towards the ink, per view pixel
+    along = direction @ step  # signed step towards the ink, per view pixel
     ink_level = _median_1d(along[ink_points])
     # The paper's noise away from the ink: near it, anti-aliased edges would count as noise.
     _, paper_sigma = robust_sigma(_thin_out(along[inner] if inner.sum() >= 16 else along[paper]))
@@ -530,18 +555,27 @@ def ink_map(colour: np.ndarray) -> InkMap:
         )
 
     # The same at full resolution: the plane's coefficients hold there too (units of H and W).
-    d = _minus_plane(colour @ direction.astype(np.float32), coef @ direction)
+    d = _minus_plane(_project(colour, direction.astype(np.float32)), coef @ direction)
     stride = max(1, int(np.sqrt(H * W / (4 * FIT_POINTS))))
     sample = d[::stride, ::stride].ravel()
     # Where paper is only slivers between strokes, its sample is mostly anti-aliased edges and
     # its noise looks large: the floor never takes more than FLOOR_CAP of the ink's level.
     paperish = sample[sample < 0.5 * ink_level]
     floor = robust_upper(paperish, 6.0) if paperish.size else 0.0
-    floor = float(np.clip(floor, 0.0, FLOOR_CAP * ink_level))
+    floor = min(max(floor, 0.0), FLOOR_CAP * ink_level)
     d -= np.float32(floor)
     cover = _scaled_to_unit(d, max(ink_level - floor, 1e-12))
     mean_bg = A_mean @ coef  # the mean of the paper's plane over the view
     return InkMap(d, cover, tuple(float(v) for v in mean_bg), dark_is_ink)
+
+
+def _project(colour: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """colour (H, W, C) @ direction (C,) -> (H, W): for one channel a product (NumPy's matmul
+    takes an order of magnitude longer over an inner axis of 1); for several, as pixel rows."""
+    H, W, C = colour.shape
+    if C == 1:
+        return np.multiply(colour[..., 0], direction[0])
+    return (colour.reshape(H * W, C) @ direction).reshape(H, W)
 
 
 def _scaled_to_unit(d: np.ndarray, top: float) -> np.ndarray:
@@ -550,17 +584,20 @@ def _scaled_to_unit(d: np.ndarray, top: float) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _main_axis(flat: np.ndarray) -> np.ndarray:
-    """The unit direction (C,) along which colours (n, C) vary most, pointing to light (its
+def _main_axis(channels: np.ndarray) -> np.ndarray:
+    """The unit direction (C,) along which colours (C, n) vary most, pointing to light (its
     components sum ≥ 0); (1, …, 1)/√C for grey or flat images."""
-    n, C = flat.shape
+    C, n = channels.shape
     axis = np.ones(C) / np.sqrt(C)
     if C > 1:
-        channels = np.ascontiguousarray(flat.T)
         mean = channels.sum(1) / n
         # Each of the C(C+1)/2 sums of products as a dot product: a (C, n) @ (n, C) product with
         # n in the tens of thousands is an order of magnitude slower in BLAS.
-        second = np.array([[np.dot(channels[i], channels[j]) for j in range(C)] for i in range(C)]) / n
+        second = np.empty((C, C))
+        for i in range(C):
+            for j in range(i + 1):
+                second[i, j] = second[j, i] = np.dot(channels[i], channels[j])
+        second /= n
         vals, vecs = np.linalg.eigh(second - np.outer(mean, mean))
         if vals[-1] > 1e-12:
             axis = vecs[:, -1] * (1 if vecs[:, -1].sum() >= 0 else -1)
@@ -622,14 +659,23 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     are found for all rows at once (two sorted searches), then joined by repeated hooking of each
     run to the smallest run index it is connected to, with pointer jumping, until nothing changes.
     """
+    labels, count, _ = _label_runs(mask)
+    return labels, count
+
+
+def _label_runs(mask: np.ndarray) -> tuple[np.ndarray, int, tuple[np.ndarray, ...]]:
+    """label(mask), and its runs: (row, first column, end column (exclusive), component id from
+    1), each (runs,), row-major."""
     h, w = mask.shape
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.subtract(padded[:, 1:], padded[:, :-1])
     rs, cs = np.nonzero(edges == 1)
     _, ce = np.nonzero(edges == -1)  # run ends (exclusive), in the same row-major order
     n = len(rs)
     labels = np.zeros((h, w), np.int32)
     if n == 0:
-        return labels, 0
+        return labels, 0, (rs, cs, ce, rs)
     # Run i of the row above touches run j (diagonals included) where cs_i <= ce_j and ce_i >= cs_j.
     # Keys row·(w + 2) + column keep rows apart, so each search stays within the row above.
     span = w + 2
@@ -653,11 +699,12 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
         if (hooked == parent).all():
             break
         parent = hooked
-    ids = np.unique(parent, return_inverse=True)[1].astype(np.int32) + 1
+    # Each component's root is its first run, where parent[r] = r: numbered in their order, from 1.
+    ids = np.cumsum(parent == np.arange(n), dtype=np.int32)[parent]
     lengths = ce - cs
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     labels.ravel()[np.repeat(rs * w + cs, lengths) + offsets] = np.repeat(ids, lengths)
-    return labels, int(ids.max())
+    return labels, int(ids.max()), (rs, cs, ce, ids)
 
 
 def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
@@ -670,20 +717,20 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     # survives the reduction; its ink is the blocks' sum.
     marks = block_reduce(cover, k, np.maximum) >= 0.5
     mass = block_reduce(cover, k)
-    labels, n = label(marks)
+    labels, n, (rs, cs, ce, ids) = _label_runs(marks)
     if n == 0:
         raise ImageError("no digit found (blank: no mark reaches half the ink's level)")
     per = np.bincount(labels.ravel(), weights=mass.ravel(), minlength=n + 1)[1:]
-    rows, cols = np.nonzero(labels)
-    ids = labels[rows, cols] - 1
+    # Each mark's box, from its runs (far fewer than its pixels).
+    ids = ids - 1
     r0 = np.full(n, 1 << 30)
     c0 = np.full(n, 1 << 30)
     r1 = np.zeros(n, int)
     c1 = np.zeros(n, int)
-    np.minimum.at(r0, ids, rows)
-    np.minimum.at(c0, ids, cols)
-    np.maximum.at(r1, ids, rows + 1)
-    np.maximum.at(c1, ids, cols + 1)
+    np.minimum.at(r0, ids, rs)
+    np.minimum.at(c0, ids, cs)
+    np.maximum.at(r1, ids, rs + 1)
+    np.maximum.at(c1, ids, ce)
     # The digit grows from its largest mark by the marks near it (within half its size), so a
     # broken stroke joins it and dust or a second mark elsewhere on the page does not.
     main = int(per.argmax())
@@ -711,14 +758,15 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     extent = max(R1 - R0, C1 - C0)
     margin = max(2 * k, round(FRINGE * extent))
     R0, R1, C0, C1 = max(0, R0 - margin), min(H, R1 + margin), max(0, C0 - margin), min(W, C1 + margin)
-    level = BOX_LEVEL * float(np.clip(1 - BOX / extent, 0, 1))
+    level = BOX_LEVEL * min(max(1 - BOX / extent, 0.0), 1.0)
     # Marks left out of the digit stay out of its box, also where they fall inside its margin:
     # the view's blocks of other marks, at full resolution over the box (none past the view's edge).
-    others = (labels > 0) & ~kept[labels - 1]
-    rows, cols = np.arange(R0, R1) // k, np.arange(C0, C1) // k
-    inside = (rows < others.shape[0])[:, None] & (cols < others.shape[1])[None, :]
-    others = others[np.minimum(rows, others.shape[0] - 1)][:, np.minimum(cols, others.shape[1] - 1)] & inside
-    region = (cover[R0:R1, C0:C1] > level) & ~others
+    region = cover[R0:R1, C0:C1] > level
+    if not kept.all():
+        others = (labels > 0) & ~kept[labels - 1]
+        rows, cols = np.arange(R0, R1) // k, np.arange(C0, C1) // k
+        inside = (rows < others.shape[0])[:, None] & (cols < others.shape[1])[None, :]
+        region &= ~(others[np.minimum(rows, others.shape[0] - 1)][:, np.minimum(cols, others.shape[1] - 1)] & inside)
     rr, cc = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
     box = (R0 + int(rr[0]), R0 + int(rr[-1]) + 1, C0 + int(cc[0]), C0 + int(cc[-1]) + 1)
     largest = cover[r0[main] * k : (r1[main] + 1) * k, c0[main] * k : (c1[main] + 1) * k] >= 0.5
@@ -736,7 +784,9 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
             f"no digit found (several marks: {1 + int(apart.sum())} marks the size of a digit, apart; "
             "crop the image to one digit)"
         )
-    mine = (labels[b0:b1, d0:d1] > 0) & kept[labels[b0:b1, d0:d1] - 1]
+    mine = labels[b0:b1, d0:d1] > 0
+    if not kept.all():
+        mine &= kept[labels[b0:b1, d0:d1] - 1]
     several = _several_marks(mine, mass[b0:b1, d0:d1])
     if several:
         raise ImageError(f"no digit found (several marks: {several}; crop the image to one digit)")
@@ -747,8 +797,10 @@ def _bands(profile: np.ndarray, share: float = 0.1) -> list[tuple[int, int]]:
     """The runs [start, end) of a projection profile (n,) of ink that stand out: above `share` of
     its median over the rows (or columns) with ink (a tenth: a few pixels of a descender do not
     join two lines of text; 0: any ink)."""
-    level = share * float(np.median(profile[profile > 0]))
-    edges = np.diff(np.concatenate([[0], (profile > level).astype(np.int8), [0]]))
+    level = share * _median_1d(profile[profile > 0])
+    above = np.zeros(len(profile) + 2, np.int8)
+    above[1:-1] = profile > level
+    edges = np.subtract(above[1:], above[:-1])
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
@@ -803,7 +855,8 @@ def _check_digit(cover: np.ndarray, largest: np.ndarray, side: int) -> None:
     rules of the module docstring."""
     # Extents are those of the strokes proper (ink at half its level or more): a JPEG's ringing
     # around a speck can fill a whole 16×16 block pair just above the floor.
-    sw, sh = _extent(cover >= 0.5)
+    strokes = cover >= 0.5
+    sw, sh = _extent(strokes)
     lw, lh = _extent(largest)
     if max(sh, sw) < MIN_EXTENT_PX or max(lh, lw) < MIN_EXTENT_FRACTION * side:
         raise ImageError(
@@ -815,13 +868,15 @@ def _check_digit(cover: np.ndarray, largest: np.ndarray, side: int) -> None:
     extent = max(h, w)
     # Both measured as MNIST's digits were: at the 20-px scale.
     at20 = np.clip(_resize(cover, (max(1, round(w * BOX / extent)), max(1, round(h * BOX / extent)))), 0, 1)
-    width = stroke_width(cover) * BOX / extent
+    half = 0.5 * float(cover.max())
+    width = _mask_stroke_width(strokes if half == 0.5 else cover >= half) * BOX / extent
     if width < MIN_STROKE_AT_20:
         raise ImageError(
             f"no digit found (too thin: its strokes are {width:.2f} px wide at MNIST's 20-px scale, "
             f"a digit's at least {MIN_STROKE_AT_20:g}; MNIST's thinnest are 0.71)"
         )
-    solid, filled = _solid_fraction(at20 >= 0.5, BOX), float((at20 >= 0.5).mean())
+    mask20 = at20 >= 0.5
+    solid, filled = _solid_fraction(mask20, BOX), np.count_nonzero(mask20) / mask20.size
     if solid > MAX_SOLID and filled > MAX_FILLED:
         raise ImageError(
             f"no digit found (a blot: it fills {filled:.0%} of its box and {solid:.0%} of its ink lies deeper "
@@ -855,8 +910,8 @@ def centre_in_field(box: np.ndarray) -> np.ndarray:
     mass = box.sum()
     com_r = (box.sum(1) * np.arange(h)).sum() / mass
     com_c = (box.sum(0) * np.arange(w)).sum() / mass
-    top = int(np.clip(round(CENTRE - com_r), 0, FIELD - h))
-    left = int(np.clip(round(CENTRE - com_c), 0, FIELD - w))
+    top = min(max(round(CENTRE - com_r), 0), FIELD - h)
+    left = min(max(round(CENTRE - com_c), 0), FIELD - w)
     field = np.zeros((FIELD, FIELD), np.float32)
     field[top : top + h, left : left + w] = box
     return field
@@ -865,17 +920,24 @@ def centre_in_field(box: np.ndarray) -> np.ndarray:
 def box_blur(a: np.ndarray, r: int) -> np.ndarray:
     """Mean over a (2r+1)×(2r+1) window (zero outside). (H, W) -> (H, W)."""
     k = 2 * r + 1
-    c = np.pad(a, ((r + 1, r), (r + 1, r))).cumsum(0).cumsum(1)
+    c = np.zeros((a.shape[0] + 2 * r + 1, a.shape[1] + 2 * r + 1), a.dtype)
+    c[r + 1 : r + 1 + a.shape[0], r + 1 : r + 1 + a.shape[1]] = a
+    c = c.cumsum(0).cumsum(1)
     return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)
 
 
 def stroke_width(digit: np.ndarray) -> float:
     """Mean stroke width in pixels of a digit (h, w) in [0, 1]: 2·area / perimeter of its ink at
     half the maximum (a band of width t and length L has area tL and perimeter ≈ 2L)."""
-    ink = digit >= 0.5 * float(digit.max())
-    perimeter = (ink[1:] != ink[:-1]).sum() + (ink[:, 1:] != ink[:, :-1]).sum()
-    perimeter += ink[[0, -1]].sum() + ink[:, [0, -1]].sum()
-    return 2.0 * float(ink.sum()) / max(float(perimeter), 1.0)
+    return _mask_stroke_width(digit >= 0.5 * float(digit.max()))
+
+
+def _mask_stroke_width(ink: np.ndarray) -> float:
+    """stroke_width of the ink mask (h, w) bool: 2·area / perimeter."""
+    count = np.count_nonzero
+    perimeter = count(ink[1:] != ink[:-1]) + count(ink[:, 1:] != ink[:, :-1])
+    perimeter += count(ink[0]) + count(ink[-1]) + count(ink[:, 0]) + count(ink[:, -1])
+    return 2.0 * count(ink) / max(perimeter, 1)
 
 
 def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -886,7 +948,7 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if size == (a.shape[1], a.shape[0]):
         return a
     resample = Image.Resampling.BOX if size[0] < a.shape[1] else Image.Resampling.BICUBIC
-    return np.asarray(Image.fromarray(a.astype(np.float32), "F").resize(size, resample))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a, np.float32), "F").resize(size, resample))
 
 
 def normalise_digit(crop: np.ndarray) -> np.ndarray:
@@ -901,15 +963,15 @@ def normalise_digit(crop: np.ndarray) -> np.ndarray:
     h, w = crop.shape
     s = BOX / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    small = np.clip(_resize(crop, size), 0.0, None)
+    small = np.maximum(_resize(crop, size), 0.0)
     width = stroke_width(small)
     if width > MAX_STROKE and size != (w, h):
         from PIL import Image, ImageFilter
 
-        fine = Image.fromarray(np.clip(_resize(crop, (4 * size[0], 4 * size[1])), 0.0, None), "F")
+        fine = Image.fromarray(np.maximum(_resize(crop, (4 * size[0], 4 * size[1])), 0.0), "F")
         r = round((width - STROKE_TARGET) / 2 * 4)
         thinned = fine.filter(ImageFilter.MinFilter(2 * r + 1)) if r > 0 else fine
-        small = np.clip(np.asarray(thinned.resize(size, Image.Resampling.BOX)), 0.0, None)
+        small = np.maximum(np.asarray(thinned.resize(size, Image.Resampling.BOX)), 0.0)
     small = small / max(float(small.max()), 1e-12)
     return np.round(centre_in_field(small) * 255).astype(np.uint8)
 
