@@ -1001,15 +1001,28 @@ def _to_mnist_or_error(path: str | Path) -> Prepared | ImageError:
         return ImageError(f"{path}: cannot read this image ({type(e).__name__}: {e})")
 
 
+@functools.cache
+def _blas():
+    """This process's BLAS thread pools, found once (a ThreadpoolController's limits cost
+    microseconds; finding the libraries, milliseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _worker_init() -> None:
     """A worker process: one BLAS thread (the workers are one per CPU already: a BLAS pool in each,
     busy-waiting between its small products, made two workers slower than one process), and
     Ctrl-C and SIGTERM left to the parent, which stops the pool (a worker neither prints a
     traceback for them nor runs the parent's SIGTERM handler)."""
+    import gc
     import signal
 
     from threadpoolctl import threadpool_limits
 
+    # The objects inherited from the parent are left out of this process's garbage collections:
+    # a collection that walked them would write to their pages and so copy every one of them.
+    gc.freeze()
     threadpool_limits(1)  # for the life of the process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -1031,7 +1044,12 @@ def to_mnist_many(
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(workers, len(paths))
     if workers <= 1:
-        yield from map(_to_mnist_or_error, paths)
+        for path in paths:
+            # BLAS's own threads only spin beside products this small: they would take a second
+            # core for nothing (the pool's workers are limited to one thread likewise).
+            with _blas().limit(limits=1, user_api="blas"):
+                result = _to_mnist_or_error(path)
+            yield result
         return
     from concurrent.futures.process import BrokenProcessPool
 

@@ -10,7 +10,7 @@ from PIL import Image
 from userstyle import KEEP, MAKERS, MARGIN, NEGATIVES, NEW_STYLES, SMALL_8x8
 
 from mnist_softmax.checkpoint import load_checkpoint
-from mnist_softmax.images import ImageError, label, to_mnist, to_mnist_many
+from mnist_softmax.images import ImageError, composite, label, to_mnist, to_mnist_many
 from mnist_softmax.model import classify
 
 
@@ -242,3 +242,49 @@ def test_a_ruled_line_beside_the_digit_stays_out_of_its_box(mnist, tmp_path):
             Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"{name}{i}.png")
         a, b = to_mnist(tmp_path / f"clean{i}.png"), to_mnist(tmp_path / f"lined{i}.png")
         assert abs(np.array(a.box) - np.array(b.box)).max() <= 2, (i, a.box, b.box)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "RGBa", "PA"])
+def test_transparent_images_are_read_and_composited_as_the_formula_says(mode):
+    """Pillow parts colour from alpha (fast); the numbers are those of the pixels divided by 255,
+    and compositing puts dark ink on white (1 + (colour − 1)·alpha), light ink on black."""
+    from mnist_softmax.images import _to_arrays
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (37, 53, len(mode)), np.uint8)
+    im = Image.frombytes(mode, (53, 37), raw.tobytes())
+    if mode == "PA":
+        im.putpalette(rng.integers(0, 256, 768).tolist())
+    pixels = np.asarray(im.convert("RGBA") if mode == "PA" else im)
+    expected = np.multiply(pixels, np.float32(1 / 255), dtype=np.float32)
+    colour, alpha = _to_arrays(im)
+    np.testing.assert_array_equal(colour, expected[..., :-1])
+    np.testing.assert_array_equal(alpha, expected[..., -1])
+    for level in (0.1, 0.9):  # dark strokes onto white, light strokes onto black
+        c = np.full_like(colour, np.float32(level))
+        a = alpha[..., None]
+        want = (c - np.float32(1)) * a + np.float32(1) if level < 0.5 else c * a
+        np.testing.assert_array_equal(composite(c, alpha), want)
+
+
+def test_one_process_reads_with_one_blas_thread_and_gives_the_caller_back_its_own(mnist, tmp_path, monkeypatch):
+    """BLAS threads only spin beside the pipeline's small products: predict in one process keeps
+    one core busy, not two; the caller's own limit is untouched between images."""
+    from threadpoolctl import threadpool_info
+
+    from mnist_softmax import images
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+    real = images._to_mnist_or_error
+    monkeypatch.setattr(images, "_to_mnist_or_error", lambda p: (seen.append(blas_threads()), real(p))[1])
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(mnist.test_images[k]).save(paths[-1])
+    for result in to_mnist_many(paths, workers=1):
+        assert blas_threads() == before and not isinstance(result, ImageError)
+    assert seen and all(all(n == 1 for n in threads) for threads in seen)
