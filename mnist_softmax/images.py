@@ -346,7 +346,8 @@ def median(values: np.ndarray, axis: int | None = None):
 
 
 def _median_1d(v: np.ndarray, in_place: bool = False) -> float:
-    """The median of a 1-D array of finite values, as np.median gives it, at a third of the cost;
+    """The median of a 1-D array of finite values, as np.median gives it for float64 (the middle
+    two of an even count are averaged in float64 whatever the dtype), at a third of the cost;
     in_place: v may be reordered (a temporary of the caller's) instead of copied."""
     n = len(v)
     if n == 0:
@@ -407,13 +408,16 @@ def _plane_design(h: int, w: int, k: int, H: int, W: int, tilt: bool = True) -> 
     """(design matrix, transposed: (3, h·w) of rows 1, row, col at the centres of k×k blocks; its
     mean column (3,)), rows and columns in units of the full image's height and width, so the
     plane's coefficients apply to the full image unchanged. Without tilt, the row and column rows
-    are 0 (a constant is fitted). Read-only: the same few image sizes come again and again."""
+    are 0 (a constant is fitted); so is the row of an axis the view is one block across. Read-only:
+    the same few image sizes come again and again."""
     r = ((np.arange(h) + 0.5) * k - 0.5) / H
     c = ((np.arange(w) + 0.5) * k - 0.5) / W
     At = np.zeros((3, h, w))
     At[0] = 1.0
-    if tilt:
+    # A tilt along an axis the view is one block across would rest on rounding noise alone.
+    if tilt and h > 1:
         At[1] = r[:, None]
+    if tilt and w > 1:
         At[2] = c
     mean = np.array([1.0, r.mean(), c.mean()]) if tilt else np.array([1.0, 0.0, 0.0])
     At = At.reshape(3, h * w)
@@ -442,7 +446,9 @@ def _least_squares(At: np.ndarray, V: np.ndarray, keep: np.ndarray | None) -> np
     """argmin_x ‖Aᵀ… ‖: the plane coefficients (3, C) through values V (C, n) at the points
     At (3, n) where keep (n,) (None: all), by the normal equations, a 3×3 solve (the columns are
     1, row, col: well conditioned), or lstsq where they are singular."""
-    kept = At if keep is None else At * keep
+    # A copy, not At itself: NumPy sends At @ At.T of one buffer to another BLAS routine, which
+    # rounds differently.
+    kept = At.copy() if keep is None else At * keep
     try:
         return np.linalg.solve(kept @ At.T, kept @ V.T)
     except np.linalg.LinAlgError:
@@ -473,7 +479,7 @@ def fit_paper(At: np.ndarray, values: np.ndarray, keep: np.ndarray | None, point
     else:
         chosen = np.flatnonzero(keep)
         chosen = chosen[:: max(1, len(chosen) // points)]
-    At, V = At[:, chosen], values[:, chosen]  # (3, m), (C, m)
+    At, V = np.ascontiguousarray(At[:, chosen]), np.ascontiguousarray(values[:, chosen])  # (3, m), (C, m)
     flat = np.zeros((3, V.shape[0]))
     flat[0] = median(V, axis=1)
     if not At[1:].any():
@@ -797,7 +803,7 @@ def _bands(profile: np.ndarray, share: float = 0.1) -> list[tuple[int, int]]:
     """The runs [start, end) of a projection profile (n,) of ink that stand out: above `share` of
     its median over the rows (or columns) with ink (a tenth: a few pixels of a descender do not
     join two lines of text; 0: any ink)."""
-    level = share * _median_1d(profile[profile > 0])
+    level = share * float(np.median(profile[profile > 0]))
     above = np.zeros(len(profile) + 2, np.int8)
     above[1:-1] = profile > level
     edges = np.subtract(above[1:], above[:-1])
@@ -1038,6 +1044,8 @@ def to_mnist_many(
     a one-image `predict` pays no pool start-up. A worker process that dies (killed, or crashed by
     a file) costs nothing already done: the first image not yet read is read again by a process of
     its own (an ImageError naming the signal if that one dies too), then a new pool takes the rest.
+    In this process, each image is read with BLAS held to one thread, a process-wide setting given
+    back before the image is yielded: two threads reading here at once may leave it at one.
     """
     paths = list(paths)
     if workers is None:

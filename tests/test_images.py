@@ -10,7 +10,7 @@ from PIL import Image
 from userstyle import KEEP, MAKERS, MARGIN, NEGATIVES, NEW_STYLES, SMALL_8x8
 
 from mnist_softmax.checkpoint import load_checkpoint
-from mnist_softmax.images import ImageError, composite, label, to_mnist, to_mnist_many
+from mnist_softmax.images import ImageError, composite, label, prepare, to_mnist, to_mnist_many
 from mnist_softmax.model import classify
 
 
@@ -270,14 +270,17 @@ def test_transparent_images_are_read_and_composited_as_the_formula_says(mode):
 def test_one_process_reads_with_one_blas_thread_and_gives_the_caller_back_its_own(mnist, tmp_path, monkeypatch):
     """BLAS threads only spin beside the pipeline's small products: predict in one process keeps
     one core busy, not two; the caller's own limit is untouched between images."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from mnist_softmax import images
 
     def blas_threads():
         return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
 
+    # The caller's own setting: two threads, so that one inside is seen whatever this machine has.
+    limit = threadpool_limits(2, user_api="blas")
     before = blas_threads()
+    assert before and all(n == 2 for n in before)
     seen = []
     real = images._to_mnist_or_error
     monkeypatch.setattr(images, "_to_mnist_or_error", lambda p: (seen.append(blas_threads()), real(p))[1])
@@ -285,6 +288,30 @@ def test_one_process_reads_with_one_blas_thread_and_gives_the_caller_back_its_ow
     for k in range(3):
         paths.append(tmp_path / f"{k}.png")
         Image.fromarray(mnist.test_images[k]).save(paths[-1])
-    for result in to_mnist_many(paths, workers=1):
-        assert blas_threads() == before and not isinstance(result, ImageError)
-    assert seen and all(all(n == 1 for n in threads) for threads in seen)
+    try:
+        for result in to_mnist_many(paths, workers=1):
+            assert blas_threads() == before and not isinstance(result, ImageError)
+    finally:
+        limit.restore_original_limits()
+    assert len(seen) == 3 and all(threads and all(n == 1 for n in threads) for threads in seen)
+
+
+def test_a_strip_one_block_high_is_read_the_same_whatever_its_memory_layout():
+    """A view one block high has one row coordinate: a tilt along it would rest on rounding noise,
+    and the result on how the pixels sit in memory. It is not fitted, so a grey strip reads the
+    same as float32 or float64, C or Fortran order, or as three equal colour channels."""
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        H = int(rng.integers(3, 8))
+        W = max(int(rng.integers(300, 800)), 64 * H)
+        img = 0.9 - rng.uniform(0, 0.4) * np.linspace(0, 1, W)[None, :] + 0.02 * rng.standard_normal((H, W))
+        c0 = int(rng.integers(0, W - 40))
+        img[:, c0 : c0 + int(rng.integers(3, 40))] = rng.uniform(0, 0.3)
+        img = np.clip(img, 0, 1).astype(np.float32)
+        seen = set()
+        for a in (img, np.asfortranarray(img), img.astype(np.float64), np.repeat(img[..., None], 3, 2)):
+            try:
+                seen.add(str(prepare(a if a.ndim == 3 else a[..., None], None).box))
+            except ImageError as e:
+                seen.add(str(e))
+        assert len(seen) == 1, seen
