@@ -165,7 +165,7 @@ def main() -> None:
 
             s = _median_seconds(whole, a.rounds)
             one_cpu = one_cpu or s
-            faster = f"; {one_cpu / s:.2f}× on 1 CPU" if allowed is None and one_cpu != s else ""
+            faster = f"; {one_cpu / s:.2f}× on 1 CPU" if allowed is None and len(ways) > 1 else ""
             emit(f"| whole `mnist-softmax predict FOLDER --json` process, {label} | {s / a.n * 1000:.2f} | "
                  f"{a.n / s:.0f} | {s / decode:.2f}{faster} | |")  # fmt: skip
 

@@ -768,7 +768,8 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     # Marks left out of the digit stay out of its box, also where they fall inside its margin:
     # the view's blocks of other marks, at full resolution over the box (none past the view's edge).
     region = cover[R0:R1, C0:C1] > level
-    if not kept.all():
+    every_mark = bool(kept.all())  # then no other mark is left out of the box or of `mine` below
+    if not every_mark:
         others = (labels > 0) & ~kept[labels - 1]
         rows, cols = np.arange(R0, R1) // k, np.arange(C0, C1) // k
         inside = (rows < others.shape[0])[:, None] & (cols < others.shape[1])[None, :]
@@ -791,7 +792,7 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
             "crop the image to one digit)"
         )
     mine = labels[b0:b1, d0:d1] > 0
-    if not kept.all():
+    if not every_mark:
         mine &= kept[labels[b0:b1, d0:d1] - 1]
     several = _several_marks(mine, mass[b0:b1, d0:d1])
     if several:
