@@ -11,7 +11,8 @@ import click
 
 from . import __version__
 from .config import FEATURE_NAMES, SCHEDULES, Config, load_config
-from .errors import MnistSoftmaxError, Terminated, escape_controls, exit_code, path_text, shown
+from .errors import MnistSoftmaxError, escape_controls, exit_code, path_text, shown
+from .signals import handle_sigterm
 
 DEFAULTS = Config()
 DATA_DIR = Path("data")  # --data-dir's default
@@ -56,20 +57,7 @@ def main(debug: bool) -> None:
       mnist-softmax train                  # download MNIST, train, write runs/<timestamp>/
       mnist-softmax train --epochs 5 --lr 0.05
     """
-    _handle_sigterm()
-
-
-def _handle_sigterm() -> None:
-    """SIGTERM (timeout, kill, docker stop, a job scheduler) stops a command the way Ctrl-C does:
-    what is complete is saved, temp files are removed, and the exit code is 143."""
-    import signal
-    import threading
-
-    def terminate(signum, frame):
-        raise Terminated()
-
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, terminate)  # (one started ignored stays ignored, as signals.Shield says)
+    handle_sigterm()  # (installed already by the `mnist-softmax` command; here for callers of main)
 
 
 def run() -> None:
@@ -243,6 +231,7 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     from .plots import Painter
     from .runs import claim, holds_files, new_run_dir
     from .signals import Shield
+    from .train import near_chance_cause
 
     if resume is not None and (config_path or out or any(v is not None for v in overrides.values())):
         raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
@@ -279,7 +268,7 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
         if result.test_acc < 2 / N_CLASSES:  # a model that predicts (nearly) one class: a run gone wrong
             _err(
                 f"warning: test accuracy {result.test_acc:.4f} is near chance ({1 / N_CLASSES:.1f}): the model"
-                f" learned next to nothing; look at the learning rate (this run's: --lr {cfg.lr:g})"
+                f" learned next to nothing; {near_chance_cause(result, cfg.lr)}"
             )
 
 
@@ -454,7 +443,7 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
         from .scoring import most_confident_errors
 
         out.mkdir(parents=True, exist_ok=True)
-        title = f"{path_text(path)} on {split} (accuracy {s.accuracy:.2%})"
+        title = f"{shown(path)} on {split} (accuracy {s.accuracy:.2%})"  # control characters escaped
         plots.plot_confusion(out / "confusion.png", s.confusion, title)
         plots.plot_errors(
             out / "errors.png", images, labels, s.probabilities, most_confident_errors(s.probabilities, labels, 32)
@@ -595,7 +584,13 @@ def _save_input(folder: Path, result) -> Path:
 
     buf = io.BytesIO()
     _png(result.digit, buf)
-    return write_new(folder, result.path.stem, ".png", buf.getvalue())
+    return write_new(folder, safe_stem(result.path.stem), ".png", buf.getvalue())
+
+
+def safe_stem(stem: str) -> str:
+    """A name's stem made a plain file name in the folder it is written to: "." and ".." (from inputs
+    named "..png" or "...png") would name a folder, so their dots become "_"."""
+    return "_" * len(stem) if stem in ("", ".", "..") else stem
 
 
 def _png(digit, f) -> None:

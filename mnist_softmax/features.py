@@ -94,8 +94,10 @@ def fit_standardizer(F: np.ndarray, mode: str, floor: float) -> tuple[np.ndarray
     """Mean and scale (both float32 (N,)) from training features F (n, N).
 
     mode "feature": per-feature mean and std + floor; "global": one mean and std + floor for all;
-    "none": mean 0, scale 1.
+    "none": mean 0, scale 1. F must have a row at least (ValueError): the mean of none is not defined.
     """
+    if F.ndim != 2 or len(F) == 0:
+        raise ValueError(f"F must be training features (n, N) with n ≥ 1 to fit a standardiser, got shape {F.shape}")
     N = F.shape[1]
     if mode == "none":
         return np.zeros(N, np.float32), np.ones(N, np.float32)

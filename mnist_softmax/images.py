@@ -984,7 +984,11 @@ def normalise_digit(crop: np.ndarray) -> np.ndarray:
 
 
 def prepare(colour: np.ndarray, alpha: np.ndarray | None) -> Prepared:
-    """Pixels of one image (see read_image) -> its digit in MNIST form, or ImageError without a path."""
+    """Pixels of one image (see read_image) -> its digit in MNIST form, or ImageError without a path.
+    colour (H, W, C) and alpha (H, W) must be finite (ValueError naming the argument otherwise)."""
+    for name, a in (("colour", colour), ("alpha", alpha)):
+        if a is not None and not np.isfinite(a).all():
+            raise ValueError(f"{name} holds NaN or infinite values; pixels must be finite, in [0, 1]")
     inkmap = ink_map(composite(colour, alpha))
     box = digit_box(inkmap)
     return Prepared(normalise_digit(inkmap.ink(box)), inkmap.inverted, inkmap.background, box, colour.shape[:2])

@@ -72,7 +72,10 @@ def logit_chunks(W: np.ndarray, b: np.ndarray, X: np.ndarray, chunk: int = 8192)
 
 
 def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, float]:
-    """Mean softmax loss and accuracy of (W, b) on X (n, N), y (n,), n > 0. Chunked to bound memory."""
+    """Mean softmax loss and accuracy of (W, b) on X (n, N), y (n,), n > 0 (ValueError for none).
+    Chunked to bound memory."""
+    if len(X) == 0:
+        raise ValueError("X holds no rows: the mean loss and accuracy of no examples are not defined")
     total_loss = 0.0
     correct = 0
     for i, z in zip(range(0, len(X), chunk), logit_chunks(W, b, X, chunk), strict=True):

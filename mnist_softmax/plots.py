@@ -30,7 +30,12 @@ def _figure(width: float, height: float, layout: str | None = None):
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_open(path, "wb") as f:
+    import warnings
+
+    with atomic_open(path, "wb") as f, warnings.catch_warnings():
+        # A character the font lacks (a file name in Chinese, say) is drawn as a box; matplotlib's
+        # warning about it, which quotes the character raw, is not the user's business.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         fig.savefig(f, format="png")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from .errors import CheckpointError
 from .features import made_by
 from .model import Model, evaluate, logit_chunks, split_features
-from .softmax import softmax
+from .softmax import check_labels, softmax
 from .split import split_rows
 
 
@@ -25,8 +25,11 @@ class Score(NamedTuple):
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, T: int = 10) -> np.ndarray:
-    """(n,), (n,) integer labels -> (T, T) counts, rows true class, columns predicted class."""
-    return np.bincount(T * np.asarray(y_true, np.intp) + y_pred, minlength=T * T).reshape(T, T)
+    """(n,), (n,) integer labels in [0, T) -> (T, T) counts, rows true class, columns predicted class.
+    A label outside the classes is a ValueError naming its argument (-1 would count as class T - 1)."""
+    y_true = check_labels(y_true, len(y_true), T, "y_true")
+    y_pred = check_labels(y_pred, len(y_true), T, "y_pred", rows="true labels (y_true)")
+    return np.bincount(T * y_true.astype(np.intp) + y_pred, minlength=T * T).reshape(T, T)
 
 
 def per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

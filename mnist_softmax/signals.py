@@ -25,6 +25,18 @@ from .errors import Terminated
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def handle_sigterm() -> None:
+    """SIGTERM (timeout, kill, docker stop, a job scheduler) stops a command the way Ctrl-C does:
+    errors.Terminated, a KeyboardInterrupt whose exit code is 143. One the process started with
+    ignored stays ignored (see the module docstring); outside the main thread nothing is done."""
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, terminate)
+
+
 def interrupt_for(signum: int) -> KeyboardInterrupt:
     """The exception a signal raises: Terminated (exit code 143) for SIGTERM, else KeyboardInterrupt (130)."""
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()

@@ -39,24 +39,32 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def check_labels(y, n_rows: int, T: int) -> np.ndarray:
-    """y as an integer array (n_rows,) of classes in [0, T), or ValueError: a label of -1 would
-    otherwise index class T - 1 and give its loss without a word."""
+def check_labels(y, n_rows: int, T: int, name: str = "labels", rows: str = "rows of logits (or probabilities)"):
+    """y as an integer array (n_rows,) of classes in [0, T), or ValueError naming the argument
+    (`name`): a label of -1 would otherwise index class T - 1 and give its loss without a word."""
     y = np.asarray(y)
     if y.dtype.kind not in "iu" or y.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array of integers, not {y.dtype} of shape {y.shape}")
+        raise ValueError(f"{name} must be a 1-D array of integers, not {y.dtype} of shape {y.shape}")
     if len(y) != n_rows:
-        raise ValueError(f"{n_rows} rows of logits (or probabilities) but {len(y)} labels")
+        raise ValueError(f"{n_rows} {rows} but {len(y)} {name}")
     if len(y) and (y.min() < 0 or y.max() >= T):
-        raise ValueError(f"labels must be classes in [0, {T}), found {int(y.min())}..{int(y.max())}")
+        raise ValueError(f"{name} must be classes in [0, {T}), found {int(y.min())}..{int(y.max())}")
     return y
+
+
+def _check_batch(z: np.ndarray, name: str = "z") -> None:
+    """ValueError for a batch of no rows: its mean loss is 0/0, which NumPy would give as NaN with a warning."""
+    if len(z) == 0:
+        raise ValueError(f"{name} holds no rows: the mean loss of an empty batch is not defined")
 
 
 def softmax_loss(z: np.ndarray, y: np.ndarray) -> float:
     """Mean softmax loss, -log p(true class), straight from logits. z (B, T), y (B,) -> scalar.
 
     Finite for any finite logits (log-sum-exp), however small the probability of the true class.
+    An empty batch is refused (ValueError): its mean is not defined.
     """
+    _check_batch(z)
     y = check_labels(y, len(z), z.shape[-1])
     return float(-log_softmax(z)[np.arange(len(y)), y].mean()) + 0.0  # + 0.0: a loss of 0 is 0, never −0
 
@@ -67,6 +75,7 @@ def cross_entropy(P: np.ndarray, y: np.ndarray) -> float:
     Equals softmax_loss(z, y) when P = softmax(z). P must hold probabilities, not logits. A true
     class whose probability underflowed to 0 gives inf (what -log 0 is), without a warning.
     """
+    _check_batch(P, "P")
     y = check_labels(y, len(P), P.shape[-1])
     with np.errstate(divide="ignore"):
         return float(-np.log(P[np.arange(len(y)), y]).mean()) + 0.0
@@ -83,7 +92,9 @@ def softmax_loss_grad(z: np.ndarray, y: np.ndarray, batch_size: int | None = Non
     contiguous for G.T @ X.
     """
     y = check_labels(y, len(z), z.shape[-1])
-    if batch_size is not None:
+    if batch_size is None:
+        _check_batch(z)
+    else:
         batch_size = operator.index(batch_size)  # an integer, not 7.5 or nan
         if batch_size < max(len(y), 1):
             raise ValueError(f"batch_size {batch_size} is less than the {len(y)} rows given, or than 1")

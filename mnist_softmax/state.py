@@ -38,6 +38,8 @@ class TrainResult:
     # (loss, accuracy) of the final weights on each split, exactly what `eval --split` recomputes
     final: dict[str, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    n_train: int = 0  # images in the training split
+    train_classes: int = 0  # classes they hold examples of
 
     @property
     def test_acc(self) -> float:

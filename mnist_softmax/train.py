@@ -203,6 +203,7 @@ class _Run(NamedTuple):
     velocity: dict[str, np.ndarray]
     rngs: dict[str, np.random.Generator]
     n_train: int
+    train_classes: int  # how many classes the training split holds examples of
     epoch: Callable[[np.ndarray, np.ndarray, str], tuple[float, float]]  # (order, lrs, desc) -> (loss, acc)
     score: Callable[[str], tuple[float, float]]  # "train" | "val" | "test" -> (loss, acc) of the weights now
 
@@ -220,7 +221,8 @@ def _layer_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Run:
         with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
             return train_epoch(model.W, model.b, (velocity["W"], velocity["b"]), X, y, order, lrs, cfg, progress, desc)
 
-    return _Run(model, params, velocity, {"order": streams["order"]}, len(X), epoch, lambda s: _score(model, *data[s]))
+    score = lambda s: _score(model, *data[s])  # noqa: E731
+    return _Run(model, params, velocity, {"order": streams["order"]}, len(X), _classes(y), epoch, score)
 
 
 def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Run:
@@ -267,7 +269,12 @@ def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Ru
         return _score(model, split_features(model, mnist, part, rows_idx), y_all[part][rows_idx])
 
     rngs = {"order": streams["order"], "shift": streams["shift"]}
-    return _Run(model, params, velocity, rngs, len(train_idx), epoch, score)
+    return _Run(model, params, velocity, rngs, len(train_idx), _classes(labels), epoch, score)
+
+
+def _classes(y: np.ndarray) -> int:
+    """How many of the classes labels y (n,) hold."""
+    return int(np.count_nonzero(np.bincount(y, minlength=N_CLASSES)))
 
 
 def _score(model: Model, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -314,7 +321,7 @@ def fit(
     streams = rng_streams(cfg.seed)
     setup = _network_run if FRONT_ENDS[cfg.features].trained else _layer_run
     run = setup(cfg, mnist, streams, cache_dir, progress)
-    result = TrainResult(run.model)
+    result = TrainResult(run.model, n_train=run.n_train, train_classes=run.train_classes)
     if resume is not None:
         _restore(resume, run.params, run.velocity, run.rngs)
         result.history = list(resume.history)
@@ -351,6 +358,18 @@ def fit(
     result.final = final
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def near_chance_cause(result: TrainResult, lr: float) -> str:
+    """What most likely kept a run at chance accuracy: a training split too small to hold every class
+    (said plainly, since it is certain), else the learning rate."""
+    if result.train_classes and result.train_classes < N_CLASSES:
+        n, k = result.n_train, result.train_classes
+        return (
+            f"its training split holds {n:,} image{'s' * (n != 1)} of {k} class{'es' * (k != 1)} of {N_CLASSES}: "
+            "no model learns a class it never sees; hold out fewer images with --val-size"
+        )
+    return f"look at the learning rate (this run's: --lr {lr:g})"
 
 
 def _snapshot(params: dict, velocity: dict, rngs: dict[str, np.random.Generator], history: list[dict]) -> TrainState:

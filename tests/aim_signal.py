@@ -14,6 +14,8 @@ Each AIM is TARGET=SIGNALS. TARGET says when this process sends itself the signa
   swallow:MODULE:FUNC:N as call:, inside a `try: … except BaseException: pass`, as library code
                       that swallows the interrupt would (Cython module imports do)
   exit                as the interpreter exits (an atexit callback), the command done
+  import:MODULE       as MODULE (numpy, click, ...) is first imported, before its code runs: during the
+                      command's own imports
 SIGNALS is a comma-separated list of INT, TERM or KILL, sent back to back: the second as soon as
 the first has been handled (to this process: as its handler raises), while what it started runs.
 Signals that arrive together, before Python runs a handler, would be handled as one.
@@ -87,12 +89,27 @@ def _aim(target: str, signals: str) -> None:
             return result
 
         setattr(module, func, aimed)
+    elif kind == "import":
+        sys.meta_path.insert(0, _ImportAim(what, signals))
     elif kind == "exit":
         import atexit
 
         atexit.register(_send, os.getpid(), signals)
     else:
         raise SystemExit(f"unknown target {target!r}")
+
+
+class _ImportAim:
+    """A finder that finds nothing: it sends the signals when `module` is first asked for."""
+
+    def __init__(self, module: str, signals: str):
+        self.module, self.signals = module, signals
+
+    def find_spec(self, name, path=None, target=None):
+        if name == self.module:
+            sys.meta_path.remove(self)
+            _send(os.getpid(), self.signals)
+        return None
 
 
 def main() -> None:
@@ -108,7 +125,7 @@ def main() -> None:
     for aim in sys.argv[1:split]:
         target, _, signals = aim.rpartition("=")
         _aim(target, signals)
-    from mnist_softmax.cli import run
+    from mnist_softmax.__main__ import run  # the `mnist-softmax` command itself
 
     sys.argv = ["mnist-softmax", *sys.argv[split + 1 :]]
     run()

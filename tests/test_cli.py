@@ -204,3 +204,11 @@ def test_a_run_that_learned_nothing_is_reported_with_a_warning(mnist_dir, tmp_pa
     monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (2.3026, 0.098))  # a network gone dead
     result = run("train", "--data-dir", mnist_dir, "--out", tmp_path / "run", "--epochs", "1", "--lr", "5", "-q")
     assert "warning: test accuracy 0.0980 is near chance (0.1)" in result.stderr and "--lr 5" in result.stderr
+
+
+def test_a_run_near_chance_for_want_of_classes_says_so_not_the_learning_rate(mnist_dir, tmp_path):
+    """One training image (all but one held out): the cause is plain, and the warning names it."""
+    result = run("train", "--data-dir", mnist_dir, "--out", tmp_path / "run", "--epochs", "1", "--val-size", "59999")
+    assert "warning: test accuracy 0." in result.stderr and "near chance" in result.stderr
+    assert "its training split holds 1 image of 1 class of 10" in result.stderr and "--val-size" in result.stderr
+    assert "--lr" not in result.stderr

@@ -106,3 +106,38 @@ def test_a_path_that_looks_like_math_is_shown_literally_in_the_report(trained, m
     assert f"accuracy {summary['test_accuracy']:.4f}" in result.output and "Traceback" not in result.output
     assert_figure(tmp_path / "report" / "confusion.png", min_fraction=0.01)
     assert (tmp_path / "report" / "errors.png").is_file()
+
+
+@pytest.mark.parametrize("bad", [12, -1])
+def test_confusion_matrix_refuses_a_label_outside_the_classes(bad):
+    """-1 would be counted as class 9 and 12 would overflow into the next row: refused, naming the argument."""
+    with pytest.raises(ValueError, match=r"^y_true must be classes in \[0, 10\)"):
+        confusion_matrix(np.array([0, bad]), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"^y_pred must be classes in \[0, 10\)"):
+        confusion_matrix(np.array([0, 1]), np.array([0, bad]))
+    with pytest.raises(ValueError, match="^2 true labels .y_true. but 3 y_pred"):
+        confusion_matrix(np.array([0, 1]), np.array([0, 1, 2]))
+
+
+def test_evaluate_refuses_no_examples():
+    from mnist_softmax.model import evaluate
+
+    with pytest.raises(ValueError, match="^X holds no rows"):
+        evaluate(np.zeros((10, 4), np.float32), np.zeros(10, np.float32), np.zeros((0, 4), np.float32), np.zeros(0, int))
+
+
+def test_a_checkpoint_path_with_control_characters_or_chinese_leaves_stderr_clean(trained, mnist_dir, tmp_path):
+    """matplotlib warned of each glyph its font lacks, quoting the character raw (an escape sequence
+    reached the terminal): the figure is drawn, the title escapes control characters, stderr is empty."""
+    import shutil
+    import subprocess
+    import sys
+
+    cwd, _ = trained
+    odd = tmp_path / "m\x1b[31m模型\x07.npz"
+    shutil.copy(cwd / "runs/latest/model.npz", odd)
+    args = ["eval", "--checkpoint", str(odd), "--data-dir", str(mnist_dir), "--out", str(tmp_path / "report")]
+    done = subprocess.run([sys.executable, "-m", "mnist_softmax", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "\x1b" not in done.stdout and "\\x1b[31m模型\\x07.npz" in done.stdout
+    assert_figure(tmp_path / "report" / "confusion.png", min_fraction=0.01)

@@ -315,3 +315,20 @@ def test_a_strip_one_block_high_is_read_the_same_whatever_its_memory_layout():
             except ImageError as e:
                 seen.add(str(e))
         assert len(seen) == 1, seen
+
+
+@pytest.mark.parametrize("where", ["colour", "alpha"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_pixels_that_are_not_finite_are_refused_naming_the_argument(where, bad):
+    import warnings
+
+    from mnist_softmax.images import prepare
+
+    colour = np.ones((40, 40, 1), np.float32)
+    colour[10:30, 18:22] = 0.0  # a 1
+    alpha = np.ones((40, 40), np.float32)
+    (colour if where == "colour" else alpha)[5, 5] = bad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=f"^{where} holds NaN or infinite values"):
+            prepare(colour, alpha)

@@ -241,3 +241,17 @@ def test_library_warnings_never_reach_the_user(model_path, seven, tmp_path):
         f"error: {tmp_path / 'strip-1.png'}: {narrow.format(100000, 1)}",
         f"error: {tmp_path / 'strip-100000.png'}: {narrow.format(1, 100000)}",
     ]
+
+
+@pytest.mark.parametrize("name", ["..png", "...png", ".png"])
+def test_save_input_of_an_image_named_dots_saves_a_plain_name(model_path, seven, tmp_path, name):
+    """An input named `..png` has the stem "." (a folder): its copy gets a plain name, and the other
+    images are read and saved as well."""
+    odd = tmp_path / "in" / name
+    odd.parent.mkdir()
+    odd.write_bytes(seven.read_bytes())
+    result = _predict(model_path, odd, seven, "--save-input", tmp_path / "seen")
+    assert result.exit_code == 0 and result.stdout.count(": 7  (p = ") == 2, result.output
+    saved = sorted(p.name for p in (tmp_path / "seen").iterdir())
+    stem = Path(name).stem
+    assert saved == sorted([("_" * len(stem) if stem in (".", "..") else stem) + ".png", seven.stem + ".png"])

@@ -139,6 +139,15 @@ def test_a_signal_as_the_run_folder_is_made_and_claimed_leaves_no_folder(mnist_d
     assert not [p for p in (tmp_path / "runs").iterdir()], list((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.parametrize("aim", ["import:numpy=INT", "import:numpy=TERM", "import:click=INT", "import:click=TERM"])
+def test_a_signal_during_the_commands_own_imports_is_one_word_and_the_shells_code(mnist_dir, tmp_path, aim):
+    """Ctrl-C or SIGTERM in the first half second (the imports, before any work): `interrupted` and
+    130 or 143, never a traceback from inside an import, nor a silent death by the signal."""
+    done = aimed_train(tmp_path, aim, "--data-dir", mnist_dir, "--epochs", 1)
+    assert (done.returncode, done.stderr) == (CODES[aim.rsplit("=", 1)[1]], "interrupted\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_signal_ignored_when_train_started_stays_ignored(mnist_dir, tmp_path):
     """A shell script's background job starts with SIGINT ignored: a Ctrl-C meant for the script
     does not stop the training (as Python itself leaves SIGINT); SIGTERM still does."""

@@ -157,3 +157,17 @@ def test_a_certain_answer_has_a_loss_of_zero_not_minus_zero():
     z, P, y = np.array([[0.0, -2000.0]]), np.array([[1.0, 0.0]]), np.array([0])
     for loss in (softmax_loss(z, y), cross_entropy(P, y)):
         assert loss == 0.0 and math.copysign(1.0, loss) == 1.0
+
+
+def test_an_empty_batch_is_refused_naming_the_argument():
+    """The mean loss of no rows is 0/0: refused in words, not NaN with a RuntimeWarning."""
+    import warnings
+
+    empty = np.zeros((0, 10), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for f, name in ((softmax_loss, "z"), (cross_entropy, "P"), (softmax_loss_grad, "z")):
+            with pytest.raises(ValueError, match=f"^{name} holds no rows"):
+                f(empty, np.zeros(0, np.intp))
+        with pytest.raises(ValueError, match="^z holds no rows"):
+            layer_grads(np.zeros((10, 4), np.float32), np.zeros(10, np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.intp))

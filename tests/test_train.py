@@ -129,3 +129,10 @@ def test_batches_come_in_order_whole_and_the_helper_thread_ends():
     next(gen)
     gen.close()  # a consumer that stops early (an error, Ctrl-C) leaves no thread behind
     assert not [t for t in threading.enumerate() if t.name.startswith("gather")]
+
+
+def test_a_standardiser_fitted_on_no_rows_is_refused():
+    """The mean and spread of no features are not defined: refused, naming F, rather than NaN weights."""
+    for mode in ("feature", "global", "none"):
+        with pytest.raises(ValueError, match=r"^F must be training features \(n, N\) with n ≥ 1"):
+            fit_standardizer(np.zeros((0, 784), np.float32), mode, 0.1)
