@@ -123,7 +123,9 @@ def test_evaluate_refuses_no_examples():
     from mnist_softmax.model import evaluate
 
     with pytest.raises(ValueError, match="^X holds no rows"):
-        evaluate(np.zeros((10, 4), np.float32), np.zeros(10, np.float32), np.zeros((0, 4), np.float32), np.zeros(0, int))
+        evaluate(
+            np.zeros((10, 4), np.float32), np.zeros(10, np.float32), np.zeros((0, 4), np.float32), np.zeros(0, int)
+        )
 
 
 def test_a_checkpoint_path_with_control_characters_or_chinese_leaves_stderr_clean(trained, mnist_dir, tmp_path):

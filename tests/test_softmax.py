@@ -170,4 +170,9 @@ def test_an_empty_batch_is_refused_naming_the_argument():
             with pytest.raises(ValueError, match=f"^{name} holds no rows"):
                 f(empty, np.zeros(0, np.intp))
         with pytest.raises(ValueError, match="^z holds no rows"):
-            layer_grads(np.zeros((10, 4), np.float32), np.zeros(10, np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.intp))
+            layer_grads(
+                np.zeros((10, 4), np.float32),
+                np.zeros(10, np.float32),
+                np.zeros((0, 4), np.float32),
+                np.zeros(0, np.intp),
+            )
