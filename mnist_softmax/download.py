@@ -73,23 +73,62 @@ def max_body(spec: FileSpec) -> int:
 # Sources
 
 
-# user:password@ up to the host, and a query string (a token, a signature): a URL's parts that are
-# secrets. The credentials run to the URL's last @: a password may hold an @, a / or a # of its
-# own (http://u:12/x@h/ even parses, as port 12), and an @ later in a path only hides more.
-_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s'\"]*@")
-_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^?#\s]*\?)[^#\s]+")
+# Where a URL starts: a scheme and one slash or more (http:/ is a mistyped http://, and its password
+# is no less secret).
+_SCHEME = re.compile(r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*:/+")
 
 
 def redact(text: str) -> str:
-    """text with the credentials (user:password@) and query string of any URL in it shown as ***:
-    they are never printed."""
-    return _QUERY.sub(r"\1***", _CREDENTIALS.sub(r"\1***@", str(text)))
+    """text with the credentials (user:password@) and the query string of any URL in it shown as ***:
+    they are never printed.
+
+    Each URL is parsed from its scheme to the end of its word (a password holds no whitespace:
+    check_source refuses one that does): its userinfo runs to the word's last @, since a password
+    may hold any character a URL allows there (quotes, an @, a / or a # of its own: http://u:12/x@h/
+    even parses, as port 12), and an @ later in a path only hides more; its query runs from the
+    first ? after the host to a #.
+    """
+    text = str(text)
+    out, pos = [], 0
+    for m in _SCHEME.finditer(text):
+        if m.start() < pos:  # inside a word already redacted
+            continue
+        end = re.compile(r"\s|$").search(text, m.end()).start()
+        word = text[m.end() : end]
+        at = word.rfind("@")
+        host_and_rest = word[at + 1 :] if at >= 0 else word
+        query = re.search(r"\?[^#]+", host_and_rest)
+        if query:
+            host_and_rest = host_and_rest[: query.start() + 1] + "***" + host_and_rest[query.end() :]
+        out += [text[pos : m.end()], "***@" if at >= 0 else "", host_and_rest]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def _split_sources(value: str) -> list[str]:
+    """$MNIST_SOFTMAX_MIRROR's sources, separated by whitespace or commas, except the commas inside a
+    URL's credentials (a comma may be part of a password): a URL's word is cut at a comma only
+    where a new source starts after it (a scheme) or past its last @."""
+    sources = []
+    for word in value.split():
+        for piece in re.split(r",(?=[A-Za-z][A-Za-z0-9+.-]*:/)", word):
+            if _SCHEME.match(piece):
+                head, at, tail = piece.rpartition("@")
+                first, *more = tail.split(",")
+                sources += [head + at + first, *more]
+            else:
+                sources += piece.split(",")
+    return [s for s in sources if s]
 
 
 def check_source(source: str) -> str:
     """The source if it is an http(s) URL with a host, a file:// URL or a plain path; else DownloadError."""
     if not source.strip():
         raise DownloadError("a mirror given is empty; give a URL or a folder")
+    slash = re.match(r"(?i)(https?|file):(?!//)", source)
+    if slash:
+        scheme = slash.group(1).lower()
+        raise DownloadError(f"mirror {redact(source)!r} looks like a URL without its two slashes; write {scheme}://")
     if "://" not in source:
         try:
             Path(source).expanduser()
@@ -97,28 +136,41 @@ def check_source(source: str) -> str:
             raise DownloadError(f"mirror {source!r}: {e}") from None
         return source
     scheme, _, rest = source.partition("://")
-    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    userinfo, _, host = netloc.rpartition("@")
-    if re.search(r"\s", userinfo):  # redact() could not tell where such a password ends
-        raise DownloadError(
-            f"mirror {redact(f'{scheme}://***@{host}{rest[len(netloc) :]}')!r}: its user name or password "
-            "holds a space; percent-encode it (%20)"
-        )
+    userinfo, at, tail = rest.rpartition("@")
+    if re.search(r"\s", rest):  # redact() could not tell where such a password ends, nor a URL
+        where = "its user name or password" if re.search(r"\s", userinfo) else "it"
+        shown_url = f"{scheme}://{'***@' if at else ''}{tail}"
+        raise DownloadError(f"mirror {shown_url!r}: {where} holds a space; percent-encode it (%20)")
     try:
-        parsed = urllib.parse.urlparse(source)
+        parsed = urllib.parse.urlparse(http_url(source))
         parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number
     except ValueError as e:
-        # A / ? or # in a password ends the host early, and what follows reads as a port, which the
-        # error's own text quotes: said in words instead (redact hides all up to the last @).
-        why = redact(e)
-        if str(e).startswith("Port could not"):
-            why = "its port is not a number" + ("; percent-encode a / ? or # in a password" if "@" in rest else "")
+        why = "its port is not a number" if str(e).startswith("Port could not") else redact(e)
         raise DownloadError(f"mirror {redact(source)!r} is not a valid URL ({why})") from None
     if parsed.scheme in ("http", "https") and parsed.hostname:
         return source
     if parsed.scheme == "file":
         return source
     raise DownloadError(f"mirror {redact(source)!r}: only http://, https://, file:// URLs and folders are supported")
+
+
+# What a URL may hold in its userinfo unencoded (RFC 3986: unreserved, sub-delims, ":"), and "%"
+# where it starts a %XX escape.
+_USERINFO_AS_IS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2}")
+
+
+def http_url(source: str) -> str:
+    """An http(s) mirror URL as it is sent: its userinfo, which runs to the URL's last @ (see redact),
+    percent-encoded wherever it holds a character a URL does not allow there (a /, ?, #, @, quote,
+    bracket, backslash or % of a password), so that no URL parser takes part of a password for the
+    host. The server receives the credentials as they were typed (they are decoded for Basic auth)."""
+    head, sep, rest = source.partition("://")
+    userinfo, at, tail = rest.rpartition("@")
+    if not (sep and at):
+        return source
+    pieces = [m.group() for m in re.finditer(r"%[0-9A-Fa-f]{2}|.", userinfo, re.S)]
+    encoded = "".join(p if _USERINFO_AS_IS.fullmatch(p) else urllib.parse.quote(p, safe="") for p in pieces)
+    return f"{head}://{encoded}@{tail}"
 
 
 def sources(mirrors: Sequence[str] = (), env: dict | None = None) -> list[str]:
@@ -128,7 +180,7 @@ def sources(mirrors: Sequence[str] = (), env: dict | None = None) -> list[str]:
     malformed or unsupported URL is a DownloadError naming it.
     """
     env = os.environ if env is None else env
-    from_env = env.get(MIRROR_ENV, "").replace(",", " ").split()
+    from_env = _split_sources(env.get(MIRROR_ENV, ""))
     seen: list[str] = []
     for s in [*mirrors, *from_env, *DEFAULT_SOURCES]:
         if check_source(s) not in seen:
@@ -138,7 +190,7 @@ def sources(mirrors: Sequence[str] = (), env: dict | None = None) -> list[str]:
 
 def _local_dir(source: str) -> Path | None:
     """The folder a source names, if it is a local path or a file:// URL; None for http(s)."""
-    parsed = urllib.parse.urlparse(source) if "://" in source else None
+    parsed = urllib.parse.urlparse(http_url(source)) if "://" in source else None
     if parsed is None:
         return Path(source).expanduser()
     if parsed.scheme == "file":
@@ -337,6 +389,15 @@ def _network_reason(e: Exception) -> str:
     return f"network error: {type(e).__name__}"
 
 
+def _read_timed_out(e: Exception) -> bool:
+    """Whether a requests error is the socket's read timeout (requests wraps urllib3's
+    ReadTimeoutError in a ConnectionError once the body is streaming)."""
+    import requests
+    from urllib3.exceptions import ReadTimeoutError
+
+    return isinstance(e, requests.ReadTimeout) or any(isinstance(a, ReadTimeoutError) for a in e.args)
+
+
 def _part_path(data_dir: Path, name: str, url: str) -> Path:
     """The partial download of `name` from `url`: one per URL, so a resume never mixes sources."""
     return data_dir / f".{name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.part"
@@ -506,7 +567,10 @@ def _fetch_http(
     have = _partial_length(part)
     decoder, cap = Decoder(spec), max_body(spec)
     responded = False
-    silent = f"{redact(url)} has not answered for {SLOW_NOTICE_SECONDS:g} s; it gets {timeout[1]:g} s"
+    silent = (
+        f"{redact(url)} has not answered for {SLOW_NOTICE_SECONDS:g} s; "
+        f"it is given up once {min(timeout[1], watch.seconds):g} s pass without an answer"
+    )
     waiting = threading.Timer(SLOW_NOTICE_SECONDS, lambda: log(silent))
     waiting.daemon = True
     waiting.start()
@@ -535,6 +599,8 @@ def _fetch_http(
             raise watch.cut_off() from None
         if not responded:  # urllib3 has already retried these, where retrying made sense
             raise _Unreachable(_network_reason(e)) from None
+        if _read_timed_out(e):  # the body stopped coming: a stall, whichever of the two limits saw it first
+            raise _Slow(f"too slow: nothing for {timeout[1]:g} s") from None
         raise _Transient(_network_reason(e)) from None
     except requests.RequestException as e:
         raise ValueError(redact(str(e)) or type(e).__name__) from None
@@ -572,10 +638,13 @@ def _fetch_from(
     folder = _local_dir(source)
     if folder is not None:
         return _fetch_local(folder, name, spec)
-    url = urllib.parse.urljoin(source.rstrip("/") + "/", f"{name}.gz")
+    url = urllib.parse.urljoin(http_url(source).rstrip("/") + "/", f"{name}.gz")
     part = _part_path(data_dir, name, url)
     sockets = _Sockets()
-    notice = f"{redact(url)} is slow: nothing for {SLOW_NOTICE_SECONDS:g} s; it gets {stall:g} s in all"
+    notice = (
+        f"{redact(url)} is slow: nothing for {SLOW_NOTICE_SECONDS:g} s; "
+        f"it is cut off once {stall:g} s pass without {_CHUNK // 1024} kB"
+    )
     with _session(retries, backoff, sockets) as session:
         for attempt in range(retries + 1):
             resuming = part.is_file()

@@ -125,6 +125,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     biglength 200 announcing a 600 MB body                    slow      good, but waits 0.3 s first
     trickle   200 with the right length, then a byte every 0.2 s (for 20 s at most)
     silent    reads the request, then answers nothing for 3 s and hangs up
+    halfsilent  200 with the right length, half the body, then nothing for 5 s (Range ignored)
     headtrickle  a status line, then its headers a byte every 0.2 s (for 20 s at most)
     <number>  that HTTP status
     """
@@ -150,6 +151,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         mode, _, name = self.path.lstrip("/").partition("/")
         rng = self.headers.get("Range")
         self.server.hits.append((mode, name, rng))
+        self.server.authorizations.append(self.headers.get("Authorization"))
         path = served_file(name)
         if mode.isdigit():
             return self.send_error(int(mode))
@@ -217,6 +219,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._reset()
             self.close_connection = True
             return None
+        if mode == "halfsilent":
+            self._head(200, len(data))
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            time.sleep(5)
+            self.close_connection = True
+            return None
         if mode == "stall":
             self._head(200, len(data))
             self.wfile.flush()
@@ -252,6 +261,7 @@ def mnist_server():
 
     server = _QuietServer(("127.0.0.1", 0), _Handler)
     server.hits = []
+    server.authorizations = []  # each request's Authorization header (None without one)
     server.flaky_seen = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
