@@ -167,6 +167,7 @@ def _decode(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
                     r = 0.75 * WORK_SIDE / max(im.size)
                     im.draft("RGB" if im.mode not in ("L", "I;16") else im.mode, (im.width * r, im.height * r))
                 im.load()
+                im = _two_colours_flattened(im)
                 if _dithered(im):
                     # A dithered scan draws grey as scattered dots, which measure as strokes a pixel
                     # wide: a box blur gives each place back the grey its dots stand for.
@@ -198,6 +199,25 @@ def _dithered(im) -> bool:
     inner = b[1:-1, 1:-1]
     lonely = (inner != b[:-2, 1:-1]) & (inner != b[2:, 1:-1]) & (inner != b[1:-1, :-2]) & (inner != b[1:-1, 2:])
     return bool(lonely.mean() >= DITHERED)
+
+
+def _two_colours_flattened(im):
+    """An image of exactly two colours with transparency (a dithered scan saved as RGBA, LA or a
+    transparent GIF) composited as `composite` would, onto the background that contrasts with its
+    ink: the same two colours, opaque, "L" if grey, else "RGB", so that _dithered sees them. Any
+    other image as it is."""
+    transparent = im.mode in ("RGBA", "LA", "PA") or im.mode == "P" and "transparency" in im.info
+    if not transparent or max(im.size) < DITHER_MIN_SIDE:
+        return im
+    colours = im.getcolors(2)
+    if colours is None or len(colours) != 2:
+        return im
+    from PIL import Image
+
+    rgba = _unit_float(im.convert("RGBA"))
+    flat = np.round(composite(rgba[..., :3], rgba[..., 3]) * 255).astype(np.uint8)
+    grey = (flat[..., 0] == flat[..., 1]).all() and (flat[..., 1] == flat[..., 2]).all()
+    return Image.fromarray(flat[..., 0] if grey else flat)
 
 
 def _check_not_too_narrow(H: int, W: int) -> None:

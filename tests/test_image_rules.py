@@ -382,3 +382,41 @@ def test_the_paper_is_the_class_with_under_half_the_others_spread(ratio, flat_de
     upper = _classes(0.5, 0.5)
     assert images._dark_is_ink(upper, _values(upper, 0.04 * ratio, 0.04)) is True
     assert images._dark_is_ink(upper, _values(upper, 0.04, 0.04 * ratio)) is (not flat_decides)
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    ["1", "L", "P", "RGB", "RGBA", "LA", "RGBA, paper transparent", "LA, paper transparent", "GIF, paper transparent"],
+)
+def test_a_dithered_scan_is_read_alike_whatever_its_encoding(mnist, trained, tmp_path, encoding):
+    """The same dithered digit saved with an alpha channel (opaque, or with the paper transparent) reads
+    as it does as a 1-bit PNG: transparency no longer hides that it is dithered."""
+    from mnist_softmax.checkpoint import load_checkpoint
+    from mnist_softmax.model import classify
+
+    model = load_checkpoint(trained[0] / "runs" / "latest" / "model.npz").model
+    rng = np.random.default_rng(len(encoding))
+    for i in rng.choice(10000, 4, replace=False):
+        digit = np.asarray(Image.fromarray(mnist.test_images[i]).resize((224, 224), Image.Resampling.BILINEAR))
+        page = np.full((304, 304), 245, np.uint8)
+        page[40:264, 40:264] = 245 - (245 - 110) * (digit / 255)  # a grey pencil digit
+        dots = Image.fromarray(page).convert("1")
+        dots.save(tmp_path / "one-bit.png")
+        mode, _, paper = encoding.partition(", ")
+        if paper:  # the dots opaque black, the paper fully transparent
+            ink = np.asarray(dots.convert("L")) < 128
+            la = np.stack([np.zeros_like(page), np.where(ink, 255, 0).astype(np.uint8)], -1)
+            im = Image.fromarray(la, "LA")
+            if mode == "RGBA":
+                im = im.convert("RGBA")
+            elif mode == "GIF":
+                im = im.convert("RGBA").convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+                im.info["transparency"] = im.getpixel((0, 0))
+            path = tmp_path / f"dithered.{'gif' if mode == 'GIF' else 'png'}"
+            im.save(path, **({"transparency": im.info["transparency"]} if mode == "GIF" else {}))
+        else:
+            path = tmp_path / "dithered.png"
+            dots.convert(mode).save(path)
+        read, reference = to_mnist(path), to_mnist(tmp_path / "one-bit.png")
+        assert np.abs(read.digit.astype(int) - reference.digit).max() <= 1, (i, encoding)
+        assert classify(model, read.digit[None]).argmax() == classify(model, reference.digit[None]).argmax()
