@@ -265,9 +265,10 @@ def _text_member(zf: zipfile.ZipFile, path: Path, members: set[str], key: str, k
     return _json(path, key, _string(path, key, _read_member(zf, path, key, _SMALL)), kind)
 
 
-def _load(path: str | Path, with_state: bool) -> tuple[Checkpoint, dict | None]:
+def _load(path: str | Path, with_state: bool | None) -> tuple[Checkpoint, dict | None]:
     """The checkpoint's validated contents: (Checkpoint, with_state: {"velocity", "rng_states",
-    "history"} as stored, else None). Each step below checks the rule its name says."""
+    "history"} as stored, else None). with_state None: the state if the file holds one (one
+    saved from the page does not). Each step below checks the rule its name says."""
     path = Path(path)
     try:
         with _open(path) as zf:
@@ -279,6 +280,8 @@ def _load(path: str | Path, with_state: bool) -> tuple[Checkpoint, dict | None]:
                 )
             small = {k: _read_member(zf, path, k, _SMALL) for k in _REQUIRED if k not in _FLOATS}
             version = _format_version(path, small)
+            if with_state is None:  # an older format's state is not read (load_run says so)
+                with_state = "train_history_json" in members and version == FORMAT_VERSION
             fe = _front_end(path, small)
             config = _config(path, small, fe)
             metrics = _json(path, "metrics_json", _string(path, "metrics_json", small["metrics_json"]), dict)
@@ -367,13 +370,25 @@ def is_finished(checkpoint: Checkpoint, state: TrainState) -> bool:
 def load_run(path: str | Path) -> tuple[Checkpoint, TrainState]:
     """The checkpoint and the training state it holds (state.TrainState), each member validated:
     what `train --resume` continues, or completes the folder of when the run had finished."""
-    checkpoint, stored = _load(path, with_state=True)
-    path = Path(path)
+    checkpoint, state = read_checkpoint(path)
     if checkpoint.format_version != FORMAT_VERSION:
         raise CheckpointError(
             f"{shown(path)} was written by an older mnist-softmax (format version {checkpoint.format_version}), whose "
             "random streams this version does not continue; start a new run instead of --resume"
         )
+    if state is None:
+        raise CheckpointError(f"{shown(path)} holds no training state to resume from")
+    return checkpoint, state
+
+
+def read_checkpoint(path: str | Path) -> tuple[Checkpoint, TrainState | None]:
+    """The checkpoint and, if it holds one (a run's does, one saved from the page does not; an older
+    format's is not read), its training state, validated as load_run validates it: all from one
+    opening of the file."""
+    checkpoint, stored = _load(path, with_state=None)
+    if stored is None:
+        return checkpoint, None
+    path = Path(path)
     model, config = checkpoint.model, checkpoint.config
     history = _history(path, stored["history"], config["epochs"])
     fe = FRONT_ENDS[model.front_end]

@@ -13,8 +13,9 @@ box is 20 px (anti-aliased), and placed in a 28×28 field with the ink's centre 
    small view (≤ 128 px), brightness along the main colour axis, less the paper's plane (below),
    is thresholded where the two classes are best separated (Otsu's threshold on the histogram of
    the whole view). Which class is the ink: the paper is the class that holds the border (≥ 80%
-   of it); when the digit touches the edges so that neither does, the ink is the class with
-   clearly fewer pixels (≤ 42%); when the two are near even, the paper is the clearly flatter class
+   of it); when the digit touches the edges so that neither does, the class that closes around
+   holes of the other is the ink (a loop: the paper outside a tightly cropped 0 is paper), else
+   the class with clearly fewer pixels (≤ 42%); when the two are near even, the paper is the clearly flatter class
    (a page or canvas is one colour, strokes shade into it); failing all that, the darker class;
 3. the paper's colour is a plane per channel fitted to the paper class (its interior, away from
    the ink's anti-aliased edges; its brightness then refines the two classes), where the light is
@@ -55,22 +56,24 @@ An image is refused with `no digit found (<reason>)` by the first of these rules
 - several marks: the ink splits (by its projection on an axis) into groups, two or more of them
   each the size of a digit (half the box across the axis, a fifth of the ink), side by side with
   blank columns between them 0.07 of the box's height wide or more, and 2 px at least ("7 2"; a
-  column with under a twentieth of the median column's ink is blank), or one above another and
-  0.3 of the taller one's height apart; or into two lines or more one above another (half the box
+  column with under a twentieth of the median column's ink is blank), or one above another (each
+  0.6 of the tallest group's height with 0.15 of the ink, and half the box's width or twice as
+  tall as wide: a 1) and 0.3 of the taller one's height apart; or into two lines or more one above another (half the box
   wide, three times as wide as tall: text); or a mark too far away to join the digit is itself the size of one
   (half its height, a fifth of its ink: "3     7"). A digit's broken strokes overlap, are small
-  or close: 1 of the 10,000 MNIST test digits is refused (a 4 beside a stray stroke) and 5 of
-  the 60,000 training digits (a 1 beside dots or a stroke, a 3 and a 5 in two pieces).
+  or close: 1 of the 10,000 MNIST test digits is refused (a 4 beside a stray stroke) and 7 of
+  the 60,000 training digits (a 1 beside dots or a stroke, 3s, a 5 and a 9 in two pieces).
 
 Before all that, an image more than 128 times longer than wide is refused as too narrow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -97,6 +100,7 @@ BOX, FIELD, CENTRE = 20, 28, 14.0
 # ink is the class with at most this share of the pixels; else the paper is the class whose
 # spread is under this fraction of the other's.
 PAPER_BORDER, INK_SHARE, FLATTER = 0.8, 0.42, 0.5
+LOOP_HOLE = 0.02  # ... before the share: a class enclosing this share of the pixels (a loop's hole) is the ink
 
 # The refusal rules (see the module docstring); each number is what its rule compares against.
 MIN_CONTRAST = 0.08  # ink and paper colour difference, 1 = black against white
@@ -113,6 +117,8 @@ SIDE_APART = 0.07  # two digit-sized groups side by side, apart by this much of 
 SIDE_LEVEL = 0.05  # ... columns under this share of the median column's ink count as blank (anti-aliasing)
 MIN_GAP_PX = 2  # ... and by this many blank columns at least (a pixel's gap in an 8×8 digit is not two)
 STACKED_APART = 0.3  # ... one above another, apart by this much of the taller one's height
+STACKED_TALL, STACKED_INK = 0.6, 0.15  # ... each this much of the tallest group's height, and of the ink,
+ONE_TALL = 2.0  # ... and half the box's width, or, narrower, this many times as tall as wide (a 1 over a 7)
 LINE_RATIO, LINES_APART = 3, 0.15  # text: lines this many times wider than tall, apart by this much of their height
 
 
@@ -128,61 +134,89 @@ class Prepared(NamedTuple):
     size: tuple[int, int] = (28, 28)  # (height, width) of the upright image the box is in, as read
 
 
-def read_image(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
+def read_image(
+    source: str | Path | bytes, gate: Callable[[int], contextlib.AbstractContextManager] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(colour (H, W, C) float32 in [0, 1], alpha (H, W) in [0, 1] or None) of an image's first
     frame, turned upright by its EXIF Orientation. source: a file's path, or the file's bytes.
-    ImageError says why it cannot be read, its message naming the path when there is one."""
+    ImageError says why it cannot be read, its message naming the path when there is one.
+    gate(pixels), if given, is entered once the header is read and held while the pixels are
+    decoded and converted: a server's budget of decoding work (it may wait, or raise)."""
     try:
-        return _decode(source)
+        return _decode(source, gate)
     except ImageError as e:
         raise ImageError(f"{source}: {e}" if isinstance(source, str | Path) else str(e)) from None
 
 
-def _decode(source: str | Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
+@contextlib.contextmanager
+def _quiet_pillow():
+    """Pillow's own warnings (corrupt EXIF, odd palettes) kept from the user: the image is read, or
+    refused with a reason. warnings.catch_warnings changes process-wide state, which is safe in the
+    main thread only: a program that reads images on other threads (serve) calls
+    quiet_pillow_everywhere once instead."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def quiet_pillow_everywhere() -> None:
+    """Ignore the warnings Pillow's own modules issue, in every thread of this process."""
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+
+
+def _decode(source: str | Path | bytes, gate=None) -> tuple[np.ndarray, np.ndarray | None]:
     """read_image, its errors without the path."""
     import io
     import stat
 
-    from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    # Pillow refuses an image of over twice this many pixels from its header; between once and
+    # twice it would only warn, so this makes its refusal ours, in every thread alike.
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
     try:
         if isinstance(source, bytes | bytearray | memoryview):
             source = io.BytesIO(source)
         elif not stat.S_ISREG(os.stat(source).st_mode):  # a FIFO would block the read, a device never end it
             raise ImageError("not a regular file")
-        with warnings.catch_warnings():
-            # Pillow's own warnings (corrupt EXIF, odd palettes) are not the user's business: the
-            # image is read, or refused with a reason. Too many pixels is an error.
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as im:
-                im.seek(0)  # first frame of an animation
-                if im.width * im.height > MAX_PIXELS:
-                    raise ImageError(f"image too large ({im.width}×{im.height})")
-                _check_not_too_narrow(im.height, im.width)
-                if max(im.size) > 2 * WORK_SIDE:
-                    # A JPEG decodes at 1/2, 1/4 or 1/8 scale for much less work; ask for the
-                    # smallest that keeps the longer side at 3/4 of WORK_SIDE or more.
-                    r = 0.75 * WORK_SIDE / max(im.size)
-                    im.draft("RGB" if im.mode not in ("L", "I;16") else im.mode, (im.width * r, im.height * r))
-                im.load()
-                im = _two_colours_flattened(im)
-                if _dithered(im):
-                    # A dithered scan draws grey as scattered dots, which measure as strokes a pixel
-                    # wide: a box blur gives each place back the grey its dots stand for.
-                    im = im.convert("L" if im.mode in ("1", "L", "P") else "RGB")
-                    im = im.filter(ImageFilter.BoxBlur(DITHER_BLUR))
-                unsigned = _unsigned_32bit(im)
-                # Phones store the sensor's pixels and an Orientation tag saying how to turn them.
-                im = ImageOps.exif_transpose(im, in_place=False) if _oriented(im) else im
-                return _to_arrays(im, unsigned)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        with _quiet_pillow(), Image.open(source) as im:
+            im.seek(0)  # first frame of an animation
+            _check_not_too_narrow(im.height, im.width)
+            if max(im.size) > 2 * WORK_SIDE:
+                # A JPEG decodes at 1/2, 1/4 or 1/8 scale for much less work; ask for the
+                # smallest that keeps the longer side at 3/4 of WORK_SIDE or more.
+                r = 0.75 * WORK_SIDE / max(im.size)
+                im.draft("RGB" if im.mode not in ("L", "I;16") else im.mode, (im.width * r, im.height * r))
+            with gate(im.width * im.height) if gate is not None else contextlib.nullcontext():
+                return _decoded(im)
+    except Image.DecompressionBombError:
         raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)") from None
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image ({e})") from None
+
+
+def _decoded(im) -> tuple[np.ndarray, np.ndarray | None]:
+    """An opened Pillow image's pixels as read_image gives them."""
+    from PIL import ImageFilter, ImageOps
+
+    im.load()
+    im = _two_colours_flattened(im)
+    if _dithered(im):
+        # A dithered scan draws grey as scattered dots, which measure as strokes a pixel wide: a
+        # box blur gives each place back the grey its dots stand for.
+        im = im.convert("L" if im.mode in ("1", "L", "P") else "RGB")
+        im = im.filter(ImageFilter.BoxBlur(DITHER_BLUR))
+    unsigned = _unsigned_32bit(im)
+    # Phones store the sensor's pixels and an Orientation tag saying how to turn them.
+    im = ImageOps.exif_transpose(im, in_place=False) if _oriented(im) else im
+    return _to_arrays(im, unsigned)
 
 
 def _dithered(im) -> bool:
@@ -659,15 +693,21 @@ def _dark_is_ink(upper: np.ndarray, values: np.ndarray) -> bool:
     """Polarity from the two classes of values (h, w) (upper: the brighter class, (h, w) bool).
 
     The paper is the class that holds the border (≥ 80% of it). When the digit touches the edges
-    so that neither does, the ink is the class with clearly fewer pixels (≤ 42%); when the two
-    are near even (a tight crop of a 1, a digit filling an 8×8 icon), the paper is the class whose
-    values are clearly flatter (robust σ under half the other's: a page or a canvas is one colour,
-    strokes shade into it); failing all that, the darker class, since pen on paper is the common case.
+    so that neither does, a class that closes around holes of the other (≥ 2% of the pixels,
+    twice the holes the other closes around, if any) is the ink: the paper outside a loop of a 0,
+    6, 8 or 9 is paper, however thick the loop; else the ink is the class with clearly fewer
+    pixels (≤ 42%); when the two are near even (a tight crop of a 1, a digit filling an 8×8 icon),
+    the paper is the class whose values are clearly flatter (robust σ under half the other's: a
+    page or a canvas is one colour, strokes shade into it); failing all that, the darker class,
+    since pen on paper is the common case.
     """
     border = np.concatenate([upper[0], upper[-1], upper[1:-1, 0], upper[1:-1, -1]])
     bright_border = float(border.mean())
     if bright_border >= PAPER_BORDER or bright_border <= 1 - PAPER_BORDER:
         return bright_border >= PAPER_BORDER
+    in_dark, in_bright = _enclosed(upper), _enclosed(~upper)  # of the bright class, of the dark
+    if max(in_dark, in_bright) >= LOOP_HOLE and min(in_dark, in_bright) < 0.5 * max(in_dark, in_bright):
+        return in_dark > in_bright  # the class around the holes is the ink: a loop (0, 6, 8, 9) is a stroke
     bright_share = float(upper.mean())
     if abs(bright_share - 0.5) >= 0.5 - INK_SHARE:
         return bright_share > 0.5
@@ -675,6 +715,18 @@ def _dark_is_ink(upper: np.ndarray, values: np.ndarray) -> bool:
     if min(bright_sigma, dark_sigma) < FLATTER * max(bright_sigma, dark_sigma):
         return bright_sigma < dark_sigma
     return True  # the darker class is the ink
+
+
+def _enclosed(mask: np.ndarray) -> float:
+    """The share of the pixels of mask (h, w) bool that lie in its components touching no edge of the
+    image: regions another class closes around (a loop's hole)."""
+    labels, n, (rs, cs, ce, ids) = _label_runs(mask)
+    if n == 0:
+        return 0.0
+    h, w = mask.shape
+    edge = np.zeros(n + 1, bool)
+    edge[np.unique(ids[(rs == 0) | (rs == h - 1) | (cs == 0) | (ce == w)])] = True
+    return float(np.count_nonzero(~edge[labels] & mask) / mask.size)
 
 
 def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -862,8 +914,14 @@ def _several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
              if w >= DIGIT_SIZED * width and w >= LINE_RATIO * h and m >= DIGIT_INK / 4 * total]  # fmt: skip
     if len(lines) >= 2 and _widest_gap(bands, lines) >= LINES_APART * float(np.median([b - a for a, b in lines])):
         return f"{len(lines)} lines of ink one above another"
-    stacked = [band for band, h, w, m in spans
-               if h >= 0.3 * height and w >= DIGIT_SIZED * width and m >= DIGIT_INK * total]  # fmt: skip
+    # One above another, a digit is STACKED_TALL of the tallest group's height with STACKED_INK of the
+    # ink, and half the box's width or a narrow digit's shape (a 1: ONE_TALL times as tall as wide).
+    tallest = max(h for band, h, w, m in spans)
+    stacked = [
+        band
+        for band, h, w, m in spans
+        if h >= STACKED_TALL * tallest and m >= STACKED_INK * total and (w >= DIGIT_SIZED * width or h >= ONE_TALL * w)
+    ]
     if len(stacked) >= 2 and _widest_gap(bands, stacked) >= STACKED_APART * max(b - a for a, b in stacked):
         return f"{len(stacked)} groups of ink one above another, each the size of a digit"
     return ""

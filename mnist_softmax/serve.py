@@ -35,18 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
 from .display import explain_strings, json_text, prediction_record
-from .errors import CheckpointError, MnistSoftmaxError, escape_controls, path_text, shown
+from .errors import MnistSoftmaxError, escape_controls, path_text, shown
 from .fileio import remove_stale_temps
-from .images import ImageError, Prepared, prepare, read_image
+from .images import ImageError, Prepared, prepare, quiet_pillow_everywhere, read_image
 from .model import Model
 from .predict import predict_digit
 
 MAX_BODY = 10 * 1024 * 1024  # bytes of an uploaded image
 REQUEST_SECONDS = 15.0  # a connection is closed this long after it opened, whatever its client does
 READ_SECONDS = 10.0  # ... and when its client sends nothing for this long
+# Decoding work: images up to SMALL_IMAGE pixels never wait; larger ones share DECODE_BUDGET pixels
+# at a time, across all connections, and wait at most DECODE_WAIT seconds for it.
+SMALL_IMAGE, DECODE_BUDGET, DECODE_WAIT = 4_000_000, 60_000_000, 10.0
 MAX_CONNECTIONS = 64
+IDLE_SECONDS = 0.5  # with every connection taken, one that has sent nothing for this long is cut first
 MAX_SESSIONS, SESSION_IDLE_SECONDS = 16, 3600.0  # pages with their own learned weights
 MAX_LR, DEFAULT_LR = 100.0, 0.005
 SAVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(?<!\.)")  # the stem of a saved checkpoint
@@ -70,6 +73,42 @@ class ApiError(MnistSoftmaxError):
         self.allow = allow
 
 
+class DecodeBudget:
+    """The pixels of large images being decoded at once, in all connections together: one client's
+    uploads of huge images wait their turn (or get 503) and cannot starve the others, whose small
+    images (the page's own drawing) never wait. A waiting image whose client has gone is dropped."""
+
+    def __init__(self, pixels: int):
+        self.pixels = pixels
+        self.in_use = 0
+        self.turn = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int, alive: Callable[[], bool]):
+        """Held while an image of `pixels` is decoded. Over SMALL_IMAGE, it waits until the budget
+        has room (or nothing else is decoding), checking that its client is still there."""
+        if pixels <= SMALL_IMAGE:
+            yield
+            return
+        with self.turn:
+            deadline = time.monotonic() + DECODE_WAIT
+            while self.in_use and self.in_use + pixels > self.pixels:
+                if not alive():
+                    raise ConnectionAbortedError("the client went away")
+                if time.monotonic() > deadline:
+                    raise ApiError(503, "busy reading other large images; try again, or send a smaller image")
+                self.turn.wait(0.1)
+            if not alive():
+                raise ConnectionAbortedError("the client went away")
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self.turn:
+                self.in_use -= pixels
+                self.turn.notify_all()
+
+
 @dataclass
 class Session:
     """One page's own weights: the checkpoint's, after the learning steps taken on that page."""
@@ -84,16 +123,37 @@ class Lesson:
     (for the run's test scores) the MNIST test set in data_dir, read when first asked for."""
 
     def __init__(self, checkpoint: Path, data_dir: Path):
+        from .checkpoint import read_checkpoint
+
+        # The file as it is now, found through any link (runs/latest): everything the page shows
+        # comes from this one reading of it, and "Save as" writes beside it, whatever happens to
+        # the path afterwards (a new `train` moves runs/latest; a file replaced is not reread).
         self.path = Path(checkpoint)
-        self.checkpoint = load_checkpoint(self.path)
+        self.real = self.path.resolve()
+        self.signature = _signature(self.real)
+        self.checkpoint, self.state = read_checkpoint(self.real)
         self.data_dir = Path(data_dir)
         self.sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
         self.lock = threading.Lock()  # one computation at a time: two cores, and Pillow's warnings state
         self._scores = None
         self._test_set = None  # test_set(), once read
+        self.budget = DecodeBudget(DECODE_BUDGET)
         self.closing = False
         # Temp files of a "Save as" (checkpoints) that a killed server left unfinished; nothing else.
-        remove_stale_temps(self.path.parent, ".*.npz.*")
+        remove_stale_temps(self.real.parent, ".*.npz.*")
+
+    def changed(self) -> str | None:
+        """What happened to the served checkpoint's path since the server read it, if anything: the
+        page keeps showing (and saving beside) what was read at start, and says so."""
+        try:
+            now = self.path.resolve()
+            if now != self.real:
+                return f"{shown(self.path)} now leads to {shown(now)}"
+            if _signature(now) != self.signature:
+                return f"{shown(self.path)} was replaced or changed"
+        except OSError:
+            return f"{shown(self.path)} is gone"
+        return None
 
     @contextlib.contextmanager
     def _turn(self):
@@ -144,9 +204,11 @@ class Lesson:
 
     # ------------------------------------------------------------------------------ the lesson
 
-    def digit(self, body: bytes, test_index: int | None) -> Prepared:
+    def digit(self, body: bytes, test_index: int | None, alive: Callable[[], bool] = lambda: True) -> Prepared:
         """The digit in MNIST form: an MNIST test image itself, or an uploaded image file's, through
-        the pipeline `predict` uses. ImageError when the image is refused."""
+        the pipeline `predict` uses. ImageError when the image is refused. Large images take their
+        turn in the decoding budget, and none is decoded for a client that is gone (alive() false:
+        ConnectionAbortedError). Runs outside the lock: reading one page's image holds up no other."""
         if test_index is not None:
             images, _ = self.test_set()
             if not 0 <= test_index < len(images):
@@ -154,37 +216,48 @@ class Lesson:
             return Prepared(images[test_index], False, (0.0,), (0, 28, 0, 28))
         if not body:
             raise ApiError(400, "send an image file's bytes as the request body")
-        colour, alpha = read_image(body)
+        colour, alpha = read_image(body, gate=lambda pixels: self.budget.hold(pixels, alive))
+        if not alive():
+            raise ConnectionAbortedError("the client went away")
         return prepare(colour, alpha)
 
-    def predict(self, body: bytes, label: int | None, session: str | None, test_index: int | None) -> dict:
+    def predict(
+        self, body: bytes, label: int | None, session: str | None, test_index: int | None, alive=lambda: True
+    ) -> dict:
         """The record `predict --json --explain [--label Y]` prints for this image (path null), with
         "page": what the page draws (lesson.page_numbers) and where the digit was found."""
         from .lesson import page_numbers
 
         with self._turn():
+            self.session(session)  # an unknown session is said before any image is read
+        prepared = self.digit(body, test_index, alive)
+        with self._turn():
             state = self.session(session)
             model = state.model if state else self.model
-            prepared = self.digit(body, test_index)
             record = prediction_record(predict_digit(model, prepared, None, True, label))
             page = page_numbers(model, prepared.digit, label) | {"shown": explain_strings(record["explain"])}
             page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps if state else 0}
-        return record | {"page": page}
+        return record | {"page": page | {"changed": self.model_info()["changed"]}}
 
-    def learn(self, body: bytes, label: int, lr: float, session: str, test_index: int | None) -> dict:
+    def learn(
+        self, body: bytes, label: int, lr: float, session: str, test_index: int | None, alive=lambda: True
+    ) -> dict:
         """One SGD step of the session's softmax layer on this digit (lesson.learn_step): the
         prediction before and after."""
         from .lesson import learn_step, page_numbers
 
         with self._turn():
+            self.session(session)  # an unknown session is said before any image is read
+        prepared = self.digit(body, test_index, alive)
+        with self._turn():
             state = self.session(session)
-            prepared = self.digit(body, test_index)
             before = prediction_record(predict_digit(state.model, prepared, None, True, label))
             state.model = learn_step(state.model, prepared.digit, label, lr)
             state.steps += 1
             after = prediction_record(predict_digit(state.model, prepared, None, True, label))
             page = page_numbers(state.model, prepared.digit, label) | {"shown": explain_strings(after["explain"])}
             page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps}
+            page["changed"] = self.model_info()["changed"]
             before["shown"] = explain_strings(before["explain"])
         return {"before": before, "after": after | {"page": page}, "steps": state.steps, "lr": lr}
 
@@ -203,25 +276,28 @@ class Lesson:
             name = name.removesuffix(".npz")
             if not SAVE_NAME.fullmatch(name):
                 raise ApiError(400, "a name is 1 to 64 ASCII letters, digits, '-', '_' or '.', from a letter or digit")
-        stem = name or _default_stem(self.path)
+        stem = name or _default_stem(self.real)
         with self._turn():
             state = self.session(session)
             if state.steps == 0:
                 raise ApiError(409, "no learning step taken on this page yet: nothing new to save")
-            metrics = self.checkpoint.metrics | {"learned_on_page": {"from": self.path.name, "steps": state.steps}}
+            metrics = self.checkpoint.metrics | {"learned_on_page": {"from": self.real.name, "steps": state.steps}}
             data = checkpoint_bytes(state.model, self.checkpoint.config, metrics)
             try:
-                written = write_new(self.path.parent, stem, ".npz", data)
+                written = write_new(self.real.parent, stem, ".npz", data)
             except OSError as e:
-                raise ApiError(500, f"could not save in {shown(self.path.parent)} ({e.strerror or e})") from None
+                raise ApiError(500, f"could not save in {shown(self.real.parent)} ({e.strerror or e})") from None
         return {"saved": path_text(written), "name": written.name, "steps": state.steps}
 
     # ------------------------------------------------------------------------------ the run
 
     def model_info(self) -> dict:
         m, cfg = self.model, self.checkpoint.config
+        changed = self.changed()
         return {
             "checkpoint": path_text(self.path),
+            "file": path_text(self.real),  # what was read at start, and where "Save as" writes
+            "changed": changed and f"{changed} since this server read it: the page shows the model as read then",
             "front_end": m.front_end,
             "map_shape": list(m.front.map_shape),
             "n_features": int(m.W.shape[1]),
@@ -233,12 +309,9 @@ class Lesson:
     def run(self) -> dict:
         """The run behind the served checkpoint: its per-epoch history as train saved it in the
         checkpoint, its final scores (none for a run that was interrupted), and a line that says so."""
-        from .checkpoint import load_run
-
-        try:
-            _, state = load_run(self.path)
-        except CheckpointError:  # a checkpoint without training state (one saved from the page, say)
-            raise ApiError(404, f"{shown(self.path)} holds no training history") from None
+        state = self.state
+        if state is None:  # a checkpoint without training state (one saved from the page, say)
+            raise ApiError(404, f"{shown(self.path)} holds no training history")
         metrics, planned = self.checkpoint.metrics, self.checkpoint.config["epochs"]
         accuracy = metrics.get("test_accuracy")
         done = f"{state.epochs_done} epoch{'s' * (state.epochs_done != 1)} of {self.model.front_end}"
@@ -363,9 +436,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             super().finish()
 
+    def alive(self) -> bool:
+        """Whether the client is still there to be answered: its connection neither closed by it nor
+        cut by the deadline (a read would end at once with nothing)."""
+        import select
+
+        try:
+            poll = select.poll()
+            poll.register(self.connection, select.POLLIN)
+            if not poll.poll(0):
+                return True  # nothing to read: waiting for its answer
+            return self.connection.recv(1, socket.MSG_PEEK) != b""  # readable: data, or the end
+        except OSError:
+            return False
+
     def _cut(self) -> None:
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+    def parse_request(self) -> bool:
+        self.server.began(self.connection)  # the request line has come: this connection is working
+        return super().parse_request()
 
     def log_message(self, format, *args) -> None:  # quiet: the page's requests are not the user's business
         pass
@@ -432,8 +523,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(403, f"Host {host[:80]!r} is not this server (open the page at {self.server.url})")
 
     def _check_origin(self) -> None:
+        """A POST from a page has the page's Origin: this server's own (one of its names, or, serving
+        other machines, the very address the request was sent to). Any other IP address with the
+        right port is another machine's page, not this one."""
         origin = self.headers.get("Origin")
-        if origin is not None and not (origin.lower().startswith("http://") and self.server.allows(origin[7:].lower())):
+        if origin is None:
+            return
+        host = origin.lower().removeprefix("http://") if origin.lower().startswith("http://") else None
+        ours = host is not None and (
+            self.server.allows(host, any_ip=False) or self.server.any_address and host == self.headers["Host"].lower()
+        )
+        if not ours:
             raise ApiError(403, f"requests from {origin[:80]!r} are not accepted: only this page's own")
 
     def body(self) -> bytes:
@@ -483,14 +583,14 @@ def _json(obj: dict) -> tuple[bytes, str]:
 def _predict(handler: Handler, query: dict) -> dict:
     label = _int_param(query, "label", 0, 9)
     test = _int_param(query, "test", 0, 10**9)
-    return handler.server.lesson.predict(handler.body(), label, _session_param(query, False), test)
+    return handler.server.lesson.predict(handler.body(), label, _session_param(query, False), test, handler.alive)
 
 
 def _learn(handler: Handler, query: dict) -> dict:
     label = _int_param(query, "label", 0, 9, required=True)
     test = _int_param(query, "test", 0, 10**9)
     lesson = handler.server.lesson
-    return lesson.learn(handler.body(), label, _lr_param(query), _session_param(query), test)
+    return lesson.learn(handler.body(), label, _lr_param(query), _session_param(query), test, handler.alive)
 
 
 def _save(handler: Handler, query: dict) -> dict:
@@ -536,9 +636,12 @@ class Server(http.server.ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+        quiet_pillow_everywhere()  # images are read on the connections' threads (see images._quiet_pillow)
         self.lesson = lesson
         self.static = _static_files()
         self.active = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.waiting: dict[socket.socket, float] = {}  # connections yet to send a request line: when accepted
+        self.waiting_lock = threading.Lock()
         host, port = address[0], self.server_address[1]
         everywhere = host in ("0.0.0.0", "::")
         shown_host = f"[{host}]" if ":" in host else host
@@ -551,9 +654,10 @@ class Server(http.server.ThreadingHTTPServer):
         if everywhere:
             self.names |= {n.lower() for n in _own_names()}
 
-    def allows(self, host: str) -> bool:
+    def allows(self, host: str, any_ip: bool = True) -> bool:
         """Whether a Host (or an Origin's host) names this server: one of its names, or with --host
-        0.0.0.0 any IP address, and this server's port (none for port 80)."""
+        0.0.0.0 and any_ip, any IP address (which no page elsewhere can rebind to it), and this
+        server's port (none for port 80)."""
         name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
         if not name or port != str(self.port):
             name, port = host, ""
@@ -561,31 +665,64 @@ class Server(http.server.ThreadingHTTPServer):
                 return False
         if name in self.names:
             return True
-        if self.any_address:
+        if self.any_address and any_ip:
             with contextlib.suppress(ValueError):
                 ipaddress.ip_address(name.strip("[]"))
                 return True
         return False
 
     def process_request(self, request, client_address) -> None:
-        if not self.active.acquire(blocking=False):
+        if not self.active.acquire(blocking=False) and not (self._evict_idle() and self.active.acquire(timeout=1.0)):
             with contextlib.suppress(OSError):
                 body = json_text({"error": "too many connections at once; try again"}).encode()
                 request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
             self.shutdown_request(request)
             return
+        with self.waiting_lock:
+            self.waiting[request] = time.monotonic()
         super().process_request(request, client_address)
 
     def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.began(request)
             self.active.release()
+
+    def began(self, request) -> None:
+        """The connection's request line has come (or the connection is over): it is not idle."""
+        with self.waiting_lock:
+            self.waiting.pop(request, None)
+
+    def _evict_idle(self) -> bool:
+        """With every slot taken, cut the connections that have sent no request line for IDLE_SECONDS
+        and hold no bytes unread, oldest first, so that a client with a request ready is served:
+        whoever holds them (on loopback every client shares one address) only waits. True if one was cut."""
+        import select
+
+        now = time.monotonic()
+        with self.waiting_lock:
+            idle = sorted((t, sock) for sock, t in self.waiting.items() if now - t >= IDLE_SECONDS)
+        cut = False
+        for _, sock in idle[: max(1, len(idle) // 4)]:  # a quarter at a time, so a burst finds room
+            with contextlib.suppress(OSError, ValueError):
+                poll = select.poll()
+                poll.register(sock, select.POLLIN)
+                if not poll.poll(0):  # nothing unread: idle, not a request arriving
+                    sock.shutdown(socket.SHUT_RDWR)
+                    cut = True
+        return cut
 
     def handle_error(self, request, client_address) -> None:  # a client gone away is not an error
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
+
+
+def _signature(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced or rewritten: its device, inode, size and mtime."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _default_stem(checkpoint: Path) -> str:

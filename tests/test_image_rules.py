@@ -19,8 +19,13 @@ def _reason(mask: np.ndarray, paper: float = 1.0, ink: float = 0.0, noise: float
     img = np.where(mask, ink, paper).astype(np.float32)
     if noise:
         img += np.random.default_rng(0).normal(0, noise, img.shape).astype(np.float32)
+    return _read(img)
+
+
+def _read(page: np.ndarray) -> str:
+    """READ, or the refusal's message, for a grey page (H, W) in [0, 1]."""
     try:
-        prepare(img[..., None], None)
+        prepare(page[..., None], None)
     except ImageError as e:
         return str(e)
     return READ
@@ -201,6 +206,48 @@ def test_digits_one_above_another_are_at_least_0_3_of_a_digits_height_apart(gap,
     assert _reason(_two_frames(gap, stacked=True)) == (ABOVE if refused else READ)
 
 
+@pytest.mark.parametrize("gap,refused", [(11, False), (12, True)])
+def test_a_narrow_digit_one_above_another_counts_as_a_digit(gap, refused):
+    """A 1 (a frame 8 px wide, 40 tall) below a 40×40 frame: as narrow as it is, it is a digit of its
+    own once 0.3 of its height apart (a 1 stacked over a 7 was read as one digit)."""
+    assert _reason(_two_frames(gap, (8, 40), stacked=True)) == (ABOVE if refused else READ)
+
+
+@pytest.mark.parametrize("width,refused", [(16, False), (15, True)])
+def test_a_narrow_group_one_above_another_is_a_digit_from_twice_as_tall_as_wide(width, refused):
+    """Under half the box's width (20 px), a group 30 px tall counts as a digit when it is twice as
+    tall as wide (a 1), not when it is squatter (a 9's loose tail, a piece of a broken 3)."""
+    assert _reason(_two_frames(14, (width, 30), stacked=True)) == (ABOVE if refused else READ)
+
+
+@pytest.mark.parametrize("height,refused", [(23, False), (24, True)])
+def test_digits_one_above_another_are_each_at_least_0_6_of_the_tallest_ones_height(height, refused):
+    """Below a 40×40 frame, 14 px apart, a frame `height` tall: 0.6 of 40 is 24 px; a shorter group
+    is a broken stroke (a 5's bar), not a digit."""
+    assert _reason(_two_frames(14, (40, height), stacked=True)) == (ABOVE if refused else READ)
+
+
+@pytest.mark.parametrize("width,refused", [(3, False), (4, True)])
+def test_digits_one_above_another_each_hold_0_15_of_the_ink(width, refused):
+    """Below a 40×40 frame (816 px of ink), 14 px apart, a solid bar 40 px tall: 3 px wide holds 120
+    px, 0.13 of the ink; 4 px holds 160, 0.16 (a thin 1 over a bold 8 holds 0.15 and more)."""
+    mask = _frame(120, 40, 40, 6, at=(15, 30))
+    mask[69:109, 48 : 48 + width] = True
+    assert _reason(mask) == (ABOVE if refused else READ)
+
+
+def test_a_1_over_another_mnist_digit_is_two_digits_not_one(mnist):
+    """30 MNIST 1s, each over another test digit, 0.4 of a digit's height apart: 14 of 30 were read as
+    one digit (the 1 was too narrow to count)."""
+    from userstyle import stacked_pair
+
+    rng = np.random.default_rng(0)
+    ones, others = np.flatnonzero(mnist.test_labels == 1), np.flatnonzero(mnist.test_labels != 1)
+    for k in range(30):
+        page = stacked_pair(mnist.test_images[rng.choice(ones)], mnist.test_images[rng.choice(others)], 0.4)
+        assert _read(page) == ABOVE, k
+
+
 APART = "no digit found (several marks: 2 marks the size of a digit, apart; crop the image to one digit)"
 
 
@@ -375,6 +422,23 @@ def test_the_ink_is_the_class_with_at_most_42_percent_of_the_pixels(bright_share
     assert images._dark_is_ink(upper, _values(upper, 0.05, 0.01)) == (False if decided is None else decided)
 
 
+@pytest.mark.parametrize("hole,loop_decides", [(0.019, False), (0.021, True)])
+def test_a_class_closing_around_two_percent_of_the_pixels_is_the_ink(hole, loop_decides):
+    """Border and share even: a bright class that closes around a dark hole of 2% of the pixels is the
+    ink (a loop); a smaller hole leaves it to the next rules (here the fallback: dark is ink)."""
+    side = 100
+    upper = _classes(0.5, 0.5, side)
+    n = round(hole * side * side)
+    rows = np.flatnonzero(upper[:, side // 2])
+    r0 = rows[len(rows) // 2] - 8  # inside the bright class, away from the dark one and the edges
+    cells = [(r0 + k // 20, 40 + k % 20) for k in range(n)]
+    for r, c in cells:
+        upper[r, c] = False
+    assert not any(upper[r, c] for r in range(side) for c in (0, side - 1) if (r, c) in cells)
+    got = images._dark_is_ink(upper, _values(upper, 0.02, 0.02))
+    assert got is (not loop_decides)
+
+
 @pytest.mark.parametrize("ratio,flat_decides", [(0.45, True), (0.55, False)])
 def test_the_paper_is_the_class_with_under_half_the_others_spread(ratio, flat_decides):
     """Border and share even: a class whose spread is under half the other's is the paper; else the
@@ -420,3 +484,53 @@ def test_a_dithered_scan_is_read_alike_whatever_its_encoding(mnist, trained, tmp
         read, reference = to_mnist(path), to_mnist(tmp_path / "one-bit.png")
         assert np.abs(read.digit.astype(int) - reference.digit).max() <= 1, (i, encoding)
         assert classify(model, read.digit[None]).argmax() == classify(model, reference.digit[None]).argmax()
+
+
+def _touching(cover: np.ndarray, edges: int) -> np.ndarray:
+    """cover (h, w) on a margin of paper, cut at its ink (level 0.5) on `edges` of its sides: top,
+    then left, bottom, right."""
+    rows, cols = np.flatnonzero((cover > 0.5).any(1)), np.flatnonzero((cover > 0.5).any(0))
+    page = np.pad(cover, 40)
+    cuts = [("top", rows[0] + 40), ("left", cols[0] + 40), ("bottom", rows[-1] + 41), ("right", cols[-1] + 41)]
+    box = {"top": 0, "left": 0, "bottom": page.shape[0], "right": page.shape[1]}
+    box.update(dict(cuts[:edges]))
+    return page[box["top"] : box["bottom"], box["left"] : box["right"]]
+
+
+def _loops(mnist) -> list[np.ndarray]:
+    """Ink covers (h, w) in [0, 1] of closed loops: drawn rings (ellipses, and rounded boxes that run
+    along the edges they touch) thin to thick, and MNIST's 0, 6, 8, 9."""
+    out = []
+    for width in (0.08, 0.2, 0.35):
+        for radius in (None, 0.5, 0.35, 0.2):
+            ring = Image.new("L", (480, 400), 0)
+            draw = ImageDraw.Draw(ring)
+            if radius is None:
+                draw.ellipse([0, 0, 479, 399], outline=255, width=int(width * 400))
+            else:
+                draw.rounded_rectangle([0, 0, 479, 399], radius=int(radius * 400), outline=255, width=int(width * 400))
+            out.append(np.asarray(ring.resize((120, 100), Image.Resampling.BOX), np.float32) / 255)
+    for label in (0, 6, 8, 9):
+        for i in np.flatnonzero(mnist.test_labels == label)[:3]:
+            big = Image.fromarray(mnist.test_images[i]).resize((224, 224), Image.Resampling.BICUBIC)
+            out.append(np.clip(np.asarray(big, np.float32) / 255, 0, 1))
+    return out
+
+
+@pytest.mark.parametrize("edges", [1, 2, 3, 4])
+@pytest.mark.parametrize("dark_ink", [True, False])
+def test_the_paper_outside_a_loop_touching_the_edges_stays_paper(mnist, edges, dark_ink, tmp_path):
+    """A 0 (or 6, 8, 9, a drawn ring thin or thick) cropped to touch one to four edges: the loop is the
+    ink in either polarity, so the paper outside it (the corners) never comes out as ink, framing the
+    digit. A thick ring cut on all four sides is over half the pixels: the smaller class is not the ink."""
+    for k, cover in enumerate(_loops(mnist)):
+        crop = _touching(cover, edges)
+        img = 235 - 205 * crop if dark_ink else 30 + 205 * crop
+        Image.fromarray(np.round(img).astype(np.uint8)).save(tmp_path / "loop.png")
+        read = to_mnist(tmp_path / "loop.png")
+        assert read.inverted is dark_ink, (k, edges)
+        if k < 12:  # a drawn ring: the corners of its box lie outside it, on the paper
+            d = read.digit
+            rows, cols = np.flatnonzero(d.max(1) > 0), np.flatnonzero(d.max(0) > 0)
+            corners = d[rows[[0, 0, -1, -1]], cols[[0, -1, 0, -1]]]
+            assert corners.max() < 40, (k, edges, corners)

@@ -345,6 +345,21 @@ def test_a_silent_client_never_blocks_the_others(server):
         trickle.close()
 
 
+def test_idle_connections_give_way_to_a_client_with_a_request_ready(server):
+    """Seventy connections from one process that send nothing take every slot (64); from then on a
+    client with a request ready is answered, each time, by cutting the idle connections that have
+    waited longest, rather than refused 503 (on loopback all clients share one address)."""
+    port = int(server.rsplit(":", 1)[1].strip("/"))
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(70)]
+    try:
+        time.sleep(0.6)  # the idle ones are idle "for a while" (serve.IDLE_SECONDS)
+        answered = [call(server, "/api/model")[0] for _ in range(30)]
+        assert answered == [200] * 30
+    finally:
+        for s in idle:
+            s.close()
+
+
 # ------------------------------------------------------------------------------------------ learning
 
 
@@ -603,6 +618,29 @@ def test_listening_beyond_this_machine_warns_and_takes_requests_by_address(pixel
     assert done.returncode == 2 and "--host is empty" in done.stderr
 
 
+def test_serving_other_machines_a_post_is_taken_only_from_this_servers_own_page(pixels_checkpoint):
+    """With --host 0.0.0.0 any IP address may name this server in Host, but an Origin of another IP
+    address with the same port is another machine's page: 403. The page's own Origin (the address
+    the request was sent to, or a name of this server) is taken."""
+    proc, url = start_server(pixels_checkpoint, None, "--host", "0.0.0.0")
+    port = url.rsplit(":", 1)[1].strip("/")
+    try:
+        for host, origin, status in [
+            ("192.0.2.7", "http://192.0.2.7", 200),
+            ("192.0.2.7", "http://127.0.0.1", 200),
+            ("192.0.2.7", "http://192.0.2.9", 403),
+            ("192.0.2.7", "http://10.1.2.3", 403),
+            ("127.0.0.1", "http://[2001:db8::7]", 403),
+            ("[2001:db8::7]", "http://[2001:db8::7]", 200),
+            ("192.0.2.7", "http://attacker.example", 403),
+        ]:
+            request = f"POST /api/session HTTP/1.1\r\nHost: {host}:{port}\r\nOrigin: {origin}:{port}\r\n"
+            answer = raw(url, (request + "Content-Length: 0\r\n\r\n").encode())
+            assert answer.startswith(f"HTTP/1.0 {status} ".encode()), (host, origin, answer[:160])
+    finally:
+        stop(proc)
+
+
 def test_serve_without_a_trained_model_says_what_to_do(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mnist_softmax", "serve", "--no-browser"], capture_output=True,
                           text=True, cwd=tmp_path, timeout=60)  # fmt: skip
@@ -636,6 +674,104 @@ def test_slow_and_half_open_clients_are_cut_off(pixels_checkpoint, monkeypatch):
                     closed = trickle.recv(100) == b""
                     break
             assert closed, "a trickling client was never cut off"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_page_serves_the_checkpoint_it_read_at_start_whatever_happens_to_its_path(
+    pixels_checkpoint, conv_trained, mnist, tmp_path
+):
+    """Started on runs/latest/model.npz: a new run that moves runs/latest, or a file written over the
+    old one, changes nothing the page shows (model, history, metrics all from the one reading at start)
+    and "Save as" still writes beside the file it read; the page is told the path changed."""
+    import os
+    import shutil
+
+    runs = tmp_path / "runs"
+    for name, source in (("a", pixels_checkpoint.parent), ("b", conv_trained)):
+        shutil.copytree(source, runs / name)
+    (runs / "latest").symlink_to("a")
+    served = runs / "latest" / "model.npz"
+    proc, url = start_server(served, None)
+    try:
+        image = _png(mnist.test_images[0])
+        before = {path: call(url, path)[1] for path in ("/api/run", "/api/model")}
+        first = call(url, "/api/predict?label=7", image)[1]
+        assert before["/api/model"]["changed"] is None and first["page"]["changed"] is None
+        (runs / "latest").unlink()
+        (runs / "latest").symlink_to("b")  # a new `train` finished
+        assert call(url, "/api/run")[1] == before["/api/run"]
+        model = call(url, "/api/model")[1]
+        assert model["front_end"] == "pixels" and model["changed"].startswith(f"{served} now leads to {runs / 'b'}")
+        again = call(url, "/api/predict?label=7", image)[1]
+        assert again["probabilities"] == first["probabilities"] and again["page"]["changed"] == model["changed"]
+        key = call(url, "/api/session", b"")[1]["session"]
+        assert call(url, f"/api/learn?session={key}&label=7&lr=0.001", image)[0] == 200
+        status, saved = call(url, f"/api/save?session={key}", b'{"name": "taught"}')
+        assert status == 200 and Path(saved["saved"]) == (runs / "a" / "taught.npz").resolve()
+        assert not (runs / "b" / "taught.npz").exists()
+        (runs / "latest").unlink()
+        (runs / "latest").symlink_to("a")
+        tmp = runs / "a" / ".replacement"
+        shutil.copy(conv_trained / "model.npz", tmp)
+        os.replace(tmp, runs / "a" / "model.npz")  # written over, as an atomic save does
+        assert call(url, "/api/run")[1] == before["/api/run"]
+        assert call(url, "/api/model")[1]["changed"].startswith(f"{served} was replaced or changed")
+    finally:
+        stop(proc)
+
+
+def test_huge_uploads_wait_their_turn_and_are_dropped_when_their_client_is_gone(pixels_checkpoint, mnist, monkeypatch):
+    """In-process, with the budget scaled down (images over 1 MP share 4 MP at a time; each decode
+    of one made 0.3 s slower): twelve uploads of a 3-MP image whose clients hang up at once are not
+    all decoded; twelve whose clients wait take turns, while the page's own small drawing is
+    answered at once, before most of them."""
+    from mnist_softmax import images as images_mod
+    from mnist_softmax import serve as serve_mod
+
+    monkeypatch.setattr(serve_mod, "SMALL_IMAGE", 1_000_000)
+    monkeypatch.setattr(serve_mod, "DECODE_BUDGET", 4_000_000)
+    decoded, real = [], images_mod._decoded
+
+    def slow(im):
+        if im.width * im.height > 1_000_000:
+            decoded.append(im.size)
+            time.sleep(0.3)
+        return real(im)
+
+    monkeypatch.setattr(images_mod, "_decoded", slow)
+    server = serve_mod.make_server(serve_mod.Lesson(pixels_checkpoint, Path("data")), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    big = np.full((1500, 2000), 250, np.uint8)
+    big[500:1000, 900:1000] = 20  # a 1
+    huge, small = _png(big), _png(255 - np.pad(mnist.test_images[0], 126))
+    request = f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(huge)}\r\n\r\n".encode()
+    try:
+        for _ in range(12):  # sent, and gone
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(request + huge)
+        time.sleep(1.0)
+        while server.lesson.budget.in_use:
+            time.sleep(0.05)
+        assert len(decoded) <= 2, len(decoded)
+
+        done = []
+
+        def client(kind: str, body: bytes) -> None:
+            status, _ = call(f"http://127.0.0.1:{port}", "/api/predict", body)
+            done.append((kind, status))
+
+        threads = [threading.Thread(target=client, args=("huge", huge)) for _ in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        client("small", small)
+        for t in threads:
+            t.join()
+        assert ("small", 200) in done and done.index(("small", 200)) <= 2, done
+        assert sorted(done) == sorted([("huge", 200)] * 12 + [("small", 200)]), done
     finally:
         server.shutdown()
         server.server_close()

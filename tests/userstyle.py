@@ -290,3 +290,42 @@ NEGATIVES = {
     "a thin line": thin_line,
     "a blank page": blank_page,
 }
+
+
+# Known limits: images that `predict` reads wrongly at a measured rate (benchmarks/limits.py).
+# Each takes MNIST digits (uint8 (28, 28)) and an rng and returns a grey page (H, W) float32 in [0, 1],
+# dark ink on light paper, for images.prepare.
+
+
+def digit_cover(digit: np.ndarray, scale: int = 6) -> np.ndarray:
+    """The digit enlarged `scale` times (bicubic), cropped to its ink: coverage (h, w) in [0, 1]."""
+    c = _cover(digit, scale)
+    rows, cols = np.flatnonzero((c > 0.2).any(1)), np.flatnonzero((c > 0.2).any(0))
+    return c[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _on_paper(cover: np.ndarray) -> np.ndarray:
+    return 0.95 - 0.85 * cover
+
+
+def stacked_pair(top: np.ndarray, bottom: np.ndarray, gap: float) -> np.ndarray:
+    """Two digits one above the other, centred, `gap` of the taller one's height apart, on a margin."""
+    a, b = digit_cover(top), digit_cover(bottom)
+    g, width = round(gap * max(len(a), len(b))), max(a.shape[1], b.shape[1])
+    page = np.zeros((120 + len(a) + g + len(b), 120 + width), np.float32)
+    for cover, r in ((a, 60), (b, 60 + len(a) + g)):
+        c = 60 + (width - cover.shape[1]) // 2
+        page[r : r + len(cover), c : c + cover.shape[1]] = cover
+    return _on_paper(page)
+
+
+def side_by_side_pair(left: np.ndarray, right: np.ndarray, gap: float) -> np.ndarray:
+    """Two digits side by side, centred in height, `gap` of the taller one's height apart, on a margin."""
+    a, b = digit_cover(left), digit_cover(right)
+    height = max(len(a), len(b))
+    g = round(gap * height)
+    page = np.zeros((120 + height, 120 + a.shape[1] + g + b.shape[1]), np.float32)
+    for cover, c in ((a, 60), (b, 60 + a.shape[1] + g)):
+        r = 60 + (height - len(cover)) // 2
+        page[r : r + len(cover), c : c + cover.shape[1]] = cover
+    return _on_paper(page)

@@ -171,9 +171,15 @@ function failed(message) {
   $("error").dataset.kind = "failure";
 }
 
+function showChanged(note) {
+  $("changed").textContent = note || "";
+  $("changed").hidden = !note;
+}
+
 function render(record) {
   state.record = record;
   const page = record.page;
+  showChanged(page.changed);
   $("error").hidden = true;
   $("sees").hidden = false;
   for (const id of ["s2", "s3", "s4", "s5", "s6", "s7"]) $(id).classList.remove("stale");
@@ -553,6 +559,7 @@ async function start() {
     return;
   }
   state.model = info.data;
+  showChanged(state.model.changed);
   const [C, H, W] = state.model.map_shape;
   $("model-info").textContent = `Model: ${state.model.checkpoint} (${state.model.front_end}, N = ${state.model.n_features}).`;
   $("features-how").textContent = C === 1
