@@ -43,7 +43,7 @@ def run_process(args: list[str], cwd: str | None = None) -> tuple[float, float]:
 def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
     from mnist_softmax.config import Config
     from mnist_softmax.data import load_mnist
-    from mnist_softmax.split import rng_streams
+    from mnist_softmax.streams import rng_streams
     from mnist_softmax.train import prepare, train_epoch
 
     t = time.perf_counter()
@@ -71,7 +71,7 @@ def bench_conv_extraction(data_dir: str) -> float:
     from mnist_softmax.config import load_config
     from mnist_softmax.data import load_mnist
     from mnist_softmax.features import CONV
-    from mnist_softmax.split import rng_streams
+    from mnist_softmax.streams import rng_streams
 
     mnist = load_mnist(data_dir, quiet=True)
     cfg = load_config("conv")

@@ -69,8 +69,7 @@ def flops_performed(batch: int, piece: int, c1: int = 32, c2: int = 64, k: int =
 
 
 def _data(data_dir: str, seed: int):
-    from mnist_softmax.data import load_mnist
-    from mnist_softmax.split import split_indices
+    from mnist_softmax.data import load_mnist, split_indices
 
     mnist = load_mnist(data_dir, quiet=True)
     train_idx, _ = split_indices(len(mnist.train_images), VAL_SIZE, np.random.default_rng(seed))

@@ -39,7 +39,7 @@ CONTENDERS = ("mnist-softmax", "pytorch", "sklearn-lbfgs", "sklearn-sgd")
 def _data(data_dir: str):
     from mnist_softmax.config import Config
     from mnist_softmax.data import load_mnist
-    from mnist_softmax.split import rng_streams
+    from mnist_softmax.streams import rng_streams
     from mnist_softmax.train import prepare
 
     cfg = Config()
@@ -51,7 +51,7 @@ def work_ours(cfg, X, y, X_test, y_test) -> dict:
     from threadpoolctl import threadpool_limits
 
     from mnist_softmax.model import evaluate
-    from mnist_softmax.split import rng_streams
+    from mnist_softmax.streams import rng_streams
     from mnist_softmax.train import lr_at, train_epoch
 
     W, b = np.zeros((10, X.shape[1]), np.float32), np.zeros(10, np.float32)

@@ -14,11 +14,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import CheckpointError, shown
+from .errors import CheckpointError
 from .features import FRONT_ENDS, FrontEnd
 from .fileio import atomic_open
 from .model import MAX_ABS, MIN_SCALE, N_CLASSES, Model
 from .state import EPOCH_COLUMNS, TrainState
+from .text import shown
 
 FORMAT = "mnist-softmax"
 # 2: the split, front-end fitting and batch order draw from separate streams (split.rng_streams);
@@ -345,7 +346,7 @@ def _same_form(value, template) -> bool:
 def _rng_states(path: Path, rng_states: dict, needed: set[str]) -> dict[str, dict]:
     """train_rng_json: the state of each stream in `needed`, each exactly of the form NumPy's
     default generator gives (a float where an integer belongs is refused, not rounded)."""
-    from .split import STREAMS
+    from .streams import STREAMS
 
     if set(rng_states) != needed or not needed <= set(STREAMS):
         raise CheckpointError(f"{shown(path)}: train_rng_json must hold the streams {', '.join(sorted(needed))}")

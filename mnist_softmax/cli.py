@@ -11,8 +11,9 @@ import click
 
 from . import __version__
 from .config import FEATURE_NAMES, SCHEDULES, Config, load_config
-from .errors import MnistSoftmaxError, escape_controls, exit_code, path_text, shown
+from .errors import MnistSoftmaxError, exit_code
 from .signals import handle_sigterm
+from .text import escape_controls, path_text, shown
 
 DEFAULTS = Config()
 DATA_DIR = Path("data")  # --data-dir's default

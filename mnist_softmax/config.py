@@ -14,8 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, shown
+from .errors import ConfigError
 from .features import FRONT_ENDS
+from .text import shown
 
 FEATURE_NAMES = tuple(FRONT_ENDS)  # the front ends a recipe can choose: "pixels", "conv", "cnn"
 SCHEDULES = ("constant", "step", "cosine", "onecycle")

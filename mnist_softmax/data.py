@@ -1,4 +1,6 @@
-"""MNIST as plain arrays: the four files made sure of (download.py), then parsed (idx.py).
+"""MNIST as plain arrays: the four files made sure of (download.py), then parsed (idx.py); and
+which of its rows a run trains, validates and tests on (the split, drawn from the seed's "split"
+stream, streams.py).
 
 Nothing here trains, plots or prints.
 """
@@ -13,6 +15,9 @@ import numpy as np
 
 from .download import FILES, ensure_files
 from .idx import parse_mnist_file
+from .streams import rng_streams
+
+SPLITS = ("train", "val", "test")
 
 
 class Mnist(NamedTuple):
@@ -47,3 +52,30 @@ def load_mnist(
     bufs = ensure_files(data_dir, mirrors, quiet, log, **fetch_kwargs)
     arrays = {name: parse_mnist_file(buf, name) for name, buf in bufs.items()}
     return Mnist(*(arrays[name] for name in FILES))
+
+
+def split_indices(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of range(n): (train indices (n - val_size,), val indices (val_size,)), sorted.
+
+    0 <= val_size < n: the training split keeps at least one row (ValueError otherwise).
+    """
+    if not 0 <= val_size < n:
+        raise ValueError(
+            f"val_size must be in [0, {n}) for {n} rows (the training split keeps one at least), not {val_size}"
+        )
+    perm = rng.permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
+def split_rows(
+    split: str, n_train: int, seed: int, val_size: int, format_version: int = 2
+) -> tuple[str, np.ndarray | slice]:
+    """(part of MNIST, row index) of "train", "val" or "test", as training split them for this seed
+    and size. Checkpoints of format version 1 drew the split first from default_rng(seed)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split == "test":
+        return "test", slice(None)
+    rng = np.random.default_rng(seed) if format_version == 1 else rng_streams(seed)["split"]
+    train_idx, val_idx = split_indices(n_train, val_size, rng)
+    return "train", train_idx if split == "train" else val_idx

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from .errors import path_text, shown
 from .scoring import Score
+from .text import path_text, shown
 
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 _SHADES = " .:-=+*#%@"

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import __version__
-from .errors import DownloadError, shown
+from .errors import DownloadError
 from .fileio import atomic_write_bytes, exclusive, remove_stale_temps
+from .text import shown
 
 DEFAULT_SOURCES = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",

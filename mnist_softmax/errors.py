@@ -1,9 +1,7 @@
-"""The project's own exceptions, and how paths appear in messages.
+"""The project's own exceptions.
 
 The CLI turns each exception into a one-line message and exit code 1.
 """
-
-import os
 
 
 class MnistSoftmaxError(Exception):
@@ -40,20 +38,3 @@ class Terminated(KeyboardInterrupt):
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """The shell's code for a process stopped by this signal: 130 for SIGINT, 143 for SIGTERM."""
     return getattr(interrupt, "exit_code", 130)
-
-
-def path_text(path) -> str:
-    """A path as valid Unicode text: bytes that are not UTF-8 (a file name from another system)
-    appear as \\xNN instead of as lone surrogates, which no UTF-8 output can carry."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def escape_controls(text: str) -> str:
-    """Control characters (newline, tab, escape sequences, ...) as visible escapes, so a file name
-    can neither break a line of output nor send commands to the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def shown(path) -> str:
-    """A path for human output and messages: path_text, with control characters escaped."""
-    return escape_controls(path_text(path))

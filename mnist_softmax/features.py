@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import cnn, conv
+from . import cnn, kmeans_conv
 
 Params = dict[str, np.ndarray]
 
@@ -52,12 +52,12 @@ def _pixels_maps(images: np.ndarray, params: Params, progress: bool = False) -> 
 PIXELS = FrontEnd("pixels", (1, 28, 28), _pixels_fit, _pixels_maps, cache=False, version=1, param_shapes=lambda c: {})
 CONV = FrontEnd(
     "conv",
-    (conv.N_FILTERS, 7, 7),
-    conv.fit,
-    conv.maps,
+    (kmeans_conv.N_FILTERS, 7, 7),
+    kmeans_conv.fit,
+    kmeans_conv.maps,
     cache=True,
-    version=conv.VERSION,
-    param_shapes=conv.param_shapes,
+    version=kmeans_conv.VERSION,
+    param_shapes=kmeans_conv.param_shapes,
 )
 
 

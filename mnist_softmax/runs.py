@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import CheckpointError, MnistSoftmaxError, shown
+from .errors import CheckpointError, MnistSoftmaxError
 from .fileio import Locked, atomic_write_text, exclusive, is_stale_temp, remove_stale_temps
+from .text import shown
 
 RUNS_ROOT = Path("runs")
 LATEST = "latest"

@@ -6,11 +6,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .data import split_rows
 from .errors import CheckpointError
 from .features import made_by
 from .model import Model, evaluate, logit_chunks, split_features
 from .softmax import check_labels, softmax
-from .split import split_rows
 
 
 class Score(NamedTuple):

@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from .display import explain_strings, json_text, prediction_record
-from .errors import MnistSoftmaxError, escape_controls, path_text, shown
+from .errors import MnistSoftmaxError
 from .fileio import remove_stale_temps
 from .images import ImageError, Prepared, prepare, quiet_pillow_everywhere, read_image
 from .model import Model
 from .predict import predict_digit
+from .text import escape_controls, path_text, shown
 
 MAX_BODY = 10 * 1024 * 1024  # bytes of an uploaded image
 REQUEST_SECONDS = 15.0  # a connection is closed this long after it opened, whatever its client does

@@ -17,13 +17,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import Config
-from .data import Mnist
+from .data import Mnist, split_indices
 from .errors import TrainingDiverged, exit_code
 from .features import FRONT_ENDS, fit_standardizer, made_by, mnist_rows, standardize_
 from .model import MAX_ABS, N_CLASSES, Model, evaluate, split_features
 from .sgd import sgd_step
-from .split import rng_streams, split_indices
 from .state import TrainResult, TrainState
+from .streams import rng_streams
 
 
 def lr_at(cfg: Config, epoch: int) -> float:

@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_figure, run
 from PIL import Image
 
-from mnist_softmax import conv
+from mnist_softmax import kmeans_conv as conv
 from mnist_softmax.checkpoint import load_checkpoint, save_checkpoint
 from mnist_softmax.config import load_config
 from mnist_softmax.features import CONV, cache_name, flatten, mnist_maps, params_key, unflatten

@@ -95,7 +95,7 @@ def test_sgd_step_returns_the_loss_and_logits_before_its_update():
 def test_fit_follows_the_schedule_and_the_batch_order_stream():
     from test_train import synthetic_mnist
 
-    from mnist_softmax.split import rng_streams
+    from mnist_softmax.streams import rng_streams
     from mnist_softmax.train import fit, prepare
 
     data = synthetic_mnist(700, 100)

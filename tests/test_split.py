@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from mnist_softmax.config import FEATURE_NAMES, make_config
-from mnist_softmax.data import Mnist
+from mnist_softmax.data import Mnist, split_indices, split_rows
 from mnist_softmax.features import FRONT_ENDS
-from mnist_softmax.split import STREAMS, rng_streams, split_indices, split_rows
+from mnist_softmax.streams import STREAMS, rng_streams
 from mnist_softmax.train import fit, prepare
 
 

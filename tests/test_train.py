@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from mnist_softmax.config import make_config
-from mnist_softmax.data import Mnist
+from mnist_softmax.data import Mnist, split_indices
 from mnist_softmax.errors import TrainingDiverged
 from mnist_softmax.features import PIXELS, fit_standardizer, flatten, standardize, unflatten
 from mnist_softmax.model import evaluate
-from mnist_softmax.split import split_indices
 from mnist_softmax.train import batches, fit, lr_at
 
 

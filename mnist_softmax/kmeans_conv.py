@@ -1,4 +1,5 @@
-"""The convolutional front end: 64 filters learned without labels, giving 64×7×7 feature maps.
+"""The `conv` front end: 64 filters learned without labels (spherical k-means on whitened patches),
+giving 64×7×7 feature maps.
 
 Fitting (on training images only, no labels), after Coates & Ng (2011):
     sample k×k patches that contain ink -> normalise each patch's brightness and contrast
