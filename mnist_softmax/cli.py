@@ -281,7 +281,7 @@ def _out_taken(out: Path) -> click.ClickException:
 
 def _data_flags(data_dir: Path, mirrors: tuple[str, ...]) -> str:
     """The --data-dir and --mirror flags a later command needs to find the same data, as text."""
-    from .download import redact
+    from .sources import redact
 
     where = "".join(f" --mirror {shown(redact(m))}" for m in mirrors)
     return f" --data-dir {shown(data_dir)}{where}" if data_dir != DATA_DIR else where

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from conftest import SHARED_MNIST, idx_bytes
 
-from mnist_softmax.download import FILES, FileSpec, decode_body, ensure_files, fetch_file, sources
+from mnist_softmax.download import FILES, FileSpec, decode_body, ensure_files, fetch_file
 from mnist_softmax.errors import DataError, DownloadError
 from mnist_softmax.idx import parse_idx, parse_mnist_file
+from mnist_softmax.sources import sources
 
 # ---------------------------------------------------------------------------------------------- parsing
 

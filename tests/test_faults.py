@@ -18,7 +18,9 @@ from conftest import idx_bytes, interrupt_call, run, served_file, signal_trainin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_softmax import download as data_mod
+from mnist_softmax import download as download_mod
+from mnist_softmax import sources as sources_mod
+from mnist_softmax import watched_http
 from mnist_softmax.checkpoint import load_checkpoint
 from mnist_softmax.cli import main
 from mnist_softmax.config import make_config
@@ -109,9 +111,9 @@ def test_a_timeout_is_not_retried_by_urllib3():
     would cost the whole timeout. A refused connection is retried (it costs nothing)."""
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
-    from mnist_softmax.download import _retry_class
+    from mnist_softmax.watched_http import retry_class
 
-    retry = _retry_class()(total=2)
+    retry = retry_class()(total=2)
     for error in (ConnectTimeoutError("connect timed out"), ReadTimeoutError(None, "/", "read timed out")):
         with pytest.raises(type(error)):
             retry.increment("GET", "/", error=error)
@@ -122,7 +124,7 @@ def test_a_source_that_never_answers_is_skipped_for_the_other_files(mnist_server
     from mnist_softmax.download import ensure_files
 
     server, url = mnist_server
-    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
+    monkeypatch.setattr(sources_mod, "DEFAULT_SOURCES", ())
     before = len(server.hits)
     ensure_files(tmp_path, [f"{url}/silent/", f"{url}/good/"], quiet=True, retries=0, timeout=(2.0, 0.5))
     silent = [h for h in server.hits[before:] if h[0] == "silent"]
@@ -134,8 +136,8 @@ def test_a_silent_source_is_asked_once_even_with_retries_left(mnist_server, tmp_
     from mnist_softmax.download import ensure_files
 
     server, url = mnist_server
-    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
-    monkeypatch.setattr(data_mod, "SLOW_NOTICE_SECONDS", 0.2)
+    monkeypatch.setattr(sources_mod, "DEFAULT_SOURCES", ())
+    monkeypatch.setattr(watched_http, "SLOW_NOTICE_SECONDS", 0.2)
     before, lines = len(server.hits), []
     ensure_files(
         tmp_path, [f"{url}/silent/", f"{url}/good/"], quiet=True, retries=2, timeout=(2.0, 0.5), log=lines.append
@@ -154,8 +156,8 @@ def test_a_stalled_source_costs_one_stall_limit_in_all_and_says_so_at_once(mnist
     from mnist_softmax.download import ensure_files
 
     server, url = mnist_server
-    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
-    monkeypatch.setattr(data_mod, "SLOW_NOTICE_SECONDS", 0.5)
+    monkeypatch.setattr(sources_mod, "DEFAULT_SOURCES", ())
+    monkeypatch.setattr(watched_http, "SLOW_NOTICE_SECONDS", 0.5)
     lines = []
     before = len(server.hits)
     ensure_files(
@@ -179,8 +181,8 @@ def test_half_a_file_then_silence_is_one_stall_and_that_source_is_not_asked_agai
     from mnist_softmax.download import ensure_files
 
     server, url = mnist_server
-    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
-    monkeypatch.setattr(data_mod, "SLOW_NOTICE_SECONDS", 30)
+    monkeypatch.setattr(sources_mod, "DEFAULT_SOURCES", ())
+    monkeypatch.setattr(watched_http, "SLOW_NOTICE_SECONDS", 30)
     lines = []
     before = len(server.hits)
     ensure_files(
@@ -198,8 +200,8 @@ def test_the_slow_notice_says_how_the_limit_is_measured(mnist_server, tmp_path, 
     from mnist_softmax.download import ensure_files
 
     server, url = mnist_server
-    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
-    monkeypatch.setattr(data_mod, "SLOW_NOTICE_SECONDS", 0.5)
+    monkeypatch.setattr(sources_mod, "DEFAULT_SOURCES", ())
+    monkeypatch.setattr(watched_http, "SLOW_NOTICE_SECONDS", 0.5)
     lines = []
     ensure_files(
         tmp_path, [f"{url}/trickle/", f"{url}/good/"], quiet=True, stall=2.0, timeout=(2.0, 1.0), log=lines.append
@@ -211,10 +213,10 @@ def test_the_slow_notice_says_how_the_limit_is_measured(mnist_server, tmp_path, 
 
 
 def test_credentials_in_a_mirror_url_are_never_shown(mnist_server, tmp_path, monkeypatch):
-    from mnist_softmax.download import redact
+    from mnist_softmax.sources import redact
 
     _, url = mnist_server
-    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
+    monkeypatch.setattr(sources_mod, "DEFAULT_SOURCES", ())
     secret = url.replace("http://", "http://alice:s3cret@") + "/404/"
     result = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path), "--mirror", secret, "-q"])
     assert result.exit_code == 1 and "s3cret" not in result.output and "alice" not in result.output
@@ -253,7 +255,7 @@ def test_no_character_a_password_may_hold_lets_it_be_printed(mnist_server, tmp_p
     import traceback
 
     server, url = mnist_server
-    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())
+    monkeypatch.setattr(sources_mod, "DEFAULT_SOURCES", ())
     host = url.removeprefix("http://")
     for c in USERINFO:
         for mirror in (f"http://alice7:pa{c}ss-w0rd@{host}/404/", f"http:/alice7:pa{c}ss-w0rd@{host}/404/"):
@@ -276,7 +278,7 @@ def test_no_character_a_password_may_hold_lets_it_be_printed(mnist_server, tmp_p
 
 
 def test_a_comma_in_a_password_does_not_split_the_environments_sources():
-    split = data_mod._split_sources
+    split = sources_mod._split_sources
     assert split("http://u:a,b@h/,http://x/ data1,data2") == ["http://u:a,b@h/", "http://x/", "data1", "data2"]
     assert split(" https://h/a/, ./copy ") == ["https://h/a/", "./copy"]
 
@@ -423,7 +425,7 @@ def test_ctrl_c_during_download_leaves_no_final_file_and_the_next_run_resumes(mn
                 raise KeyboardInterrupt
 
     with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
-        m.setattr(data_mod, "_progress", Interrupting)
+        m.setattr(download_mod, "_progress", Interrupting)
         fetch_file(BIG, tmp_path, [f"{url}/good/"], **FAST)
     assert not (tmp_path / BIG).exists()
     parts = list(tmp_path.glob(f".{BIG}.*.part"))
@@ -600,7 +602,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
 
 def test_download_failure_from_the_cli_lists_sources(mnist_server, tmp_path, monkeypatch):
     _, url = mnist_server
-    monkeypatch.setattr(data_mod, "DEFAULT_SOURCES", ())  # no internet here: only our bad mirrors
+    monkeypatch.setattr(sources_mod, "DEFAULT_SOURCES", ())  # no internet here: only our bad mirrors
     result = CliRunner().invoke(
         main, ["download", "--data-dir", str(tmp_path), "--mirror", f"{url}/404/", "--mirror", f"{url}/html/", "-q"]
     )
