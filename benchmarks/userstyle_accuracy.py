@@ -35,8 +35,9 @@ from userstyle import MAKERS, NEGATIVES  # noqa: E402
 from mnist_softmax.checkpoint import load_checkpoint  # noqa: E402
 from mnist_softmax.config import load_config  # noqa: E402
 from mnist_softmax.data import load_mnist  # noqa: E402
-from mnist_softmax.images import ImageError, to_mnist_many  # noqa: E402
+from mnist_softmax.images import ImageError  # noqa: E402
 from mnist_softmax.model import classify  # noqa: E402
+from mnist_softmax.predict import to_mnist_many  # noqa: E402
 
 
 def _digits(results, n: int):

@@ -483,7 +483,8 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
     """
     from .checkpoint import load_checkpoint
     from .display import json_text, prediction_record, prediction_text
-    from .images import ImageError, image_files
+    from .errors import ImageError
+    from .images import image_files
     from .predict import predict_files
     from .runs import latest_checkpoint
 

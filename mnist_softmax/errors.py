@@ -24,6 +24,10 @@ class CheckpointError(MnistSoftmaxError):
     """A checkpoint is missing, foreign, truncated or of an unsupported format version."""
 
 
+class ImageError(MnistSoftmaxError):
+    """An image that cannot be read or holds no digit."""
+
+
 class TrainingDiverged(MnistSoftmaxError):
     """The loss became NaN or infinite."""
 

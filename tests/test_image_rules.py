@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_softmax import images
-from mnist_softmax.images import ImageError, prepare, to_mnist
+from mnist_softmax.images import ImageError, decode, ink, prepare, rules, to_mnist
 
 READ = "READ"
 
@@ -160,7 +159,7 @@ def test_digits_side_by_side_are_at_least_0_07_of_the_boxs_height_apart(gap, ref
 def _marks_side_by_side(height: int, width: int, wall: int, gap: int, bridge: float = 0.0):
     """Two height×width frames `gap` columns apart, cropped to their box, and the ink per pixel:
     1 in the frames, `bridge` along a one-pixel line across the gap (the mask and mass that
-    images._several_marks is given)."""
+    rules.several_marks is given)."""
     mask = np.zeros((height, 2 * width + gap), bool)
     for c in (0, width + gap):
         mask[:, c : c + width] = True
@@ -176,7 +175,7 @@ def _marks_side_by_side(height: int, width: int, wall: int, gap: int, bridge: fl
 def test_digits_side_by_side_are_at_least_2_blank_columns_apart(gap, refused):
     """In a digit 12 px tall (an 8×8 image's), 0.07 of its height is under a pixel: a single blank
     column is the rounding of a stroke, not a gap between two digits."""
-    reason = images._several_marks(*_marks_side_by_side(12, 8, 2, gap))
+    reason = rules.several_marks(*_marks_side_by_side(12, 8, 2, gap))
     assert reason == ("2 groups of ink side by side, each the size of a digit" if refused else "")
 
 
@@ -185,18 +184,18 @@ def test_only_the_gap_between_digit_sized_groups_counts():
     mask, mass = _marks_side_by_side(40, 20, 6, 1)
     mask, mass = np.pad(mask, ((0, 0), (0, 7))), np.pad(mass, ((0, 0), (0, 7)))
     mask[20:23, -2:], mass[20:23, -2:] = True, 1.0  # 5 blank columns, then a 2×3 speck
-    assert images._several_marks(mask, mass) == ""
+    assert rules.several_marks(mask, mass) == ""
     mask, mass = _marks_side_by_side(40, 20, 6, 1)  # the same, turned: one above another
     mask, mass = np.pad(mask.T, ((0, 10), (0, 0))), np.pad(mass.T, ((0, 10), (0, 0)))
     mask[-2:, 20:23], mass[-2:, 20:23] = True, 1.0  # 8 blank rows (over 0.3 of 20), then the speck
-    assert images._several_marks(mask, mass) == ""
+    assert rules.several_marks(mask, mass) == ""
 
 
 @pytest.mark.parametrize("bridge,refused", [(0.55, True), (0.65, False)])
 def test_columns_with_a_twentieth_of_the_median_columns_ink_join_digits_side_by_side(bridge, refused):
     """A thin join across the gap (a thick 8's waist) keeps one digit; fainter, it is anti-aliasing:
     the median column holds 12 (the frames' 6-px walls, 40 px tall), a twentieth of it is 0.6."""
-    reason = images._several_marks(*_marks_side_by_side(40, 40, 6, 6, bridge))
+    reason = rules.several_marks(*_marks_side_by_side(40, 40, 6, 6, bridge))
     assert reason == ("2 groups of ink side by side, each the size of a digit" if refused else "")
 
 
@@ -372,8 +371,8 @@ def test_dithering_is_a_hundredth_of_the_pixels_unlike_all_four_neighbours(densi
     page = np.full((200, 200), 255, np.uint8)
     cells = rng.choice(100 * 100, int(density * 200 * 200), replace=False)
     page[2 * (cells // 100), 2 * (cells % 100)] = 0  # on a grid of 2: never touching
-    assert images._dithered(Image.fromarray(page)) == dithered
-    assert not images._dithered(Image.fromarray(page[:60, :60]))  # under 64 px: read as it is
+    assert decode.dithered(Image.fromarray(page)) == dithered
+    assert not decode.dithered(Image.fromarray(page[:60, :60]))  # under 64 px: read as it is
 
 
 # ------------------------------------------------------------------------------------------ polarity
@@ -406,11 +405,11 @@ def test_the_paper_holds_80_percent_of_the_border(bright_border, dark_is_ink):
     """None: undecided by the border, so the next rule (here: bright share 0.5, equal spreads:
     the fallback, dark is ink) decides."""
     upper = _classes(bright_border, 0.5)
-    got = images._dark_is_ink(upper, _values(upper, 0.02, 0.02))
+    got = ink._dark_is_ink(upper, _values(upper, 0.02, 0.02))
     assert got == (True if dark_is_ink is None else dark_is_ink)
     if dark_is_ink is None:  # and it is the share, not the border, that decides: a bright minority is ink
         upper = _classes(bright_border, 0.40)
-        assert images._dark_is_ink(upper, _values(upper, 0.02, 0.02)) is False
+        assert ink._dark_is_ink(upper, _values(upper, 0.02, 0.02)) is False
 
 
 @pytest.mark.parametrize("bright_share,decided", [(0.41, False), (0.43, None), (0.57, None), (0.59, True)])
@@ -418,8 +417,8 @@ def test_the_ink_is_the_class_with_at_most_42_percent_of_the_pixels(bright_share
     """With the border even, a class under 42% of the pixels is the ink; between, the flatter
     class is the paper: here the bright one is flatter, so dark is ink, unless the share decided."""
     upper = _classes(0.5, bright_share)
-    assert images._dark_is_ink(upper, _values(upper, 0.01, 0.05)) == (True if decided is None else decided)
-    assert images._dark_is_ink(upper, _values(upper, 0.05, 0.01)) == (False if decided is None else decided)
+    assert ink._dark_is_ink(upper, _values(upper, 0.01, 0.05)) == (True if decided is None else decided)
+    assert ink._dark_is_ink(upper, _values(upper, 0.05, 0.01)) == (False if decided is None else decided)
 
 
 @pytest.mark.parametrize("hole,loop_decides", [(0.019, False), (0.021, True)])
@@ -435,7 +434,7 @@ def test_a_class_closing_around_two_percent_of_the_pixels_is_the_ink(hole, loop_
     for r, c in cells:
         upper[r, c] = False
     assert not any(upper[r, c] for r in range(side) for c in (0, side - 1) if (r, c) in cells)
-    got = images._dark_is_ink(upper, _values(upper, 0.02, 0.02))
+    got = ink._dark_is_ink(upper, _values(upper, 0.02, 0.02))
     assert got is (not loop_decides)
 
 
@@ -444,8 +443,8 @@ def test_the_paper_is_the_class_with_under_half_the_others_spread(ratio, flat_de
     """Border and share even: a class whose spread is under half the other's is the paper; else the
     fallback: the darker class is the ink (True) either way round."""
     upper = _classes(0.5, 0.5)
-    assert images._dark_is_ink(upper, _values(upper, 0.04 * ratio, 0.04)) is True
-    assert images._dark_is_ink(upper, _values(upper, 0.04, 0.04 * ratio)) is (not flat_decides)
+    assert ink._dark_is_ink(upper, _values(upper, 0.04 * ratio, 0.04)) is True
+    assert ink._dark_is_ink(upper, _values(upper, 0.04, 0.04 * ratio)) is (not flat_decides)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ from PIL import Image
 from userstyle import KEEP, MAKERS, MARGIN, NEGATIVES, NEW_STYLES, SMALL_8x8
 
 from mnist_softmax.checkpoint import load_checkpoint
-from mnist_softmax.images import ImageError, composite, label, prepare, to_mnist, to_mnist_many
+from mnist_softmax.images import ImageError, composite, label, prepare, to_mnist
 from mnist_softmax.model import classify
+from mnist_softmax.predict import to_mnist_many
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +138,7 @@ def test_float_tiffs_are_stretched_whatever_their_range(pixel_model, mnist, tmp_
         assert classify(pixel_model, prepared.digit[None]).argmax() == 7 and not prepared.inverted, name
 
 
-@pytest.mark.parametrize("executor", ["processes", "threads"])
-def test_to_mnist_many_keeps_order_and_errors(executor, mnist, tmp_path):
+def test_to_mnist_many_keeps_order_and_errors(mnist, tmp_path):
     paths = []
     for k in range(12):
         paths.append(tmp_path / f"{k}.png")
@@ -146,7 +146,7 @@ def test_to_mnist_many_keeps_order_and_errors(executor, mnist, tmp_path):
     paths.insert(5, tmp_path / "missing.png")
     Image.new("L", (40, 40), 200).save(tmp_path / "blank.png")
     paths.insert(9, tmp_path / "blank.png")
-    results = list(to_mnist_many(paths, workers=2, executor=executor))
+    results = list(to_mnist_many(paths, workers=2))
     alone = [to_mnist_many([p]) for p in paths]
     assert len(results) == len(paths)
     for path, got, one in zip(paths, results, alone, strict=True):
@@ -164,7 +164,7 @@ def test_a_worker_process_that_dies_costs_nothing_already_read(dies, mnist, tmp_
     import os
     import signal
 
-    import mnist_softmax.images as images_mod
+    import mnist_softmax.images.mnist_form as images_mod
 
     paths = []
     for k in range(40):
@@ -248,7 +248,7 @@ def test_a_ruled_line_beside_the_digit_stays_out_of_its_box(mnist, tmp_path):
 def test_transparent_images_are_read_and_composited_as_the_formula_says(mode):
     """Pillow parts colour from alpha (fast); the numbers are those of the pixels divided by 255,
     and compositing puts dark ink on white (1 + (colour − 1)·alpha), light ink on black."""
-    from mnist_softmax.images import _to_arrays
+    from mnist_softmax.images.decode import _to_arrays
 
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 256, (37, 53, len(mode)), np.uint8)
@@ -272,7 +272,7 @@ def test_one_process_reads_with_one_blas_thread_and_gives_the_caller_back_its_ow
     one core busy, not two; the caller's own limit is untouched between images."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from mnist_softmax import images
+    from mnist_softmax import predict as pool
 
     def blas_threads():
         return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
@@ -282,8 +282,8 @@ def test_one_process_reads_with_one_blas_thread_and_gives_the_caller_back_its_ow
     before = blas_threads()
     assert before and all(n == 2 for n in before)
     seen = []
-    real = images._to_mnist_or_error
-    monkeypatch.setattr(images, "_to_mnist_or_error", lambda p: (seen.append(blas_threads()), real(p))[1])
+    real = pool.to_mnist_or_error
+    monkeypatch.setattr(pool, "to_mnist_or_error", lambda p: (seen.append(blas_threads()), real(p))[1])
     paths = []
     for k in range(3):
         paths.append(tmp_path / f"{k}.png")

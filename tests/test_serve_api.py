@@ -727,8 +727,8 @@ def test_huge_uploads_wait_their_turn_and_are_dropped_when_their_client_is_gone(
     of one made 0.3 s slower): twelve uploads of a 3-MP image whose clients hang up at once are not
     all decoded; twelve whose clients wait take turns, while the page's own small drawing is
     answered at once, before most of them."""
-    from mnist_softmax import images as images_mod
     from mnist_softmax import serve as serve_mod
+    from mnist_softmax.images import decode as images_mod
 
     monkeypatch.setattr(serve_mod, "SMALL_IMAGE", 1_000_000)
     monkeypatch.setattr(serve_mod, "DECODE_BUDGET", 4_000_000)
