@@ -1,8 +1,9 @@
 """The numbers behind the local page's pictures, and its learning step. Pure: no I/O.
 
 predict.predict_digit makes the prediction itself, the very record `predict --json --explain`
-prints; `page_numbers` adds what the page draws beside it, each from the function training and
-prediction use (Model.features, softmax.layer_grads), so the page shows the model's own numbers.
+prints, from one explain.Explanation (the features and logits of the digit, computed once);
+`page_numbers` adds what the page draws beside it from that same Explanation, and `learn_step`
+takes its step with the function training uses (softmax.layer_grads, sgd.momentum_update_).
 """
 
 from __future__ import annotations
@@ -12,38 +13,36 @@ import math
 
 import numpy as np
 
+from .explain import Explanation
 from .model import Model
 from .sgd import momentum_update_
 from .softmax import layer_grads
 
 
-def page_numbers(model: Model, digit: np.ndarray, label: int | None = None) -> dict:
-    """What the page draws for one digit (28, 28) uint8 in MNIST form, JSON-ready:
+def page_numbers(model: Model, e: Explanation) -> dict:
+    """What the page draws for one digit, from its Explanation e, JSON-ready:
 
-    digit     the 28×28 image the model sees (0-255), row by row
     x         the N-vector fed to W (the standardised features; for conv and cnn the 64 maps of
               7×7, flattened in C order: x[c·49 + h·7 + w] is map c at (h, w))
     cells     [H, W] of the grid the pictures below are drawn on (28×28 for pixels, 7×7 otherwise)
     contributions  (T, H·W): where each class's score comes from, W_k ⊙ x summed over the maps at
               each cell of the grid; with b_k they add up to the logit z_k
     bias      b (T,)
-    and with a label y, the gradient of its softmax loss, from the layer's own backward pass:
+    and with a label y, the gradient of its softmax loss (B = 1), from the explanation's p:
     grad_z    dL/dz = p − onehot(y) (T,)
     grad_W    dL/dW = (p − onehot(y)) xᵀ, summed over the maps at each cell (T, H·W)
     """
-    x = model.features(digit[None])  # (1, N)
     C, H, W = model.front.map_shape
     out = {
-        "digit": digit.astype(int).tolist(),
-        "x": compact(x[0]),
+        "x": compact(e.x),
         "cells": [H, W],
-        "contributions": compact(per_cell(model.W * x, C)),
+        "contributions": compact(per_cell(model.W * e.x, C)),
         "bias": model.b.tolist(),
     }
-    if label is not None:
-        top = layer_grads(model.W, model.b, x, np.array([label]))
-        out["grad_z"] = top.G[0].tolist()
-        out["grad_W"] = compact(per_cell(top.dW, C))
+    if e.label is not None:
+        grad_z = e.p - np.eye(len(e.p))[e.label]
+        out["grad_z"] = grad_z.tolist()
+        out["grad_W"] = compact(per_cell(np.outer(grad_z, e.x), C))
     return out
 
 
@@ -64,11 +63,12 @@ def compact(a: np.ndarray, digits: int = 5) -> list:
     return np.round(a, max(0, decimals)).tolist()
 
 
-def learn_step(model: Model, digit: np.ndarray, label: int, lr: float) -> Model:
+def learn_step(model: Model, x: np.ndarray, label: int, lr: float) -> Model:
     """The model after one step of plain SGD (sgd.momentum_update_ with no momentum, no weight
-    decay) on the softmax layer, for this one digit (28, 28) uint8 and its true label: W and b
-    move by −lr · dL/dW and −lr · dL/db. The front end and the standardiser stay as they are."""
-    top = layer_grads(model.W, model.b, model.features(digit[None]), np.array([label]))
+    decay) on the softmax layer, for one digit's features x (N,) and its true label: W and b move
+    by −lr · dL/dW and −lr · dL/db (softmax.layer_grads, as in training). The front end and the
+    standardiser stay as they are, and so do the digit's features."""
+    top = layer_grads(model.W, model.b, x[None], np.array([label]))
     W, b = model.W.copy(), model.b.copy()
     momentum_update_(W, top.dW, np.zeros_like(W), lr, 0.0)
     momentum_update_(b, top.db, np.zeros_like(b), lr, 0.0)

@@ -7,7 +7,7 @@ the benchmarks agree to the last bit; `classify` turns MNIST-form digits into pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,9 +71,17 @@ def logit_chunks(W: np.ndarray, b: np.ndarray, X: np.ndarray, chunk: int = 8192)
             yield logits(X[i : i + chunk], W, b)
 
 
-def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, float]:
+def evaluate(
+    W: np.ndarray,
+    b: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    chunk: int = 8192,
+    on_logits: Callable[[np.ndarray], None] | None = None,
+) -> tuple[float, float]:
     """Mean softmax loss and accuracy of (W, b) on X (n, N), y (n,), n > 0 (ValueError for none).
-    Chunked to bound memory."""
+    Chunked to bound memory; on_logits(z), if given, sees each chunk's logits (≤chunk, T) as they are
+    scored (scoring.score keeps their probabilities: the logits are computed once)."""
     if len(X) == 0:
         raise ValueError("X holds no rows: the mean loss and accuracy of no examples are not defined")
     total_loss = 0.0
@@ -81,4 +89,6 @@ def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, chunk: 
     for i, z in zip(range(0, len(X), chunk), logit_chunks(W, b, X, chunk), strict=True):
         total_loss += softmax_loss(z, y[i : i + chunk]) * len(z)
         correct += int((z.argmax(axis=1) == y[i : i + chunk]).sum())
+        if on_logits is not None:
+            on_logits(z)
     return total_loss / len(X), correct / len(X)

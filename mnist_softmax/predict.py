@@ -16,40 +16,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import ImageError
+from .explain import Explanation, explain_features, explain_record
 from .images import Prepared, to_mnist_or_error
 from .model import Model
-from .softmax import check_labels, cross_entropy, logits, softmax, softmax_loss
-
-
-def explain_numbers(model: Model, digit: np.ndarray, label: int | None = None) -> dict:
-    """Every intermediate number of one prediction, computed with the model's own W, b and features.
-
-    digit (28, 28) uint8 -> dict of plain Python numbers (JSON-ready).
-    """
-    x = model.features(digit[None])[0]  # (N,)
-    # The model's float32 logits, then each step in float64 so the identities shown hold to ~1e-16.
-    z = logits(x[None], model.W, model.b)[0].astype(np.float64)  # (T,) = W·x + b
-    e = np.exp(z - z.max())
-    p = e / e.sum()
-    out = {
-        "map_shape": list(model.front.map_shape),
-        "n_features": int(x.size),
-        "standardised": bool(np.any(model.mean != 0) or np.any(model.scale != 1)),
-        "x_min": float(x.min()),
-        "x_max": float(x.max()),
-        "x_mean": float(x.mean()),
-        "logits": z.tolist(),
-        "exp": e.tolist(),
-        "sum": float(e.sum()),
-        "probabilities": p.tolist(),
-        "argmax": int(p.argmax()),
-    }
-    if label is not None:
-        y = np.array([label])
-        out["label"] = int(label)
-        out["loss"] = softmax_loss(z[None], y)
-        out["cross_entropy"] = cross_entropy(p[None], y)
-    return out
+from .softmax import check_labels
 
 
 class Prediction(NamedTuple):
@@ -59,9 +29,10 @@ class Prediction(NamedTuple):
     digit: np.ndarray  # (28, 28) uint8: the image in MNIST form, as the model saw it
     inverted: bool  # True when the ink was darker than its background
     probabilities: np.ndarray  # (T,)
-    explain: dict | None = None  # explain_numbers(...), when asked for
+    explain: dict | None = None  # explain.explain_record(...), when asked for
     label: int | None = None  # the true digit, when the user gave it
     loss: float | None = None  # softmax loss -log p(label), when a label was given
+    explanation: Explanation | None = None  # every number of it (x, z, softmax's steps), computed once
 
     @property
     def digit_class(self) -> int:
@@ -88,14 +59,19 @@ def predict_digit(
     model: Model, prepared: Prepared, path: Path | None = None, explain: bool = False, label: int | None = None
 ) -> Prediction:
     """The Prediction for one digit already in MNIST form (images.Prepared): what predict_files
-    gives for each file, and the local page for each digit drawn or dropped on it."""
-    if label is not None:
-        label = int(check_labels([label], 1, model.W.shape[0])[0])
-    z = logits(model.features(prepared.digit[None]), model.W, model.b)
-    p = softmax(z)[0]
-    loss = softmax_loss(z, np.array([label])) if label is not None else None
-    numbers = explain_numbers(model, prepared.digit, label) if explain else None
-    return Prediction(path, prepared.digit, prepared.inverted, p, numbers, label, loss)
+    gives for each file, and the local page for each digit drawn or dropped on it. Its features and
+    logits are computed once (explain.explain), and every number shown derives from them."""
+    return predict_features(model, prepared, model.features(prepared.digit[None])[0], path, explain, label)
+
+
+def predict_features(
+    model: Model, prepared: Prepared, x: np.ndarray, path: Path | None = None, explain=False, label=None
+) -> Prediction:
+    """predict_digit for a digit whose features x (N,) are known (the page's learning step changes
+    the layer, not the front end)."""
+    e = explain_features(model, x, label)
+    return Prediction(path, prepared.digit, prepared.inverted, e.p, explain_record(model, e) if explain else None,
+                      e.label, e.loss, e)  # fmt: skip
 
 
 def predict_file(model: Model, path: Path, explain: bool = False, label: int | None = None) -> Prediction:

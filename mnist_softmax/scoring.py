@@ -9,7 +9,7 @@ import numpy as np
 from .data import split_rows
 from .errors import CheckpointError
 from .features import made_by
-from .model import Model, evaluate, logit_chunks, split_features
+from .model import Model, evaluate, split_features
 from .softmax import check_labels, softmax
 
 
@@ -49,8 +49,9 @@ def score(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray) -> Score:
     Loss and accuracy come from model.evaluate, the function `train` reported them with, so for the
     features of the same split they are equal to the last bit.
     """
-    loss, accuracy = evaluate(W, b, X, y)
-    P = np.concatenate([softmax(z) for z in logit_chunks(W, b, X)])  # the very logits evaluate scored
+    parts = []
+    loss, accuracy = evaluate(W, b, X, y, on_logits=lambda z: parts.append(softmax(z)))  # the logits scored
+    P = np.concatenate(parts)
     cm = confusion_matrix(y, P.argmax(1), len(b))
     precision, recall, f1 = per_class(cm)
     return Score(accuracy, loss, cm, precision, recall, f1, cm.sum(1), P)

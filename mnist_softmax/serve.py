@@ -40,7 +40,7 @@ from .errors import MnistSoftmaxError
 from .fileio import remove_stale_temps
 from .images import ImageError, Prepared, prepare, quiet_pillow_everywhere, read_image
 from .model import Model
-from .predict import predict_digit
+from .predict import predict_digit, predict_features
 from .text import escape_controls, path_text, shown
 
 MAX_BODY = 10 * 1024 * 1024  # bytes of an uploaded image
@@ -235,8 +235,10 @@ class Lesson:
         with self._turn():
             state = self.session(session)
             model = state.model if state else self.model
-            record = prediction_record(predict_digit(model, prepared, None, True, label))
-            page = page_numbers(model, prepared.digit, label) | {"shown": explain_strings(record["explain"])}
+            prediction = predict_digit(model, prepared, None, True, label)
+            record = prediction_record(prediction)
+            page = page_numbers(model, prediction.explanation) | {"shown": explain_strings(record["explain"])}
+            page["digit"] = prepared.digit.astype(int).tolist()
             page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps if state else 0}
         return record | {"page": page | {"changed": self.model_info()["changed"]}}
 
@@ -252,11 +254,15 @@ class Lesson:
         prepared = self.digit(body, test_index, alive)
         with self._turn():
             state = self.session(session)
-            before = prediction_record(predict_digit(state.model, prepared, None, True, label))
-            state.model = learn_step(state.model, prepared.digit, label, lr)
+            first = predict_digit(state.model, prepared, None, True, label)
+            x = first.explanation.x  # the front end does not learn here: the digit's features stay
+            before = prediction_record(first)
+            state.model = learn_step(state.model, x, label, lr)
             state.steps += 1
-            after = prediction_record(predict_digit(state.model, prepared, None, True, label))
-            page = page_numbers(state.model, prepared.digit, label) | {"shown": explain_strings(after["explain"])}
+            second = predict_features(state.model, prepared, x, None, True, label)
+            after = prediction_record(second)
+            page = page_numbers(state.model, second.explanation) | {"shown": explain_strings(after["explain"])}
+            page["digit"] = prepared.digit.astype(int).tolist()
             page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps}
             page["changed"] = self.model_info()["changed"]
             before["shown"] = explain_strings(before["explain"])

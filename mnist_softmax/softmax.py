@@ -20,13 +20,30 @@ def logits(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     return X @ W.T + b
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Probabilities along the last axis. z (..., T) -> (..., T), each row in (0, 1) summing to 1.
+class SoftmaxSteps(NamedTuple):
+    """The steps of softmax(z), each as computed: what `predict --explain` and the page show."""
+
+    shifted: np.ndarray  # (..., T) z − max z
+    exp: np.ndarray  # (..., T) exp(z − max z), the largest exactly 1
+    total: np.ndarray  # (..., 1) their sum
+    p: np.ndarray  # (..., T) exp / total: the probabilities
+
+
+def softmax_steps(z: np.ndarray) -> SoftmaxSteps:
+    """softmax(z) step by step. z (..., T) -> SoftmaxSteps, each array in z's dtype.
 
     The row max is subtracted first: softmax is unchanged by a shift, and exp then never overflows.
     """
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    shifted = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=-1, keepdims=True)
+    return SoftmaxSteps(shifted, e, total, e / total)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Probabilities along the last axis. z (..., T) -> (..., T), each row in (0, 1) summing to 1:
+    the last of softmax_steps."""
+    return softmax_steps(z).p
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
