@@ -44,7 +44,7 @@ def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
     from mnist_softmax.config import Config
     from mnist_softmax.data import load_mnist
     from mnist_softmax.streams import rng_streams
-    from mnist_softmax.train import prepare, train_epoch
+    from mnist_softmax.train import layer_step, prepare, train_epoch
 
     t = time.perf_counter()
     mnist = load_mnist(data_dir, mirrors, quiet=True)
@@ -56,12 +56,10 @@ def bench_loop(data_dir: str, mirrors: list[str]) -> dict:
     W, b = model.W, model.b
     velocity = (np.zeros_like(W), np.zeros_like(b))
     times = []
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):  # as fit() runs it
+    with layer_step(W, b, velocity, cfg.momentum, cfg.weight_decay) as step:  # as fit() runs it
         for _ in range(cfg.epochs):
             t = time.perf_counter()
-            train_epoch(W, b, velocity, X, y, rng.permutation(len(X)), cfg.lr, cfg)
+            train_epoch(step, X, y, rng.permutation(len(X)), cfg.lr, cfg.batch_size)
             times.append(time.perf_counter() - t)
     return {"load_s": load_s, "samples_per_s": len(X) / statistics.median(times), "n_train": len(X)}
 

@@ -89,6 +89,7 @@ def _recipe(a, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def work_ours(a) -> dict:
     from mnist_softmax import cnn
+    from mnist_softmax.train import train_epoch
 
     X, y, X_test, y_test = _data(a.data_dir, a.seed)
     lrs, orders = _recipe(a, len(X))
@@ -101,10 +102,8 @@ def work_ours(a) -> dict:
     for e, order in enumerate(orders):
         epoch_lrs = lrs[e * steps :][: -(-len(order) // a.batch_size)]
         t = time.perf_counter()
-        loss, acc = cnn.train_epoch(
-            params, velocities, X, y, order, epoch_lrs, a.momentum, a.weight_decay,
-            a.batch_size, shift_rng, a.max_shift,
-        )  # fmt: skip
+        with cnn.training_step(params, velocities, a.momentum, a.weight_decay, shift_rng, a.max_shift) as step:
+            loss, acc, _ = train_epoch(step, X, y, order, epoch_lrs, a.batch_size)
         seconds = (time.perf_counter() - t) * per_epoch
         F = cnn.maps(X_test, params).reshape(len(X_test), -1)
         test_acc = float(((F @ params["W"].T + params["b"]).argmax(1) == y_test).mean())

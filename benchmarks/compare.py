@@ -48,18 +48,16 @@ def _data(data_dir: str):
 
 
 def work_ours(cfg, X, y, X_test, y_test) -> dict:
-    from threadpoolctl import threadpool_limits
-
     from mnist_softmax.model import evaluate
     from mnist_softmax.streams import rng_streams
-    from mnist_softmax.train import lr_at, train_epoch
+    from mnist_softmax.train import layer_step, lr_at, train_epoch
 
     W, b = np.zeros((10, X.shape[1]), np.float32), np.zeros(10, np.float32)
     velocity, rng = (np.zeros_like(W), np.zeros_like(b)), rng_streams(cfg.seed)["order"]
     t = time.perf_counter()
-    with threadpool_limits(1, user_api="blas"):
+    with layer_step(W, b, velocity, cfg.momentum, cfg.weight_decay) as step:
         for epoch in range(cfg.epochs):
-            train_epoch(W, b, velocity, X, y, rng.permutation(len(X)), lr_at(cfg, epoch), cfg)
+            train_epoch(step, X, y, rng.permutation(len(X)), lr_at(cfg, epoch), cfg.batch_size)
     seconds = time.perf_counter() - t
     return {"seconds": seconds, "passes": cfg.epochs, "test_acc": evaluate(W, b, X_test, y_test)[1]}
 

@@ -28,14 +28,16 @@ Two ways to compute a 5×5 "same" convolution, each where it is fastest:
   ~1e-6 of the largest value. The gradients are the same kind of product: see fourier_conv_backward.
 
 The layers and the network's loss and gradients are pure functions (inputs never modified) and work
-in float32 or float64 alike; train_step and train_epoch update the parameters in place.
+in float32 or float64 alike; train_step (and training_step, the step train.train_epoch takes)
+update the parameters in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -458,53 +460,33 @@ def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator) -
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-# Overflow shows up as a non-finite loss, which the caller reports, rather than as numpy warnings.
-@np.errstate(over="ignore", invalid="ignore")
-def train_epoch(
+@contextlib.contextmanager
+def training_step(
     params: Params,
     velocities: Params,
-    images: np.ndarray,
-    labels: np.ndarray,
-    order: np.ndarray,
-    lr: float | np.ndarray,
     momentum: float,
     weight_decay: float,
-    batch_size: int,
     rng: np.random.Generator | None = None,
     max_shift: int = 0,
-    on_step: Callable[[int, float, int], None] | None = None,
-) -> tuple[float, float]:
-    """One pass of momentum SGD over images uint8 (n, 28, 28), labels (n,) in the given order (m,).
+) -> Iterator[Callable[[np.ndarray, np.ndarray, float], tuple[float, np.ndarray]]]:
+    """The step that trains the whole network on a batch, for train.train_epoch: step(images uint8
+    (B, 28, 28), labels (B,), lr) -> (the batch's loss before the update, its logits (B, T)),
+    updating params and velocities in place (train_step). With max_shift > 0 each batch's images
+    are shifted at random first (shift_images, drawing from rng).
 
-    lr is one learning rate or one per step (ceil(m / batch_size),). With max_shift > 0 each batch's
-    images are shifted at random (shift_images, drawing from rng). Updates params and velocities in
-    place; returns the epoch's mean loss and accuracy, each batch measured before its update.
-    on_step(images seen, their summed loss, how many were right), if given, follows every step (for
-    a progress bar). A non-finite loss ends the epoch at once: the returned loss is then not finite.
+    While it is used, two threads, each with a one-thread BLAS, share the pieces of every batch: the
+    layers' elementwise work is split over both cores too, not only the matrix products.
     """
     from threadpoolctl import threadpool_limits
 
     keep_freed_memory()
-    n_steps = -(-len(order) // batch_size)
-    lrs = np.broadcast_to(np.asarray(lr, np.float64), (n_steps,))
-    seen, total_loss, correct = 0, 0.0, 0
-    # Two threads, each with a one-thread BLAS, share the pieces of every batch: the layers'
-    # elementwise work is split over both cores too, not only the matrix products.
+
+    def step(images: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, np.ndarray]:
+        batch = images if max_shift == 0 else shift_images(images, max_shift, rng)
+        return train_step(params, velocities, to_input(batch), y, lr, momentum, weight_decay, pool)
+
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
-        for step in range(n_steps):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            batch = images[idx] if max_shift == 0 else shift_images(images[idx], max_shift, rng)
-            x = to_input(batch)
-            # A Python float, as the softmax layer's step takes it: lr·v then stays float32, as in PyTorch.
-            loss, z = train_step(params, velocities, x, labels[idx], float(lrs[step]), momentum, weight_decay, pool)
-            seen += len(idx)
-            total_loss += loss * len(idx)
-            correct += int((z.argmax(axis=1) == labels[idx]).sum())
-            if on_step is not None:
-                on_step(seen, total_loss, correct)
-            if not math.isfinite(loss):
-                break
-    return total_loss / seen, correct / seen
+        yield step
 
 
 def maps(images: np.ndarray, params: Params, progress: bool = False) -> np.ndarray:

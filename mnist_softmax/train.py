@@ -1,7 +1,9 @@
 """Mini-batch SGD for the T×N softmax layer, and the pipeline from MNIST arrays to a trained model.
 
-The loop reads top to bottom: for each epoch, set the learning rate, train one epoch, evaluate on
-the validation split, report. The test set is scored once, at the end.
+`fit` reads top to bottom: for each epoch, set the learning rates, train one epoch, evaluate on the
+validation split, report. The test set is scored once, at the end. There is one epoch loop,
+`train_epoch`, whatever trains: it takes a step function from the front end (layer_step for the
+softmax layer on fixed features, pixels and conv; cnn.training_step for the network and its layer).
 """
 
 from __future__ import annotations
@@ -79,52 +81,68 @@ def batches(X: np.ndarray, y: np.ndarray, order: np.ndarray, size: int) -> Itera
             yield batch
 
 
+class EpochResult(NamedTuple):
+    loss: float  # the epoch's mean training loss, each batch measured before its update (not finite: it stopped)
+    accuracy: float  # ... and accuracy
+    steps: int  # steps taken: all of them, or up to the first whose loss was not finite
+
+
+# The one step of SGD on a batch, whatever trains: (inputs (B, ...), labels (B,), lr) -> (the batch's
+# loss before the update, its logits (B, T)); it updates the parameters in place.
+Step = Callable[[np.ndarray, np.ndarray, float], tuple[float, np.ndarray]]
+
+
 # Overflow shows up as a non-finite loss, reported with advice, rather than as numpy warnings.
 @np.errstate(over="ignore", invalid="ignore")
 def train_epoch(
-    W: np.ndarray,
-    b: np.ndarray,
-    velocity: tuple[np.ndarray, np.ndarray],
+    step: Step,
     X: np.ndarray,
     y: np.ndarray,
     order: np.ndarray,
-    lr: float | np.ndarray,
-    cfg: Config,
-    progress: bool = False,
-    desc: str = "",
-) -> tuple[float, float]:
-    """One pass of momentum SGD (sgd.sgd_step) over X (n, N), y (n,) in the given order (n,);
-    updates W, b and velocity in place. lr: one learning rate, or one per step.
+    lrs: float | np.ndarray,
+    batch_size: int,
+    on_step: Callable[[int, float, int], None] | None = None,
+) -> EpochResult:
+    """One pass of mini-batch SGD over X (n, ...), y (n,) in the given order (m,): the one epoch
+    loop, for the softmax layer alone (layer_step) and for a network trained with it (cnn.training_step).
 
-    Returns the epoch's mean training loss and accuracy (measured on each batch before its update).
+    Each batch of batch_size rows, gathered on a second thread while the one before trains (batches),
+    goes to step(xs, ys, lr) with its learning rate (lrs: one, or one per step). on_step(rows seen,
+    their summed loss, how many were right) follows every step (a progress bar). The epoch stops at
+    the first non-finite loss: the caller says the run diverged.
     """
-    lrs = np.broadcast_to(np.asarray(lr, np.float64), (-(-len(order) // cfg.batch_size),))
-    total_loss = 0.0
-    correct = 0
-    seen = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm  # here only: without a bar, `train` never imports it (~35 ms)
-
-        bar = tqdm(total=len(order), desc=desc, unit="img", unit_scale=True, leave=False)
+    n_steps = -(-len(order) // batch_size)
+    lrs = np.broadcast_to(np.asarray(lrs, np.float64), (n_steps,))
+    seen, total_loss, correct = 0, 0.0, 0
     # Closed here, on the way out, also when interrupted: not later, by the garbage collector,
     # where an interrupt arriving during its thread's shut-down could only be printed and ignored.
-    with contextlib.closing(batches(X, y, order, cfg.batch_size)) as stream:
-        for step, (xs, ys) in enumerate(stream):
-            loss, z = sgd_step(W, b, velocity, xs, ys, float(lrs[step]), cfg.momentum, cfg.weight_decay)
-            if not math.isfinite(loss):
-                _diverged(f"loss {loss}", float(lrs[step]), cfg)
+    with contextlib.closing(batches(X, y, order, batch_size)) as stream:
+        for k, (xs, ys) in enumerate(stream):
+            # A Python float, as the update takes it: lr·v then stays float32, as in PyTorch.
+            loss, z = step(xs, ys, float(lrs[k]))
             seen += len(ys)
             total_loss += loss * len(ys)
             correct += int((z.argmax(axis=1) == ys).sum())
-            if bar is not None and step % 50 == 0:
-                bar.update(seen - bar.n)
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
-    if bar is not None:
-        bar.close()
-    if not _bounded((W, b)):
-        _diverged(f"weights beyond ±{MAX_ABS:g}", float(lrs[-1]), cfg)
-    return total_loss / seen, correct / seen
+            if on_step is not None:
+                on_step(seen, total_loss, correct)
+            if not math.isfinite(loss):
+                return EpochResult(loss, correct / seen, k + 1)
+    return EpochResult(total_loss / seen, correct / seen, n_steps)
+
+
+@contextlib.contextmanager
+def layer_step(
+    W: np.ndarray, b: np.ndarray, velocity: tuple[np.ndarray, np.ndarray], momentum: float, weight_decay: float
+) -> Iterator[Step]:
+    """The step that trains the softmax layer W (T, N), b (T,) on fixed features (sgd.sgd_step),
+    with BLAS held to one thread while it is used: batch products are too small to gain from more."""
+    from threadpoolctl import threadpool_limits
+
+    def step(X: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, np.ndarray]:
+        return sgd_step(W, b, velocity, X, y, lr, momentum, weight_decay)
+
+    with threadpool_limits(1, user_api="blas"):
+        yield step
 
 
 def _bounded(params) -> bool:
@@ -196,15 +214,16 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class _Run(NamedTuple):
     """What the epoch loop needs of a front end: the model, the live parameters and their
-    velocities (trained in place), the streams drawn from during epochs, and two functions."""
+    velocities (trained in place), the streams drawn from during epochs, the training rows, the
+    step that trains on a batch of them, and the scores of the weights of the moment."""
 
     model: Model
     params: dict[str, np.ndarray]
     velocity: dict[str, np.ndarray]
     rngs: dict[str, np.random.Generator]
-    n_train: int
-    train_classes: int  # how many classes the training split holds examples of
-    epoch: Callable[[np.ndarray, np.ndarray, str], tuple[float, float]]  # (order, lrs, desc) -> (loss, acc)
+    data: np.ndarray  # (n, ...) the training inputs: features (pixels, conv) or images (cnn)
+    labels: np.ndarray  # (n,)
+    step: Callable[[], contextlib.AbstractContextManager[Step]]  # a new step for each epoch
     score: Callable[[str], tuple[float, float]]  # "train" | "val" | "test" -> (loss, acc) of the weights now
 
 
@@ -215,14 +234,10 @@ def _layer_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Run:
     velocity = {name: np.zeros_like(p) for name, p in params.items()}
     data = {"train": (X, y), "val": (X_val, y_val), "test": (X_test, y_test)}
 
-    def epoch(order, lrs, desc):
-        from threadpoolctl import threadpool_limits
+    def step():
+        return layer_step(model.W, model.b, (velocity["W"], velocity["b"]), cfg.momentum, cfg.weight_decay)
 
-        with threadpool_limits(1, user_api="blas"):  # batch products are too small to gain from threads
-            return train_epoch(model.W, model.b, (velocity["W"], velocity["b"]), X, y, order, lrs, cfg, progress, desc)
-
-    score = lambda s: _score(model, *data[s])  # noqa: E731
-    return _Run(model, params, velocity, {"order": streams["order"]}, len(X), _classes(y), epoch, score)
+    return _Run(model, params, velocity, {"order": streams["order"]}, X, y, step, lambda s: _score(model, *data[s]))
 
 
 def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Run:
@@ -241,35 +256,27 @@ def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Ru
     idx = {"train": ("train", train_idx), "val": ("train", val_idx), "test": ("test", slice(None))}
     y_all = {"train": mnist.train_labels.astype(np.intp), "test": mnist.test_labels.astype(np.intp)}
 
-    def epoch(order, lrs, desc):
-        bar, show = _step_bar(len(order), desc) if progress else (None, None)
-        seen = [0]
-
-        def on_step(n: int, loss_sum: float, correct: int) -> None:
-            seen[0] = n
-            if show is not None:
-                show(n, loss_sum, correct)
-
-        try:
-            loss, acc = cnn.train_epoch(
-                params, velocity, images, labels, order, lrs, cfg.momentum, cfg.weight_decay, cfg.batch_size,
-                rng=streams["shift"], max_shift=cfg.shift, on_step=on_step,
-            )  # fmt: skip
-        finally:
-            if bar is not None:
-                bar.close()
-        if not math.isfinite(loss):  # the epoch stopped at the step whose loss it was
-            _diverged(f"loss {loss}", float(lrs[-(-seen[0] // cfg.batch_size) - 1]), cfg)
-        if not _bounded(params.values()):
-            _diverged(f"weights beyond ±{MAX_ABS:g} by the end of the epoch", float(lrs[-1]), cfg)
-        return loss, acc
+    def step():
+        return cnn.training_step(params, velocity, cfg.momentum, cfg.weight_decay, streams["shift"], cfg.shift)
 
     def score(split):
         part, rows_idx = idx[split]
         return _score(model, split_features(model, mnist, part, rows_idx), y_all[part][rows_idx])
 
     rngs = {"order": streams["order"], "shift": streams["shift"]}
-    return _Run(model, params, velocity, rngs, len(train_idx), _classes(labels), epoch, score)
+    return _Run(model, params, velocity, rngs, images, labels, step, score)
+
+
+def _epoch(run: _Run, order: np.ndarray, lrs: np.ndarray, batch_size: int, bar: Callable | None, cfg: Config):
+    """One epoch of the run (train_epoch with the run's step), then the checks that it did not
+    diverge: a finite loss all the way, and weights within ±MAX_ABS. -> (loss, accuracy)."""
+    with run.step() as step:
+        loss, acc, steps = train_epoch(step, run.data, run.labels, order, lrs, batch_size, bar)
+    if not math.isfinite(loss):  # the epoch stopped at the step whose loss it was
+        _diverged(f"loss {loss}", float(lrs[steps - 1]), cfg)
+    if not _bounded(run.params.values()):
+        _diverged(f"weights beyond ±{MAX_ABS:g} by the end of the epoch", float(lrs[-1]), cfg)
+    return loss, acc
 
 
 def _classes(y: np.ndarray) -> int:
@@ -321,19 +328,24 @@ def fit(
     streams = rng_streams(cfg.seed)
     setup = _network_run if FRONT_ENDS[cfg.features].trained else _layer_run
     run = setup(cfg, mnist, streams, cache_dir, progress)
-    result = TrainResult(run.model, n_train=run.n_train, train_classes=run.train_classes)
+    result = TrainResult(run.model, n_train=len(run.labels), train_classes=_classes(run.labels))
     if resume is not None:
         _restore(resume, run.params, run.velocity, run.rngs)
         result.history = list(resume.history)
     result.state = _snapshot(run.params, run.velocity, run.rngs, result.history)
-    steps = -(-run.n_train // cfg.batch_size)
+    steps = -(-len(run.labels) // cfg.batch_size)
     try:
         for epoch in range(len(result.history), cfg.epochs):
             check_interrupt()
             t_epoch = time.perf_counter()
             lrs = epoch_lrs(cfg, epoch, steps)
-            order = run.rngs["order"].permutation(run.n_train)
-            train_loss, train_acc = run.epoch(order, lrs, f"epoch {epoch + 1}/{cfg.epochs}")
+            order = run.rngs["order"].permutation(len(run.labels))
+            bar, show = _step_bar(len(order), f"epoch {epoch + 1}/{cfg.epochs}") if progress else (None, None)
+            try:
+                train_loss, train_acc = _epoch(run, order, lrs, cfg.batch_size, show, cfg)
+            finally:
+                if bar is not None:
+                    bar.close()
             val_loss, val_acc = run.score("val")
             row = {
                 "epoch": epoch + 1,

@@ -10,7 +10,7 @@ from conftest import central_differences, need_peer
 from threadpoolctl import threadpool_limits
 
 from mnist_softmax import cnn
-from mnist_softmax.train import one_cycle
+from mnist_softmax.train import one_cycle, train_epoch
 
 RTOL = 1e-5
 
@@ -331,10 +331,8 @@ def test_training_is_deterministic_learns_and_leaves_inputs_alone(mnist):
         velocities = {k: np.zeros_like(v) for k, v in params.items()}
         lrs = one_cycle(2 * 8, 0.05)
         for e in range(2):
-            out = cnn.train_epoch(
-                params, velocities, images, labels, order, lrs[8 * e : 8 * e + 8], 0.9, 5e-4, 64,
-                np.random.default_rng(e), max_shift=2,
-            )  # fmt: skip
+            with cnn.training_step(params, velocities, 0.9, 5e-4, np.random.default_rng(e), max_shift=2) as step:
+                out = train_epoch(step, images, labels, order, lrs[8 * e : 8 * e + 8], 64)[:2]
         return params, out
 
     (p1, (loss1, acc1)), (p2, (loss2, acc2)) = run(), run()
@@ -352,10 +350,9 @@ def test_a_diverging_epoch_stops_at_its_first_non_finite_loss(mnist):
     params = cnn.init_params(np.random.default_rng(0))
     velocities = {k: np.zeros_like(v) for k, v in params.items()}
     steps = []
-    loss, _ = cnn.train_epoch(
-        params, velocities, images, labels, np.arange(640), 1e6, 0.9, 0.0, 64, on_step=lambda *s: steps.append(s)
-    )
-    assert not np.isfinite(loss) and len(steps) < 10
+    with cnn.training_step(params, velocities, 0.9, 0.0) as step:
+        loss, _, taken = train_epoch(step, images, labels, np.arange(640), 1e6, 64, on_step=lambda *s: steps.append(s))
+    assert not np.isfinite(loss) and len(steps) == taken < 10
 
 
 def test_pure_functions_do_not_modify_their_inputs():

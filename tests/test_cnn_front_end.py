@@ -12,6 +12,7 @@ from conftest import assert_figure, interrupt_call, run
 from PIL import Image
 
 import mnist_softmax.cnn as cnn_mod
+import mnist_softmax.train as train_mod
 from mnist_softmax.checkpoint import load_checkpoint, load_train_state
 from mnist_softmax.config import load_config
 from mnist_softmax.data import Mnist
@@ -61,7 +62,7 @@ def test_fit_trains_the_network_and_the_same_seed_gives_the_same_weights(small):
 def test_interrupt_and_resume_give_the_uninterrupted_weights_bit_for_bit(small, monkeypatch, tmp_path):
     straight = fit(_cfg(), small)
     with monkeypatch.context() as m:
-        interrupt_call(m, cnn_mod, "train_epoch", 2)
+        interrupt_call(m, train_mod, "train_epoch", 2)
         with pytest.raises(TrainingInterrupted) as e:
             fit(_cfg(), small)
     partial = e.value.result

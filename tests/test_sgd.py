@@ -10,7 +10,7 @@ from conftest import need_peer
 
 from mnist_softmax.config import make_config
 from mnist_softmax.sgd import momentum_update_, sgd_step
-from mnist_softmax.train import train_epoch
+from mnist_softmax.train import layer_step, train_epoch
 
 LR, MOMENTUM, WD, BATCH = 0.3, 0.9, 0.05, 16
 
@@ -41,10 +41,11 @@ def _problem(seed=0, n=203, N=12, T=10):
 def test_one_epoch_equals_an_independent_reference():
     X, y, W, b, vW, vb, order = _problem()
     expected = reference_epoch(W, b, vW, vb, X, y, order, LR, MOMENTUM, WD, BATCH)
-    cfg = make_config({"batch_size": BATCH, "momentum": MOMENTUM, "weight_decay": WD})
     velocity = (vW.copy(), vb.copy())
     W_, b_ = W.copy(), b.copy()
-    loss, acc = train_epoch(W_, b_, velocity, X, y, order, LR, cfg)
+    with layer_step(W_, b_, velocity, MOMENTUM, WD) as step:
+        loss, acc, steps = train_epoch(step, X, y, order, LR, BATCH)
+    assert steps == -(-len(order) // BATCH)
     for got, want in zip((W_, b_, *velocity), expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
     assert np.isfinite(loss) and 0 <= acc <= 1
@@ -63,9 +64,9 @@ def test_one_epoch_equals_torch_sgd_with_the_same_parameter_groups():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    cfg = make_config({"batch_size": BATCH, "momentum": MOMENTUM, "weight_decay": WD})
     velocity = (np.zeros_like(W), np.zeros_like(b))  # torch starts its momentum buffers at the first gradient
-    train_epoch(W, b, velocity, X, y, order, LR, cfg)
+    with layer_step(W, b, velocity, MOMENTUM, WD) as step:
+        train_epoch(step, X, y, order, LR, BATCH)
     np.testing.assert_allclose(W, w_t.detach().numpy(), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(b, b_t.detach().numpy(), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(velocity[0], opt.state[w_t]["momentum_buffer"].numpy(), rtol=1e-6, atol=1e-9)
