@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -228,55 +227,43 @@ def train(config_path, data_dir, mirrors, out, resume, quiet, **overrides) -> No
     Example: mnist-softmax train --epochs 5 --lr 0.05 --out runs/quick
     """
     from .data import load_mnist
-    from .model import N_CLASSES
-    from .plots import Painter
-    from .runs import claim, holds_files, new_run_dir
-    from .signals import Shield
-    from .train import near_chance_cause
+    from .training_run import complete_saved_run, train_run
 
     if resume is not None and (config_path or out or any(v is not None for v in overrides.values())):
         raise click.UsageError("--resume continues a run with its own recipe and folder; drop other options")
-    if resume is not None and _complete_saved_run(resume):
+    completed = complete_saved_run(resume) if resume is not None else None
+    if completed is not None:
+        result, cfg, written = completed
+        click.echo(
+            f"the run in {shown(resume)}/ had finished training; wrote what its folder lacked: {', '.join(written)}"
+        )
+        click.echo(f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  (features {cfg.features})")
         return
     cfg, state = _recipe(config_path, overrides, resume)
-    if out is not None and holds_files(out):
-        raise _out_taken(out)
-    # Shield: the first Ctrl-C or SIGTERM interrupts, later ones wait until the run is saved.
-    # Painter: imports matplotlib in a helper process while this one trains.
-    with Shield() as shield, Painter() as painter:
-        mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
-        created = resume is None and (out is None or not out.exists())
-        shield.hold()  # until the folder is made and claimed: a signal then finds it, to remove it if empty
-        run_dir = resume or out or new_run_dir()
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with claim(run_dir):  # a second train into this folder is refused, before it trains
-                shield.release()
-                if resume is None and holds_files(run_dir):  # another run filled it since the check above
-                    raise _out_taken(run_dir)
-                where = _data_flags(data_dir, mirrors)
-                result = _train_and_save(run_dir, cfg, state, mnist, data_dir, quiet, shield, painter, where)
-        except BaseException:
-            if created:  # a folder this run made and could not fill goes again; one the user made stays
-                _remove_if_empty(run_dir)
-            raise
-        # _save returned with signals held: one now has nothing left to stop, and is dropped.
-        click.echo(
-            f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
-            f"({result.seconds:.1f}s, features {cfg.features})\nwrote {shown(run_dir)}/"
-            " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
-        )
-        if result.test_acc < 2 / N_CLASSES:  # a model that predicts (nearly) one class: a run gone wrong
-            _err(
-                f"warning: test accuracy {result.test_acc:.4f} is near chance ({1 / N_CLASSES:.1f}): the model"
-                f" learned next to nothing; {near_chance_cause(result, cfg.lr)}"
-            )
+    on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
+    train_run(
+        cfg, state, lambda: load_mnist(data_dir, mirrors, quiet, log=_err), out, resume, data_dir / "cache",
+        _data_flags(data_dir, mirrors), on_epoch, lambda result, run_dir: _report(result, run_dir, cfg), _err,
+        _bars(quiet),
+    )  # fmt: skip
 
 
-def _out_taken(out: Path) -> click.ClickException:
-    return click.ClickException(
-        f"--out {shown(out)} already holds files; runs are never overwritten: choose a new folder"
+def _report(result, run_dir: Path, cfg: Config) -> None:
+    """What train prints once the run is saved: the test scores, the files, and a warning for a run
+    that learned next to nothing, naming its likely cause."""
+    from .model import N_CLASSES
+    from .train import near_chance_cause
+
+    click.echo(
+        f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  "
+        f"({result.seconds:.1f}s, features {cfg.features})\nwrote {shown(run_dir)}/"
+        " {model.npz, metrics.csv, summary.json, config.toml, curves.png, weights.png}"
     )
+    if result.test_acc < 2 / N_CLASSES:  # a model that predicts (nearly) one class: a run gone wrong
+        _err(
+            f"warning: test accuracy {result.test_acc:.4f} is near chance ({1 / N_CLASSES:.1f}): the model"
+            f" learned next to nothing; {near_chance_cause(result, cfg.lr)}"
+        )
 
 
 def _data_flags(data_dir: Path, mirrors: tuple[str, ...]) -> str:
@@ -285,93 +272,6 @@ def _data_flags(data_dir: Path, mirrors: tuple[str, ...]) -> str:
 
     where = "".join(f" --mirror {shown(redact(m))}" for m in mirrors)
     return f" --data-dir {shown(data_dir)}{where}" if data_dir != DATA_DIR else where
-
-
-def _train_and_save(run_dir: Path, cfg, state, mnist, data_dir: Path, quiet: bool, shield, painter, where: str):
-    """Train (train.fit) and save the run in run_dir, or, when interrupted, save its completed epochs
-    with the command that resumes it and exit 130 (143 for SIGTERM). Returns the TrainResult."""
-    from .train import TrainingInterrupted, fit
-
-    on_epoch = (lambda row: None) if quiet else (lambda row: click.echo(_epoch_line(row)))
-    resume = f"mnist-softmax train --resume {shown(run_dir)}{where}"
-    try:
-        bars, cache = _bars(quiet), data_dir / "cache"
-        result = fit(cfg, mnist, on_epoch, bars, cache, state, on_finish=shield.hold, check_interrupt=shield.check)
-    except TrainingInterrupted as e:  # the shield holds later signals from here until the run is saved
-        if not e.result.history:
-            _err("interrupted before the first epoch finished; nothing saved")
-            raise SystemExit(e.exit_code) from None
-        _save(run_dir, e.result, cfg, painter, shield, resume, interrupted=e.exit_code)  # returns holding signals
-        saved = f"saved epoch {len(e.result.history)}/{cfg.epochs} to {shown(run_dir)}/"
-        _err(f"interrupted: {saved}; continue with: {resume}")
-        raise SystemExit(e.exit_code) from None
-    _save(run_dir, result, cfg, painter, shield, resume)
-    return result
-
-
-def _save(run_dir: Path, result, cfg, painter, shield, resume: str, interrupted: int | None = None) -> None:
-    """Write the run (runs.save_outputs, points runs/latest at a run in runs/) with signals held, so
-    no signal cuts the save short; then draw its figures. A signal that came during the save acts
-    once it is complete; one while the figures are drawn leaves a complete run without them. Either
-    way the message says what was saved, and for a run that was itself interrupted, the command that
-    resumes it (`resume`), and the exit code is that of the signal that interrupted it (`interrupted`).
-    One that comes once every figure is drawn has nothing left to stop: _save returns with signals
-    held, so none cuts short the message that follows."""
-    from .runs import FIGURES, draw_figures, save_outputs
-
-    shield.hold()
-    try:
-        latest_ok = save_outputs(run_dir, result, cfg)
-    except OSError as e:  # a full disk, say: if the checkpoint is written, it holds everything else
-        if not e.filename or Path(e.filename).name == "model.npz" or not (run_dir / "model.npz").is_file():
-            raise
-        raise MnistSoftmaxError(
-            f"{e.strerror or e}: {shown(e.filename)}; the run itself is saved in {shown(run_dir)}/model.npz: "
-            f"once this is fixed, `{resume}` takes it from there"
-        ) from None
-    for name in FIGURES:  # an earlier save's (a resumed run's) show fewer epochs: drawn afresh, or said missing
-        (run_dir / name).unlink(missing_ok=True)
-    if not latest_ok:
-        _err("note: runs/latest is not a link that can be replaced (a real folder?); it was left as it is")
-    when = "saving the run"
-    try:
-        shield.release()  # a signal that came during the save acts now, everything saved
-        when = "drawing the figures"
-        draw_figures(run_dir, result, painter)
-        shield.hold()  # all drawn: a signal now has nothing left to stop
-    except KeyboardInterrupt as e:
-        missing = [f for f in FIGURES if not (run_dir / f).exists()]
-        if when == "drawing the figures" and not missing:  # it came as the last one was done: nothing to stop
-            return
-        _err(
-            f"interrupted while {when}: {shown(run_dir)}/ holds the model, metrics and summary"
-            + (f"; {', '.join(missing)} not drawn" if missing else "")
-            + (f"; continue with: {resume}" if interrupted else "")
-        )
-        raise SystemExit(interrupted or exit_code(e)) from None
-
-
-def _complete_saved_run(run_dir: Path) -> bool:
-    """`train --resume` of a run whose training finished but whose folder lacks files (its save was
-    cut short: a crash, a full disk): write them from its model.npz, which holds them all, and say
-    which. False, and nothing done, for any other run."""
-    from .runs import FIGURES, OUTPUTS, claim, draw_figures, missing_outputs, save_outputs, saved_result
-
-    missing = missing_outputs(run_dir)
-    if "model.npz" in missing or not missing:
-        return False
-    result, cfg, finished = saved_result(run_dir)
-    if not finished:
-        return False
-    with claim(run_dir):
-        save_outputs(run_dir, result, cfg, only=tuple(m for m in missing if m in OUTPUTS))
-        if any(m in FIGURES for m in missing):
-            draw_figures(run_dir, result)
-    click.echo(
-        f"the run in {shown(run_dir)}/ had finished training; wrote what its folder lacked: {', '.join(missing)}\n"
-        f"test accuracy {result.test_acc:.4f}  test loss {result.test_loss:.4f}  (features {cfg.features})"
-    )
-    return True
 
 
 def _recipe(config_path, overrides: dict, resume: Path | None):
@@ -391,15 +291,6 @@ def _epoch_line(row: dict) -> str:
         f"epoch {row['epoch']:>3}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
         f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['seconds']:.2f}s"
     )
-
-
-def _remove_if_empty(run_dir: Path) -> None:
-    """A run that stopped before writing anything leaves no empty folder behind. Best effort: a
-    failure here must not hide the error that stopped the run."""
-    from .runs import remove_if_unused
-
-    with contextlib.suppress(OSError):
-        remove_if_unused(run_dir)
 
 
 def checkpoint_option(f):

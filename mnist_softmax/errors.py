@@ -42,3 +42,8 @@ class Terminated(KeyboardInterrupt):
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """The shell's code for a process stopped by this signal: 130 for SIGINT, 143 for SIGTERM."""
     return getattr(interrupt, "exit_code", 130)
+
+
+class Stopped(SystemExit):
+    """A command stopped by a signal once what could be saved was saved and said: it exits with the
+    signal's code (130 for Ctrl-C, 143 for SIGTERM), no further message."""

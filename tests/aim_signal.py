@@ -9,7 +9,7 @@ Each AIM is TARGET=SIGNALS. TARGET says when this process sends itself the signa
                       helper sends them to this process, which is then waiting for its figures
   slow-figure:NAME    the same, and the helper then takes 30 s more over that file (a slow disk), so
                       this process stops it with the temp file half-written
-  call:MODULE:FUNC:N  at the N-th call of mnist_softmax.MODULE.FUNC, before it runs
+  call:MODULE:FUNC:N  at the N-th call of mnist_softmax.MODULE.FUNC (or Class.method), before it runs
   after:MODULE:FUNC:N the same, as it returns
   swallow:MODULE:FUNC:N as call:, inside a `try: … except BaseException: pass`, as library code
                       that swallows the interrupt would (Cython module imports do)
@@ -73,8 +73,11 @@ def _aim(target: str, signals: str) -> None:
         import importlib
 
         module_name, func, n = what.split(":")
-        module = importlib.import_module(f"mnist_softmax.{module_name}")
-        real, calls = getattr(module, func), [0]
+        owner = importlib.import_module(f"mnist_softmax.{module_name}")
+        *path, func = func.split(".")  # a function, or Class.method
+        for name in path:
+            owner = getattr(owner, name)
+        real, calls = getattr(owner, func), [0]
 
         def aimed(*a, **k):
             calls[0] += 1
@@ -88,7 +91,7 @@ def _aim(target: str, signals: str) -> None:
                 _send(os.getpid(), signals)
             return result
 
-        setattr(module, func, aimed)
+        setattr(owner, func, aimed)
     elif kind == "import":
         sys.meta_path.insert(0, _ImportAim(what, signals))
     elif kind == "exit":

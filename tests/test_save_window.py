@@ -108,7 +108,9 @@ def test_an_interrupt_that_library_code_swallowed_stops_the_run_before_the_next_
     assert summary["interrupted"] and summary["epochs"] == 2 and not _leftovers(tmp_path / "b")
 
 
-@pytest.mark.parametrize("aim", ["after:runs:draw_figures:1=INT", "after:cli:_save:1=INT", "exit=INT,INT", "exit=TERM"])
+@pytest.mark.parametrize(
+    "aim", ["after:runs:draw_figures:1=INT", "after:training_run:_Session.save:1=INT", "exit=INT,INT", "exit=TERM"]
+)
 def test_a_signal_once_the_run_is_saved_has_nothing_to_stop(mnist_dir, tmp_path, aim):
     """As the last figure is done, or as the interpreter exits (a held-down Ctrl-C): the run is whole,
     the command says so as usual and exits 0, with no traceback from the interpreter's shutdown."""
@@ -122,8 +124,8 @@ def test_a_signal_once_the_run_is_saved_has_nothing_to_stop(mnist_dir, tmp_path,
 def test_a_signal_once_an_interrupted_runs_figures_are_drawn_keeps_the_resume_hint(mnist_dir, tmp_path):
     """Interrupted in epoch 2, saved with its figures; a second signal then has nothing to stop."""
     done = aimed_train(
-        tmp_path, ["call:train:train_epoch:2=INT", "after:cli:_save:1=TERM"], "--data-dir", mnist_dir, "--out", "run",
-        "--epochs", 3,
+        tmp_path, ["call:train:train_epoch:2=INT", "after:training_run:_Session.save:1=TERM"],
+        "--data-dir", mnist_dir, "--out", "run", "--epochs", 3,
     )  # fmt: skip
     assert done.returncode == 130 and done.stderr.splitlines() == [
         f"interrupted: saved epoch 1/3 to run/; continue with: mnist-softmax train --resume run --data-dir {mnist_dir}"
