@@ -7,7 +7,7 @@ For each checkpoint, starts `mnist-softmax serve` as a user does (its own proces
 port), makes a 280×280 canvas PNG of an MNIST test digit drawn black on white (what the page sends
 as you draw), and sends it --requests times, one after another, as the page does: the round trip's
 median (p50) and 95th percentile (p95). Beside it, in this process, the same work without HTTP
-(serve.Lesson.predict: reading the PNG, the predict pipeline, the prediction and the page's
+(serve.App.predict: reading the PNG, the predict pipeline, the prediction and the page's
 numbers): what the server adds is the difference. No assertions: the target (p95 ≤ 100 ms, so
 drawing feels live) is read off the table.
 """
@@ -30,7 +30,7 @@ from results import machine, reference_speeds, write_section  # noqa: E402
 
 from mnist_softmax.checkpoint import load_checkpoint  # noqa: E402
 from mnist_softmax.data import load_mnist  # noqa: E402
-from mnist_softmax.serve import Lesson  # noqa: E402
+from mnist_softmax.serve import App  # noqa: E402
 
 
 def canvas_png(digit: np.ndarray) -> bytes:
@@ -58,7 +58,7 @@ def round_trips(url: str, body: bytes, n: int) -> list[float]:
 
 
 def in_process(checkpoint: Path, body: bytes, n: int) -> list[float]:
-    lesson = Lesson(checkpoint, Path("data"))
+    lesson = App(checkpoint, Path("data"))
     times = []
     for _ in range(n):
         t = time.perf_counter()
@@ -106,7 +106,7 @@ def main() -> None:
             + " --checkpoint CHECKPOINT" * len(a.checkpoint)
             + "`: a 280×280 canvas PNG of a drawn 7 (MNIST test digit 0), sent one request after another, as the "
             "page sends a drawing; the round trip through `mnist-softmax serve` (its own process, loopback), and "
-            "the same work in this process without HTTP (serve.Lesson.predict: the PNG read, predict's pipeline, "
+            "the same work in this process without HTTP (serve.App.predict: the PNG read, predict's pipeline, "
             "the prediction and the page's numbers). Target: p95 ≤ 100 ms.",
             f"Machine: {machine()}; reference speeds {before} at the start, {reference_speeds()} at the end.",
             "",

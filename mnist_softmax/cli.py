@@ -435,15 +435,15 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
     import threading
 
     from .runs import latest_checkpoint
-    from .serve import Lesson, has_display, make_server
+    from .serve import App, has_display, make_server
 
     host = host.strip().removeprefix("[").removesuffix("]")
     if not host:
         raise click.UsageError("--host is empty; give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0")
-    lesson = Lesson(checkpoint or latest_checkpoint(), data_dir)
-    server = make_server(lesson, host, port)
+    app = App(checkpoint or latest_checkpoint(), data_dir)
+    server = make_server(app, host, port)
     try:
-        click.echo(f"serving {shown(lesson.path)} at {server.url} (Ctrl-C stops it)")
+        click.echo(f"serving {shown(app.path)} at {server.url} (Ctrl-C stops it)")
         if not _loopback(host):
             _err(f"warning: listening on {host}: anyone who can reach this machine can use the page; it has no login")
         if not no_browser and has_display():
@@ -456,7 +456,7 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
         raise SystemExit(exit_code(e)) from None
     finally:
         server.server_close()
-        lesson.close()
+        app.close()
 
 
 def _loopback(host: str) -> bool:

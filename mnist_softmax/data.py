@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -79,3 +80,20 @@ def split_rows(
     rng = np.random.default_rng(seed) if format_version == 1 else rng_streams(seed)["split"]
     train_idx, val_idx = split_indices(n_train, val_size, rng)
     return "train", train_idx if split == "train" else val_idx
+
+
+def load_test_set(data_dir: str | os.PathLike = "data") -> tuple[np.ndarray, np.ndarray]:
+    """(test images (10000, 28, 28) uint8, labels (10000,)) from data_dir, verified and never
+    downloaded: a DataError says how to get them when they are not there."""
+    from .download import read_verified
+    from .errors import DataError
+    from .text import shown
+
+    data_dir = Path(data_dir)
+    names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    found = [read_verified(data_dir / name, FILES[name]) for name in names]
+    if any(buf is None for buf in found):
+        get = "mnist-softmax download" + ("" if data_dir == Path("data") else f" --data-dir {shown(data_dir)}")
+        raise DataError(f"the MNIST test set is not in {shown(data_dir)}: `{get}` gets it")
+    images, labels = (parse_mnist_file(buf, name) for buf, name in zip(found, names, strict=True))
+    return images, labels

@@ -409,7 +409,7 @@ def _saved_png(folder: Path, data: bytes) -> Path:
 
 
 def test_sessions_are_bounded_in_number(server):
-    from mnist_softmax.serve import MAX_SESSIONS
+    from mnist_softmax.serve.app import MAX_SESSIONS
 
     keys = [call(server, "/api/session", b"")[1]["session"] for _ in range(MAX_SESSIONS + 1)]
     assert call(server, f"/api/reset?session={keys[0]}", b"")[0] == 404  # the oldest page gave way
@@ -537,9 +537,9 @@ def test_a_signal_during_save_as_lets_the_save_finish(pixels_checkpoint, mnist_d
 
 
 def test_a_stopping_server_answers_the_requests_waiting_their_turn_503(pixels_checkpoint, tmp_path):
-    """Unit (serve.Lesson): once close() has begun, a computation that was waiting for the lock is
+    """Unit (serve.App): once close() has begun, a computation that was waiting for the lock is
     not started; and only a killed server's checkpoint temp files are cleared at start."""
-    from mnist_softmax.serve import Lesson
+    from mnist_softmax.serve import App
 
     folder = tmp_path / "ck"
     folder.mkdir()
@@ -547,7 +547,7 @@ def test_a_stopping_server_answers_the_requests_waiting_their_turn_503(pixels_ch
     dead = "999999999-1a2b3c4d"
     (folder / f".model-old.npz.{dead}.tmp").write_bytes(b"x")
     (folder / f".notes.txt.{dead}.tmp").write_bytes(b"x")  # not a checkpoint: not serve's to remove
-    lesson = Lesson(folder / "model.npz", tmp_path)
+    lesson = App(folder / "model.npz", tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == [f".notes.txt.{dead}.tmp", "model.npz"]
     key = lesson.new_session()
     lesson.lock.acquire()  # a computation under way
@@ -566,7 +566,7 @@ def test_a_stopping_server_answers_the_requests_waiting_their_turn_503(pixels_ch
 
 
 def _refusal(call_it):
-    from mnist_softmax.serve import ApiError
+    from mnist_softmax.serve.app import ApiError
 
     try:
         call_it()
@@ -655,11 +655,12 @@ def test_slow_and_half_open_clients_are_cut_off(pixels_checkpoint, monkeypatch):
     timeout, one that trickles its request after the connection's deadline."""
     import select
 
-    from mnist_softmax import serve as serve_mod
+    from mnist_softmax.serve import App, make_server
+    from mnist_softmax.serve import server as serve_mod
 
     monkeypatch.setattr(serve_mod, "REQUEST_SECONDS", 1.5)
     monkeypatch.setattr(serve_mod.Handler, "timeout", 0.5)
-    server = serve_mod.make_server(serve_mod.Lesson(pixels_checkpoint, Path("data")), "127.0.0.1", 0)
+    server = make_server(App(pixels_checkpoint, Path("data")), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     try:
@@ -730,8 +731,9 @@ def test_huge_uploads_wait_their_turn_and_are_dropped_when_their_client_is_gone(
     of one made 0.3 s slower): twelve uploads of a 3-MP image whose clients hang up at once are not
     all decoded; twelve whose clients wait take turns, while the page's own small drawing is
     answered at once, before most of them."""
-    from mnist_softmax import serve as serve_mod
     from mnist_softmax.images import decode as images_mod
+    from mnist_softmax.serve import App, make_server
+    from mnist_softmax.serve import app as serve_mod
 
     monkeypatch.setattr(serve_mod, "SMALL_IMAGE", 1_000_000)
     monkeypatch.setattr(serve_mod, "DECODE_BUDGET", 4_000_000)
@@ -744,7 +746,7 @@ def test_huge_uploads_wait_their_turn_and_are_dropped_when_their_client_is_gone(
         return real(im)
 
     monkeypatch.setattr(images_mod, "_decoded", slow)
-    server = serve_mod.make_server(serve_mod.Lesson(pixels_checkpoint, Path("data")), "127.0.0.1", 0)
+    server = make_server(App(pixels_checkpoint, Path("data")), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     big = np.full((1500, 2000), 250, np.uint8)
@@ -756,7 +758,7 @@ def test_huge_uploads_wait_their_turn_and_are_dropped_when_their_client_is_gone(
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.sendall(request + huge)
         time.sleep(1.0)
-        while server.lesson.budget.in_use:
+        while server.app.budget.in_use:
             time.sleep(0.05)
         assert len(decoded) <= 2, len(decoded)
 

@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 
-from .explain import Explanation
-from .model import Model
-from .sgd import momentum_update_
-from .softmax import layer_grads
+from ..explain import Explanation
+from ..model import Model
+from ..sgd import momentum_update_
+from ..softmax import layer_grads
 
 
 def page_numbers(model: Model, e: Explanation) -> dict:
