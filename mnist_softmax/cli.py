@@ -373,8 +373,6 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
     Example: mnist-softmax predict my-digit.jpg --explain --label 7
     """
     from .checkpoint import load_checkpoint
-    from .display import json_text, prediction_record, prediction_text
-    from .errors import ImageError
     from .images import image_files
     from .predict import predict_files
     from .runs import latest_checkpoint
@@ -382,8 +380,7 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
     model = load_checkpoint(checkpoint or latest_checkpoint()).model
     if save_input is not None:
         save_input.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    files = []
+    files, failed = [], 0
     for path in images:
         found = image_files([path])
         if path.is_dir() and not found:
@@ -391,25 +388,33 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
             failed += 1
         files += found
     for result in predict_files(model, files, explain, label):
-        if isinstance(result, ImageError):
-            _err(f"error: {escape_controls(path_text(str(result)))}")
-            failed += 1
-            continue
-        saved = None
-        if save_input is not None:
-            try:
-                saved = _save_input(save_input, result)
-            except OSError as e:  # this image's copy is lost, not the rest of the run
-                why = e.strerror or e
-                _err(f"error: {shown(result.path)}: could not save its input image in {shown(save_input)} ({why})")
-                failed += 1
-        if as_json:
-            extra = {"saved_input": path_text(saved)} if saved else {}
-            click.echo(json_text(prediction_record(result, top_k) | extra))
-        else:
-            click.echo(prediction_text(result, top_k, show_input) + (f"\n  saved as {shown(saved)}" if saved else ""))
+        failed += not _show_prediction(result, top_k, as_json, show_input, save_input)
     if failed:
         raise SystemExit(1)
+
+
+def _show_prediction(result, top_k, as_json: bool, show_input: bool, save_input: Path | None) -> bool:
+    """Print one image's prediction (and save its input image), or its error: whether all went well."""
+    from .display import json_text, prediction_record, prediction_text
+    from .errors import ImageError
+    from .predict import save_input_image
+
+    if isinstance(result, ImageError):
+        _err(f"error: {escape_controls(path_text(str(result)))}")
+        return False
+    saved, ok = None, True
+    if save_input is not None:
+        try:
+            saved = save_input_image(save_input, result)
+        except OSError as e:  # this image's copy is lost, not the rest of the run
+            why = e.strerror or e
+            _err(f"error: {shown(result.path)}: could not save its input image in {shown(save_input)} ({why})")
+            ok = False
+    if as_json:
+        click.echo(json_text(prediction_record(result, top_k) | ({"saved_input": path_text(saved)} if saved else {})))
+    else:
+        click.echo(prediction_text(result, top_k, show_input) + (f"\n  saved as {shown(saved)}" if saved else ""))
+    return ok
 
 
 @main.command()
@@ -467,29 +472,6 @@ def _loopback(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _save_input(folder: Path, result) -> Path:
-    """Write the 28×28 image the model saw to folder/<name>.png, or <name>-2.png, -3, … : never over a file."""
-    import io
-
-    from .fileio import write_new
-
-    buf = io.BytesIO()
-    _png(result.digit, buf)
-    return write_new(folder, safe_stem(result.path.stem), ".png", buf.getvalue())
-
-
-def safe_stem(stem: str) -> str:
-    """A name's stem made a plain file name in the folder it is written to: "." and ".." (from inputs
-    named "..png" or "...png") would name a folder, so their dots become "_"."""
-    return "_" * len(stem) if stem in ("", ".", "..") else stem
-
-
-def _png(digit, f) -> None:
-    from PIL import Image
-
-    Image.fromarray(digit, "L").save(f, format="PNG")
 
 
 if __name__ == "__main__":

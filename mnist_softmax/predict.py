@@ -82,6 +82,26 @@ def predict_file(model: Model, path: Path, explain: bool = False, label: int | N
     return result
 
 
+def save_input_image(folder: Path, prediction: Prediction) -> Path:
+    """Write the 28×28 image the model saw to folder/<name>.png, or <name>-2.png, -3, …: never over a
+    file (fileio.write_new); the name is the input's stem, made a plain file name (safe_stem)."""
+    import io
+
+    from PIL import Image
+
+    from .fileio import write_new
+
+    buf = io.BytesIO()
+    Image.fromarray(prediction.digit, "L").save(buf, format="PNG")
+    return write_new(folder, safe_stem(prediction.path.stem), ".png", buf.getvalue())
+
+
+def safe_stem(stem: str) -> str:
+    """A name's stem made a plain file name in the folder it is written to: "." and ".." (from inputs
+    named "..png" or "...png") would name a folder, so their dots become "_"."""
+    return "_" * len(stem) if stem in ("", ".", "..") else stem
+
+
 # ------------------------------------------------------------------------------ reading many images
 
 

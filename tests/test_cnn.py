@@ -9,7 +9,7 @@ import pytest
 from conftest import central_differences, need_peer
 from threadpoolctl import threadpool_limits
 
-from mnist_softmax import cnn
+from mnist_softmax import cnn, cnn_layers
 from mnist_softmax.train import one_cycle, train_epoch
 
 RTOL = 1e-5
@@ -46,11 +46,11 @@ def tiny_batch(rng, n=5, dtype=np.float64):
 def conv_grads(kind: str, x: np.ndarray, w: np.ndarray, dy: np.ndarray):
     """(y, dx, dw) of the conv of that kind ("im2col" or "fourier") at x, w with output gradient dy."""
     if kind == "im2col":
-        y, cols = cnn.conv_forward(x, w)
-        return (y, *cnn.conv_backward(cols, w, dy))
-    spectrum = cnn.conv_spectrum(w, *x.shape[:2])
-    y, X = cnn.fourier_conv_forward(x, spectrum)
-    return (y, *cnn.fourier_conv_backward(X, spectrum, dy))
+        y, cols = cnn_layers.conv_forward(x, w)
+        return (y, *cnn_layers.conv_backward(cols, w, dy))
+    spectrum = cnn_layers.conv_spectrum(w, *x.shape[:2])
+    y, X = cnn_layers.fourier_conv_forward(x, spectrum)
+    return (y, *cnn_layers.fourier_conv_backward(X, spectrum, dy))
 
 
 # Even and odd heights and widths: the Fourier grid's last column is a Nyquist frequency or not.
@@ -88,7 +88,7 @@ def test_fourier_conv_equals_the_direct_conv_and_leaves_inputs_alone(shape):
         assert rel_err(got, ref) < 2e-6
     for a, b in zip((x, w, dy), kept, strict=True):
         np.testing.assert_array_equal(a, b)
-    for mat in cnn._fourier(*shape[:2], np.dtype(np.float64)):  # shared between calls, so read-only
+    for mat in cnn_layers._fourier(*shape[:2], np.dtype(np.float64)):  # shared between calls, so read-only
         assert not mat.flags.writeable and mat.flags.owndata
 
 
@@ -96,8 +96,8 @@ def test_maxpool_gradient_by_central_differences():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 6, 3, 2))
     R = rng.standard_normal((2, 3, 3, 2))
-    y, arg = cnn.maxpool_forward(x)
-    check(lambda: float((cnn.maxpool_forward(x)[0] * R).sum()), x, cnn.maxpool_backward(R, arg), rng)
+    y, arg = cnn_layers.maxpool_forward(x)
+    check(lambda: float((cnn_layers.maxpool_forward(x)[0] * R).sum()), x, cnn_layers.maxpool_backward(R, arg), rng)
 
 
 def test_bias_relu_gradients_by_central_differences():
@@ -106,8 +106,8 @@ def test_bias_relu_gradients_by_central_differences():
     x[np.abs(x) < 1e-3] = 0.5  # no kink within reach of eps
     b = np.zeros(5)
     R = rng.standard_normal(x.shape)
-    dx, db = cnn.bias_relu_backward(cnn.bias_relu_forward(x, b), R)
-    f = lambda: float((cnn.bias_relu_forward(x, b) * R).sum())  # noqa: E731
+    dx, db = cnn_layers.bias_relu_backward(cnn_layers.bias_relu_forward(x, b), R)
+    f = lambda: float((cnn_layers.bias_relu_forward(x, b) * R).sum())  # noqa: E731
     check(f, x, dx, rng)
     check(f, b, db, rng)
 
@@ -157,14 +157,14 @@ def test_a_batch_is_cut_into_an_even_number_of_pieces_that_cover_it(n):
 def test_maxpool_ties_go_to_the_first_input_and_nothing_is_modified():
     x = np.zeros((2, 2, 1, 1))
     x_copy = x.copy()
-    y, arg = cnn.maxpool_forward(x)
-    dx = cnn.maxpool_backward(np.ones_like(y), arg)
+    y, arg = cnn_layers.maxpool_forward(x)
+    dx = cnn_layers.maxpool_backward(np.ones_like(y), arg)
     assert dx[:, :, 0, 0].tolist() == [[1, 0], [0, 0]]
     x = np.array([1.0, 3.0, 3.0, 2.0]).reshape(2, 2, 1, 1)  # tie between (0, 1) and (1, 0)
-    dx = cnn.maxpool_backward(np.ones((1, 1, 1, 1)), cnn.maxpool_forward(x)[1])
+    dx = cnn_layers.maxpool_backward(np.ones((1, 1, 1, 1)), cnn_layers.maxpool_forward(x)[1])
     assert dx[:, :, 0, 0].tolist() == [[0, 1], [0, 0]]
     x = np.array([0.0, 0.0, 1.0, 1.0]).reshape(2, 2, 1, 1)  # the bottom row wins, a tie within it
-    dx = cnn.maxpool_backward(np.ones((1, 1, 1, 1)), cnn.maxpool_forward(x)[1])
+    dx = cnn_layers.maxpool_backward(np.ones((1, 1, 1, 1)), cnn_layers.maxpool_forward(x)[1])
     assert dx[:, :, 0, 0].tolist() == [[0, 0], [1, 0]]
     np.testing.assert_array_equal(x_copy, 0)
 
@@ -193,8 +193,8 @@ def test_conv_and_pool_match_torch_autograd(kind, channels):
     w = rng.standard_normal((7, channels, 5, 5))
     R = rng.standard_normal((4, 3, 3, 7))
     y = conv_grads(kind, x, w, np.zeros((8, 6, 3, 7)))[0]
-    p, arg = cnn.maxpool_forward(y)
-    _, dx, dw = conv_grads(kind, x, w, cnn.maxpool_backward(R, arg))
+    p, arg = cnn_layers.maxpool_forward(y)
+    _, dx, dw = conv_grads(kind, x, w, cnn_layers.maxpool_backward(R, arg))
 
     xt = torch.tensor(x.transpose(2, 3, 0, 1), requires_grad=True)  # (B, C, H, W)
     wt = torch.tensor(w, requires_grad=True)
