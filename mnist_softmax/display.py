@@ -114,6 +114,24 @@ def ascii_digit(img: np.ndarray) -> str:
     return "\n".join("".join(_SHADES[v] * 2 for v in row) for row in idx)
 
 
+def number(v: float, decimals: int = 4) -> str:
+    """v to `decimals` decimals, as the walk-through prints numbers; where that would show a value
+    that is not zero as 0 (2.8e-5 as 0.0000), in 4 significant digits instead (2.800e-05)."""
+    if v == 0:
+        return "0"
+    text = f"{v:.{decimals}f}"
+    return text if float(text) != 0 or not math.isfinite(v) else f"{v:.3e}"
+
+
+def page_strings(page: dict) -> dict:
+    """The page's own numbers (page.page_numbers) as it shows them: each bias b_k, and with a label
+    each dL/dz_k. The page prints these strings; it formats no number itself."""
+    out = {"bias": [number(v) for v in page["bias"]]}
+    if "grad_z" in page:
+        out["grad_z"] = [number(v) for v in page["grad_z"]]
+    return out
+
+
 def explain_strings(e: dict) -> dict:
     """The numbers of `explain_numbers` as `predict --explain` prints them, digit for digit: the
     text of each, for the walk-through below and for the local page, which shows these strings."""

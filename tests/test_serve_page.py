@@ -197,7 +197,25 @@ def _file_numbers_match_the_cli(page, checkpoint, path, label) -> dict:
         assert page.text(f"p-{k}") == f"{p:.4f}"
     for k, z in enumerate(want["explain"]["logits"]):
         assert f"z = {z:.4f}" in page.text(f"logit-{k}")
+    _the_page_prints_pythons_strings(page, checkpoint, path, label)
     return want
+
+
+def _the_page_prints_pythons_strings(page, checkpoint, path, label) -> None:
+    """Every number the page formats is Python's string (display.number): each bias b_k and each
+    dL/dz_k, as the API answers them for the same file, and dL/dz = p − onehot by its sign."""
+    from test_serve_api import call
+
+    url = page.tab.url.rstrip("/")
+    status, record = call(url, f"/api/predict?label={label}", path.read_bytes(), headers={"Origin": url})
+    assert status == 200
+    shown = record["page"]["shown"]
+    for k in range(10):
+        assert page.text(f"bias-{k}") == f"b = {shown['bias'][k]}"
+        assert page.text(f"grad-z-{k}") == shown["grad_z"][k]
+        p, y = record["probabilities"][k], float(k == label)
+        assert float(shown["grad_z"][k]) == pytest.approx(p - y, abs=1e-4)
+        assert math.copysign(1, float(shown["grad_z"][k])) == math.copysign(1, p - y)  # the sign, however small
 
 
 def test_2_to_6_a_chosen_file_shows_the_clis_numbers(page, pixels_server, mnist, tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..display import explain_strings, prediction_record
+from ..display import explain_strings, page_strings, prediction_record
 from ..errors import DataError, MnistSoftmaxError
 from ..fileio import remove_stale_temps
 from ..images import Prepared, prepare, read_image
@@ -209,7 +209,8 @@ class App:
             model = state.model if state else self.model
             prediction = predict_digit(model, prepared, None, True, label)
             record = prediction_record(prediction)
-            page = page_numbers(model, prediction.explanation) | {"shown": explain_strings(record["explain"])}
+            page = page_numbers(model, prediction.explanation)
+            page["shown"] = explain_strings(record["explain"]) | page_strings(page)
             page["digit"] = prepared.digit.astype(int).tolist()
             page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps if state else 0}
         return record | {"page": page | {"changed": self.model_info()["changed"]}}
@@ -233,7 +234,8 @@ class App:
             state.steps += 1
             second = predict_features(state.model, prepared, x, None, True, label)
             after = prediction_record(second)
-            page = page_numbers(state.model, second.explanation) | {"shown": explain_strings(after["explain"])}
+            page = page_numbers(state.model, second.explanation)
+            page["shown"] = explain_strings(after["explain"]) | page_strings(page)
             page["digit"] = prepared.digit.astype(int).tolist()
             page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps}
             page["changed"] = self.model_info()["changed"]

@@ -289,7 +289,8 @@ function renderLogits(record, page) {
     z.textContent = `z = ${shown.logits[k]}`;
     const b = document.createElement("div");
     b.className = "note";
-    b.textContent = `b = ${page.bias[k].toFixed(4)}`;
+    b.dataset.testid = `bias-${k}`;
+    b.textContent = `b = ${shown.bias[k]}`;
     card.append(head, canvas, z, b);
     holder.appendChild(card);
   });
@@ -337,7 +338,11 @@ function renderLoss(record, page) {
   for (const t of ["k", ...page.grad_z.map((_, k) => k)]) head.insertCell().textContent = t;
   const row = table.insertRow();
   row.insertCell().textContent = "dL/dz";
-  page.grad_z.forEach((g) => { row.insertCell().textContent = small(g); });
+  shown.grad_z.forEach((g, k) => {
+    const cell = row.insertCell();
+    cell.textContent = g;
+    cell.dataset.testid = `grad-z-${k}`;
+  });
   const [H, W] = page.cells;
   const pictures = document.createElement("div");
   pictures.className = "classes";
@@ -413,12 +418,6 @@ async function learn() {
     });
   }
   holder.append(line, table);
-}
-
-/** A number to 4 decimals, or to 3 significant digits when that would show only zeros. */
-function small(v) {
-  if (v === 0) return "0";
-  return Math.abs(v) >= 5e-5 ? v.toFixed(4) : v.toExponential(2);
 }
 
 function sub(k) {
