@@ -154,6 +154,35 @@ def test_declared_sizes_are_checked_before_anything_is_decompressed(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("size,refused", [((1 << 20) - 200, False), ((1 << 20) + 1, True)])
+def test_a_text_member_may_declare_at_most_a_megabyte(tmp_path, size, refused):
+    """A JSON member (metrics_json) is read only when its .npy declares at most 1 MiB: the limit by its
+    value, just under and just over (a longer string deflates to a few kB, and would be read whole)."""
+    import json
+    import zipfile
+
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, _model(), CONFIG, {})
+    with np.load(path) as z:
+        members = {k: z[k] for k in z.files}
+    filler = "x" * 10
+    text = json.dumps({"note": filler})
+    npy = _npy(np.array(text))
+    pad = -(-(size - len(npy)) // 4)  # a str of n characters is 4·n bytes in .npy (UTF-32)
+    npy = _npy(np.array(json.dumps({"note": filler + "x" * pad})))
+    assert (len(npy) > 1 << 20) == refused and abs(len(npy) - size) < 256
+    with zipfile.ZipFile(path, "w") as zf:
+        for k, v in members.items():
+            if k != "metrics_json":
+                zf.writestr(f"{k}.npy", _npy(v))
+        zf.writestr("metrics_json.npy", npy, compress_type=zipfile.ZIP_DEFLATED)
+    if refused:
+        with pytest.raises(CheckpointError, match=f"metrics_json declares {len(npy):,} bytes, more than"):
+            load_checkpoint(path)
+    else:
+        assert len(load_checkpoint(path).metrics["note"]) > 250_000
+
+
 def test_members_this_version_does_not_know_are_never_read(tmp_path):
     import zipfile
 

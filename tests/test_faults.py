@@ -609,3 +609,19 @@ def test_download_failure_from_the_cli_lists_sources(mnist_server, tmp_path, mon
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{url}/404/: HTTP 404" in result.output and f"{url}/html/: got an HTML page" in result.output
     assert os.listdir(tmp_path) == []
+
+
+def test_the_stall_limit_is_the_60_seconds_the_docs_state():
+    """The limit by its value: what fetch_file and ensure_files use unless told, and what docs/data.md says."""
+    import inspect
+
+    from mnist_softmax.download import ensure_files
+    from mnist_softmax.watched_http import SLOW_NOTICE_SECONDS, STALL_SECONDS
+
+    assert STALL_SECONDS == 60.0 and SLOW_NOTICE_SECONDS == 10.0
+    assert inspect.signature(fetch_file).parameters["stall"].default == STALL_SECONDS
+    assert "stall" not in inspect.signature(ensure_files).parameters  # it takes fetch_file's default
+    from conftest import ROOT
+
+    docs = (ROOT / "docs" / "data.md").read_text()
+    assert "64 kB in 60 s" in docs and "10 s" in docs

@@ -780,3 +780,37 @@ def test_huge_uploads_wait_their_turn_and_are_dropped_when_their_client_is_gone(
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def client(pixels_checkpoint, tmp_path):
+    """The API answered in this process (api.respond), on a copy of the pixels checkpoint."""
+    import shutil
+
+    from mnist_softmax.serve import App, Client
+    from mnist_softmax.serve.api import Site
+
+    shutil.copy(pixels_checkpoint, tmp_path / "model.npz")
+    app = App(tmp_path / "model.npz", tmp_path)
+    app.site = Site(8000, frozenset({"127.0.0.1", "localhost"}))
+    return Client(app)
+
+
+@pytest.mark.parametrize(
+    "name,saved",
+    [("a" * 64, "a" * 64 + ".npz"), ("a" * 64 + ".npz", "a" * 64 + ".npz"), ("a" * 65, None), ("ends-in.", None),
+     ("x.npz", "x.npz"), ("9lives", "9lives.npz"), ("-rf", None), (".hidden", None), ("two..dots", "two..dots.npz")],
+)  # fmt: skip
+def test_save_as_names_are_1_to_64_characters_from_a_letter_or_digit_not_ending_in_a_dot(client, name, saved):
+    """The limits docs/serve.md states, by their values: 64 characters taken, 65 refused, a trailing
+    "." refused (".npz" itself is dropped first); in-process, through api.respond."""
+    key = client.post("/api/session").json()["session"]
+    assert (
+        client.post(f"/api/learn?session={key}&label=7", _png(np.pad(np.eye(20, dtype=np.uint8) * 255, 4))).status
+        == 200
+    )
+    answer = client.post(f"/api/save?session={key}", json.dumps({"name": name}).encode())
+    if saved is None:
+        assert answer.status == 400 and answer.json()["error"].startswith("a name is 1 to 64 ASCII letters")
+    else:
+        assert answer.status == 200 and answer.json()["name"] == saved
