@@ -100,6 +100,19 @@ def need_peer(module: str = "torch"):
     return pytest.importorskip(module, reason=f"{module} is not installed: pip install -e '.[bench]'")
 
 
+def optional_peer(module: str = "torch"):
+    """The peer library for a live cross-check beside a recorded one (tests/torch_reference.py): the
+    module where it is installed, else None; with $MNIST_SOFTMAX_REQUIRE_PEERS=1 (CI) it must be."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if os.environ.get(REQUIRE_PEERS) == "1":
+            pytest.fail(f"{module} is required here (${REQUIRE_PEERS}=1) but cannot be imported: {e}")
+        return None
+
+
 def served_file(name: str) -> Path:
     """The file the test server sends for NAME.gz: the gzipped copy, or else the raw IDX file
     (so a folder filled by `mnist-softmax download` works as $MNIST_SOFTMAX_TEST_DATA too)."""

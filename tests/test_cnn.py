@@ -6,8 +6,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import central_differences, need_peer
+from conftest import central_differences, optional_peer
 from threadpoolctl import threadpool_limits
+from torch_reference import (
+    ONE_CYCLE,
+    STEPS,
+    conv_case,
+    network_case,
+    recorded,
+    sample_index,
+    steps_case,
+    torch_conv,
+    torch_network,
+    torch_one_cycle,
+    torch_steps,
+)  # fmt: skip
 
 from mnist_softmax import cnn, cnn_layers
 from mnist_softmax.train import one_cycle, train_epoch
@@ -169,108 +182,65 @@ def test_maxpool_ties_go_to_the_first_input_and_nothing_is_modified():
     np.testing.assert_array_equal(x_copy, 0)
 
 
-# ---- PyTorch autograd ---------------------------------------------------------------------------
+# ---- PyTorch: recorded (tests/torch_reference.py), and live where it is installed ------------------
 
 
-def torch_net(torch, p, x_hw, dtype):
-    """The same network in PyTorch, conv -> + b -> ReLU -> pool, on input (H, W, B, 1)."""
-    import torch.nn.functional as F
-
-    x = torch.tensor(np.ascontiguousarray(x_hw[..., 0].transpose(2, 0, 1))[:, None], dtype=dtype)
-    h = F.max_pool2d(F.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"], padding=2)), 2)
-    h = F.max_pool2d(F.relu(F.conv2d(h, p["conv2_w"], p["conv2_b"], padding=2)), 2)
-    return h.flatten(1) @ p["W"].T + p["b"]
+def each_reference(case: str, live):
+    """PyTorch's numbers for a case: those recorded, then, with torch installed, computed now."""
+    yield recorded(case)
+    torch = optional_peer("torch")
+    if torch is not None:
+        yield live(torch)
 
 
 @pytest.mark.parametrize("kind", ["im2col", "fourier"])
 @pytest.mark.parametrize("channels", [1, 16])
 def test_conv_and_pool_match_torch_autograd(kind, channels):
-    torch = need_peer("torch")
-    import torch.nn.functional as F
-
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((8, 6, 3, channels))
-    w = rng.standard_normal((7, channels, 5, 5))
-    R = rng.standard_normal((4, 3, 3, 7))
+    x, w, R = conv_case(channels)
     y = conv_grads(kind, x, w, np.zeros((8, 6, 3, 7)))[0]
     p, arg = cnn_layers.maxpool_forward(y)
     _, dx, dw = conv_grads(kind, x, w, cnn_layers.maxpool_backward(R, arg))
-
-    xt = torch.tensor(x.transpose(2, 3, 0, 1), requires_grad=True)  # (B, C, H, W)
-    wt = torch.tensor(w, requires_grad=True)
-    yt = F.conv2d(xt, wt, padding=2)
-    pt = F.max_pool2d(yt, 2)
-    (pt * torch.tensor(R.transpose(2, 3, 0, 1))).sum().backward()
-    assert rel_err(y, yt.detach().numpy().transpose(2, 3, 0, 1)) < RTOL
-    assert rel_err(p, pt.detach().numpy().transpose(2, 3, 0, 1)) < RTOL
-    assert rel_err(dx, xt.grad.numpy().transpose(2, 3, 0, 1)) < RTOL
-    assert rel_err(dw, wt.grad.numpy()) < RTOL
+    for ref in each_reference(f"conv{channels}", lambda torch: torch_conv(torch, channels)):
+        assert rel_err(y, ref["y"]) < RTOL
+        assert rel_err(p, ref["p"]) < RTOL
+        assert rel_err(dx, ref["dx"]) < RTOL
+        assert rel_err(dw, ref["dw"]) < RTOL
 
 
 def test_whole_network_matches_torch_autograd():
-    torch = need_peer("torch")
-    import torch.nn.functional as F
-
-    rng = np.random.default_rng(6)
-    params = tiny_params(rng)
-    x, y = tiny_batch(rng, n=6)
-    x[:2, :, :2] = x[0, 0, 0]  # a flat corner: pooling windows with tied inputs, as on MNIST's background
+    params, x, y = network_case()
     loss, z, grads = cnn.loss_and_grads(params, x, y)
-    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    zt = torch_net(torch, tp, x, torch.float64)
-    lt = F.cross_entropy(zt, torch.tensor(y))
-    lt.backward()
-    assert loss == pytest.approx(lt.item(), rel=RTOL)
-    assert rel_err(z, zt.detach().numpy()) < RTOL
-    for name in cnn.PARAM_NAMES:
-        assert rel_err(grads[name], tp[name].grad.numpy()) < RTOL, name
+    for ref in each_reference("network", torch_network):
+        assert loss == pytest.approx(float(ref["loss"]), rel=RTOL)
+        assert rel_err(z, ref["z"]) < RTOL
+        for name in cnn.PARAM_NAMES:
+            assert rel_err(grads[name], ref[f"grad_{name}"]) < RTOL, name
 
 
 def test_training_steps_equal_torch_sgd_steps(mnist):
     """Two steps (so momentum counts) of the full-size float32 network on real images, from the same
     weights, against torch.optim.SGD with weight decay on the kernels and W only."""
-    torch = need_peer("torch")
-    import torch.nn.functional as F
-
-    rng = np.random.default_rng(7)
-    params = cnn.init_params(rng)
+    params, batches = steps_case(mnist)
     velocities = {k: np.zeros_like(v) for k, v in params.items()}
-    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    opt = torch.optim.SGD(
-        [
-            {"params": [tp[k] for k in cnn.DECAYED], "weight_decay": 5e-3},
-            {"params": [tp[k] for k in cnn.PARAM_NAMES if k not in cnn.DECAYED], "weight_decay": 0.0},
-        ],
-        lr=0.05,
-        momentum=0.9,
-    )
+    losses = []
     with ThreadPoolExecutor(2) as pool:
-        for s in range(2):
-            images, y = mnist.train_images[16 * s : 16 * s + 16], mnist.train_labels[16 * s : 16 * s + 16]
+        for images, y in batches:
             x = cnn.to_input(images)
-            loss, _ = cnn.train_step(params, velocities, x, y.astype(np.intp), 0.05, 0.9, 5e-3, pool)
-            lt = F.cross_entropy(torch_net(torch, tp, x, torch.float32), torch.tensor(y.astype(np.int64)))
-            opt.zero_grad()
-            lt.backward()
-            opt.step()
-            assert loss == pytest.approx(lt.item(), rel=1e-5)
-    for name in cnn.PARAM_NAMES:
-        assert params[name].dtype == np.float32
-        assert rel_err(params[name], tp[name].detach().numpy()) < 1e-5, name
-        momentum = opt.state[tp[name]]["momentum_buffer"].numpy()
-        assert rel_err(velocities[name], momentum) < 1e-4, name
+            loss, _ = cnn.train_step(params, velocities, x, y.astype(np.intp), *STEPS.values(), pool)
+            losses.append(loss)
+    for ref in each_reference("steps", lambda torch: torch_steps(torch, mnist)):
+        np.testing.assert_allclose(losses, ref["losses"], rtol=1e-5)
+        for name in cnn.PARAM_NAMES:
+            idx = sample_index(params[name].shape)
+            assert params[name].dtype == np.float32
+            assert rel_err(params[name].reshape(-1)[idx], ref[f"param_{name}"]) < 1e-5, name
+            assert rel_err(velocities[name].reshape(-1)[idx], ref[f"momentum_{name}"]) < 1e-4, name
 
 
 def test_one_cycle_equals_torch_one_cycle_lr():
-    torch = need_peer("torch")
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=100, cycle_momentum=False)
-    want = []
-    for _ in range(100):
-        want.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    np.testing.assert_allclose(one_cycle(100, 0.05), want, rtol=1e-12)
+    """Every step's learning rate: the peak at 30% of the steps, the cosine on either side."""
+    for ref in each_reference("one_cycle", lambda torch: {"lrs": torch_one_cycle(torch)}):
+        np.testing.assert_allclose(one_cycle(ONE_CYCLE["total_steps"], ONE_CYCLE["max_lr"]), ref["lrs"], rtol=1e-12)
 
 
 # ---- the inference path, training epochs, purity ---------------------------------------------------

@@ -6,7 +6,8 @@ the bias, a sample dropped, momentum or the learning rate ignored, a frozen bias
 
 import numpy as np
 import pytest
-from conftest import need_peer
+from conftest import optional_peer
+from torch_reference import SGD, recorded, sgd_case, sgd_problem, torch_sgd
 
 from mnist_softmax.config import make_config
 from mnist_softmax.sgd import momentum_update_, sgd_step
@@ -29,17 +30,8 @@ def reference_epoch(W, b, vW, vb, X, y, order, lr, momentum, wd, batch):
     return W, b, vW, vb
 
 
-def _problem(seed=0, n=203, N=12, T=10):
-    """float64 data with n not a multiple of the batch, and non-zero starting weights and velocities."""
-    rng = np.random.default_rng(seed)
-    X, y = rng.normal(size=(n, N)), rng.integers(0, T, n)
-    W, b = rng.normal(scale=0.1, size=(T, N)), rng.normal(scale=0.1, size=T)
-    vW, vb = rng.normal(scale=0.01, size=(T, N)), rng.normal(scale=0.01, size=T)
-    return X, y, W, b, vW, vb, rng.permutation(n)
-
-
 def test_one_epoch_equals_an_independent_reference():
-    X, y, W, b, vW, vb, order = _problem()
+    X, y, W, b, vW, vb, order = sgd_problem()
     expected = reference_epoch(W, b, vW, vb, X, y, order, LR, MOMENTUM, WD, BATCH)
     velocity = (vW.copy(), vb.copy())
     W_, b_ = W.copy(), b.copy()
@@ -52,25 +44,19 @@ def test_one_epoch_equals_an_independent_reference():
 
 
 def test_one_epoch_equals_torch_sgd_with_the_same_parameter_groups():
-    torch = need_peer("torch")
-    X, y, W, b, vW, vb, order = _problem(1)
-    w_t, b_t = torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)
-    groups = [{"params": [w_t], "weight_decay": WD}, {"params": [b_t], "weight_decay": 0.0}]
-    opt = torch.optim.SGD(groups, lr=LR, momentum=MOMENTUM)
-    Xt, yt = torch.tensor(X), torch.tensor(y)
-    for s in range(0, len(order), BATCH):
-        idx = torch.tensor(order[s : s + BATCH])
-        loss = torch.nn.functional.cross_entropy(Xt[idx] @ w_t.T + b_t, yt[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    X, y, W, b, _, _, order = sgd_case()
     velocity = (np.zeros_like(W), np.zeros_like(b))  # torch starts its momentum buffers at the first gradient
-    with layer_step(W, b, velocity, MOMENTUM, WD) as step:
-        train_epoch(step, X, y, order, LR, BATCH)
-    np.testing.assert_allclose(W, w_t.detach().numpy(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(b, b_t.detach().numpy(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(velocity[0], opt.state[w_t]["momentum_buffer"].numpy(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(velocity[1], opt.state[b_t]["momentum_buffer"].numpy(), rtol=1e-6, atol=1e-9)
+    with layer_step(W, b, velocity, SGD["momentum"], SGD["weight_decay"]) as step:
+        train_epoch(step, X, y, order, SGD["lr"], SGD["batch"])
+    references = [recorded("sgd")]
+    torch = optional_peer("torch")
+    if torch is not None:
+        references.append(torch_sgd(torch))
+    for ref in references:
+        np.testing.assert_allclose(W, ref["W"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(b, ref["b"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(velocity[0], ref["vW"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(velocity[1], ref["vb"], rtol=1e-6, atol=1e-9)
 
 
 def test_momentum_update_by_hand_and_gradient_untouched():
@@ -84,7 +70,7 @@ def test_momentum_update_by_hand_and_gradient_untouched():
 
 
 def test_sgd_step_returns_the_loss_and_logits_before_its_update():
-    X, y, W, b, vW, vb, _ = _problem(2, n=8)
+    X, y, W, b, vW, vb, _ = sgd_problem(2, n=8)
     z_before = X @ W.T + b
     loss, z = sgd_step(W, b, (vW, vb), X, y, LR, MOMENTUM, WD)
     np.testing.assert_allclose(z, z_before, rtol=1e-12)
