@@ -87,19 +87,6 @@ def pytest_sessionfinish(session, exitstatus):
 REQUIRE_PEERS = "MNIST_SOFTMAX_REQUIRE_PEERS"  # "1": the PyTorch cross-checks must run (.ci/run sets it)
 
 
-def need_peer(module: str = "torch"):
-    """The peer library a cross-check compares against (PyTorch). Where it is not installed the test
-    is skipped, saying how to install it; with $MNIST_SOFTMAX_REQUIRE_PEERS=1 (CI) it fails instead."""
-    import importlib
-
-    if os.environ.get(REQUIRE_PEERS) == "1":
-        try:
-            return importlib.import_module(module)
-        except ImportError as e:
-            pytest.fail(f"{module} is required here (${REQUIRE_PEERS}=1) but cannot be imported: {e}")
-    return pytest.importorskip(module, reason=f"{module} is not installed: pip install -e '.[bench]'")
-
-
 def optional_peer(module: str = "torch"):
     """The peer library for a live cross-check beside a recorded one (tests/torch_reference.py): the
     module where it is installed, else None; with $MNIST_SOFTMAX_REQUIRE_PEERS=1 (CI) it must be."""
