@@ -814,3 +814,51 @@ def test_save_as_names_are_1_to_64_characters_from_a_letter_or_digit_not_ending_
         assert answer.status == 400 and answer.json()["error"].startswith("a name is 1 to 64 ASCII letters")
     else:
         assert answer.status == 200 and answer.json()["name"] == saved
+
+
+@pytest.mark.parametrize("model,n", [("pixels", 3000), ("cnn", 300)])
+def test_predict_explain_and_the_page_print_the_same_strings_for_every_digit(
+    model, n, pixels_checkpoint, cnn_trained, mnist, tmp_path
+):
+    """For a sample of test digits saved as PNGs: the strings `predict --json --explain --label Y`
+    makes of its numbers (display.explain_strings: z, z − max z, exp, their sum, p, the loss, the
+    cross entropy) are those the page shows, one by one, and so are the probabilities."""
+    import shutil
+
+    from mnist_softmax.display import explain_strings
+    from mnist_softmax.serve import App, Client
+    from mnist_softmax.serve.api import Site
+
+    checkpoint = pixels_checkpoint if model == "pixels" else cnn_trained / "model.npz"
+    shutil.copy(checkpoint, tmp_path / "model.npz")
+    app = App(tmp_path / "model.npz", tmp_path)
+    app.site = Site(8000, frozenset({"127.0.0.1"}))
+    client = Client(app)
+    rng = np.random.default_rng(25)
+    sample = rng.choice(10000, n, replace=False)
+    for label in range(10):
+        folder = tmp_path / f"label-{label}"
+        folder.mkdir()
+        for i in sample[mnist.test_labels[sample] == label]:
+            Image.fromarray(mnist.test_images[i]).save(folder / f"{i:05d}.png")
+        out = run("predict", folder, "--checkpoint", checkpoint, "--json", "--explain", "--label", label).stdout
+        pages = {}
+        for line in out.splitlines():
+            cli = json.loads(line)
+            page = client.post(f"/api/predict?label={label}", Path(cli["path"]).read_bytes()).json()
+            strings = explain_strings(cli["explain"])
+            assert {k: page["page"]["shown"][k] for k in strings} == strings, cli["path"]
+            assert page["probabilities"] == cli["probabilities"] and page["prediction"] == cli["prediction"]
+            pages[cli["path"]] = page["page"]["shown"]
+        # The text output too: each image's probability bars and walk-through print the page's strings.
+        text = run("predict", folder, "--checkpoint", checkpoint, "--explain", "--label", label).stdout
+        blocks = [b for b in ("\n" + text).split(f"\n{folder}/") if b]
+        assert len(blocks) == len(pages)
+        for block in blocks:
+            name, _, rest = block.partition(":")
+            shown = pages[str(folder / name)]
+            bars = [line.rsplit(" ", 1)[1] for line in rest.splitlines() if line.startswith("  ") and "│" in line]
+            assert bars == shown["probabilities"], name
+            for key in ("logits", "exp", "probabilities"):
+                assert "[" + ", ".join(shown[key]) + "]" in rest, (name, key)
+            assert f"= {shown['loss']}" in rest and shown["sum"] in rest
