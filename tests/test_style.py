@@ -17,3 +17,21 @@ def test_ruff_is_clean():
     command = [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)]
     out = subprocess.run(command, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_no_function_is_above_grade_c_and_no_module_over_500_lines():
+    """Readable in one sitting: every function or method of the package at cyclomatic complexity 20
+    or less (radon's grade C at most), every module under 500 lines."""
+    try:
+        import radon.complexity as radon
+    except ImportError:
+        pytest.fail("radon is not installed: pip install -e '.[test]'")
+    too_complex, too_long = [], []
+    for path in sorted((ROOT / "mnist_softmax").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") >= 500:
+            too_long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+        for block in radon.cc_visit(text):
+            if block.complexity > 20:
+                too_complex.append(f"{path.relative_to(ROOT)}:{block.lineno} {block.name}: {block.complexity}")
+    assert too_complex == [] and too_long == []
