@@ -82,12 +82,13 @@ def prediction_text(pred, top_k: int | None = None, show_input: bool = False) ->
     k = pred.digit_class
     polarity = "dark ink on light, inverted" if pred.inverted else "light ink on dark"
     lines = [
-        f"{shown(pred.path)}: {k}  (p = {pred.probabilities[k]:.4f}; {polarity})",
+        f"{shown(pred.path)}: {k}  (p = {number(pred.probabilities[k])}; {polarity})",
         probability_bars(pred.probabilities, top_k),
     ]
     if pred.label is not None and not pred.explain:  # --explain shows the loss in its walk-through
         y = pred.label
-        lines.append(f"  softmax loss for label {y}: −log p_{y} = −log {pred.probabilities[y]:.6f} = {pred.loss:.6f}")
+        p_y, loss = number(pred.probabilities[y], 6), number(pred.loss, 6)
+        lines.append(f"  softmax loss for label {y}: −log p_{y} = −log {p_y} = {loss}")
     if show_input or pred.explain:
         lines.append(ascii_digit(pred.digit))
     if pred.explain:
@@ -105,7 +106,7 @@ def bar(p: float, width: int = 30) -> str:
 def probability_bars(p: np.ndarray, top_k: int | None = None) -> str:
     """One line per class, most probable first when top_k is given; else in class order."""
     order = np.argsort(-p, kind="stable")[:top_k] if top_k else range(len(p))
-    return "\n".join(f"  {k} │{bar(float(p[k]))} {p[k]:.4f}" for k in order)
+    return "\n".join(f"  {k} │{bar(float(p[k]))} {number(p[k])}" for k in order)
 
 
 def ascii_digit(img: np.ndarray) -> str:
@@ -115,12 +116,20 @@ def ascii_digit(img: np.ndarray) -> str:
 
 
 def number(v: float, decimals: int = 4) -> str:
-    """v to `decimals` decimals, as the walk-through prints numbers; where that would show a value
-    that is not zero as 0 (2.8e-5 as 0.0000), in 4 significant digits instead (2.800e-05)."""
-    if v == 0:
-        return "0"
+    """v as the walk-through and the page print it: to `decimals` decimals, keeping what matters to
+    read the softmax. A value that is not zero never shows as 0 (2.8e-5 is 2.800e-05, not 0.0000),
+    and one that is not ±1 never shows as ±1 (0.99997 is 0.99997, not 1.0000): more decimals then,
+    as many as tell it apart (at most 12)."""
+    v = float(v)
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else f"{v}"
     text = f"{v:.{decimals}f}"
-    return text if float(text) != 0 or not math.isfinite(v) else f"{v:.3e}"
+    if float(text) == 0:
+        return f"{v:.3e}"
+    while abs(float(text)) == 1 and abs(v) != 1 and decimals < 12:
+        decimals += 1
+        text = f"{v:.{decimals}f}"
+    return text
 
 
 def page_strings(page: dict) -> dict:
@@ -133,28 +142,29 @@ def page_strings(page: dict) -> dict:
 
 
 def explain_strings(e: dict) -> dict:
-    """The numbers of `explain_numbers` as `predict --explain` prints them, digit for digit: the
-    text of each, for the walk-through below and for the local page, which shows these strings."""
+    """The numbers of one prediction's walk-through (explain.explain_record) as `predict --explain`
+    prints them, digit for digit (display.number): the text of each, for the walk-through and for
+    the local page, which shows these very strings."""
     z = e["logits"]
     top = max(z)
     out = {
-        "x_min": f"{e['x_min']:.4f}",
-        "x_max": f"{e['x_max']:.4f}",
-        "x_mean": f"{e['x_mean']:.4f}",
-        "logits": [f"{v:.4f}" for v in z],
-        "shifted": [f"{v - top:.4f}" for v in z],  # z − max z, the exponent of each exp
-        "exp": [f"{v:.4f}" for v in e["exp"]],
-        "sum": f"{e['sum']:.6f}",
-        "probabilities": [f"{v:.4f}" for v in e["probabilities"]],
-        "probability_sum": f"{sum(e['probabilities']):.6f}",
+        "x_min": number(e["x_min"]),
+        "x_max": number(e["x_max"]),
+        "x_mean": number(e["x_mean"]),
+        "logits": [number(v) for v in z],
+        "shifted": [number(v - top) for v in z],  # z − max z, the exponent of each exp
+        "exp": [number(v) for v in e["exp"]],
+        "sum": number(e["sum"], 6),
+        "probabilities": [number(v) for v in e["probabilities"]],
+        "probability_sum": number(sum(e["probabilities"]), 6),
     }
     if "label" in e:
         y = e["label"]
         out |= {
-            "p_label": f"{e['probabilities'][y]:.6f}",
-            "loss": f"{e['loss']:.6f}",
-            "loss_short": f"{e['loss']:.4f}",
-            "cross_entropy": f"{e['cross_entropy']:.6f}",
+            "p_label": number(e["probabilities"][y], 6),
+            "loss": number(e["loss"], 6),
+            "loss_short": number(e["loss"]),
+            "cross_entropy": number(e["cross_entropy"], 6),
             "cross_entropy_note": "(the same number)"
             if math.isfinite(e["cross_entropy"])
             else f"(p_{y} underflowed to 0 in float64: −log 0; the loss from the logits above is the figure)",

@@ -68,3 +68,32 @@ def explain_record(model: Model, e: Explanation) -> dict:
     if e.label is not None:
         out |= {"label": e.label, "loss": e.loss, "cross_entropy": e.cross_entropy}
     return out
+
+
+# The pixels a learner is shown greyed in W's rows: on average they hold under this much ink (of a
+# full 1.0) in the training images, so their weights rest on a handful of digits.
+RARE_INK = 0.01
+
+
+class Templates(NamedTuple):
+    """W's rows as the weights act on raw features: W / scale, summed over the maps at each cell of
+    the grid (28×28 for pixels, 7×7 otherwise), on one shared symmetric colour scale."""
+
+    rows: np.ndarray  # (T, H, W) float64
+    rare: np.ndarray  # (H, W) bool: cells whose features are almost never on in training (greyed)
+    limit: float  # the scale's end: |value| at which a colour saturates, the 99th percentile of |rows|
+
+
+def weight_templates(model: Model, W: np.ndarray | None = None) -> Templates:
+    """What training found in W (T, N) (the model's own by default; a change of it, ΔW, likewise):
+    the weight of each raw feature for each class, W / scale (since W·x = (W/scale)·(f − mean) for the
+    standardised x of features f), summed over the maps at each cell. For pixels these are the ten
+    templates the layer matches a digit against; the cells where the training set almost never has
+    ink are marked rare, and the scale ignores them."""
+    C, H, Wd = model.front.map_shape
+    W = model.W if W is None else W
+    rows = (W / model.scale).reshape(len(W), C, H * Wd).sum(axis=1).reshape(len(W), H, Wd).astype(np.float64)
+    rare = (model.mean.reshape(C, H, Wd).max(axis=0) < RARE_INK) if C == 1 and model.mean.any() else np.zeros((H, Wd), bool)
+    kept = np.abs(rows[:, ~rare])
+    limit = float(np.percentile(kept, 99)) if kept.size and kept.max() > 0 else 1.0
+    return Templates(rows, rare, limit)
