@@ -93,7 +93,9 @@ def weight_templates(model: Model, W: np.ndarray | None = None) -> Templates:
     C, H, Wd = model.front.map_shape
     W = model.W if W is None else W
     rows = (W / model.scale).reshape(len(W), C, H * Wd).sum(axis=1).reshape(len(W), H, Wd).astype(np.float64)
-    rare = (model.mean.reshape(C, H, Wd).max(axis=0) < RARE_INK) if C == 1 and model.mean.any() else np.zeros((H, Wd), bool)
+    rare = np.zeros((H, Wd), bool)
+    if C == 1 and model.mean.any():  # pixels: their mean over the training images is in the standardiser
+        rare = model.mean.reshape(H, Wd) < RARE_INK
     kept = np.abs(rows[:, ~rare])
     limit = float(np.percentile(kept, 99)) if kept.size and kept.max() > 0 else 1.0
     return Templates(rows, rare, limit)

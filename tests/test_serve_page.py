@@ -16,6 +16,8 @@ from conftest import run
 from test_serve_api import cli_record, start_server, stop
 from userstyle import MAKERS, NEGATIVES
 
+from mnist_softmax.display import number
+
 CHROMIUM = os.environ.get("MNIST_SOFTMAX_CHROMIUM", "/usr/bin/chromium")
 REQUIRE = "MNIST_SOFTMAX_REQUIRE_BROWSER"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -191,12 +193,12 @@ def _file_numbers_match_the_cli(page, checkpoint, path, label) -> dict:
     page.settled(str(want["prediction"]))
     page.testid("label").select_option(str(label))
     page.tab.wait_for_function(
-        f"() => document.getElementById('loss').textContent === '{want['loss']:.4f}'", timeout=10000
-    )  # the loss the CLI prints, to its 4 decimals
+        f"() => document.getElementById('loss').textContent === '{number(want['loss'])}'", timeout=10000
+    )  # the loss as the CLI prints it
     for k, p in enumerate(want["probabilities"]):
-        assert page.text(f"p-{k}") == f"{p:.4f}"
+        assert page.text(f"p-{k}") == number(p)
     for k, z in enumerate(want["explain"]["logits"]):
-        assert f"z = {z:.4f}" in page.text(f"logit-{k}")
+        assert f"z = {number(z)}" in page.text(f"logit-{k}")
     _the_page_prints_pythons_strings(page, checkpoint, path, label)
     return want
 
