@@ -37,7 +37,7 @@ class Config:
     val_size: int = 5000  # held out from the 60,000 training images, seeded
     seed: int = 0
     standardize: str = "feature"  # per-feature mean/std, one global mean/std, or none
-    std_floor: float = 0.1  # added to each std, so near-constant features are not blown up
+    std_floor: float = 0.3  # added to each std, so near-constant features (rarely inked pixels) are not blown up
     # conv front end only (features = "conv"): 64 k×k filters learned from patches, without labels
     conv_kernel: int = 5
     conv_patches: int = 100_000  # training patches with ink used to learn the filters

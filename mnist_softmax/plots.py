@@ -59,20 +59,34 @@ def plot_curves(path: Path, history: list[dict], test_acc: float | None) -> None
     _save(fig, path)
 
 
-def plot_pixel_weights(path: Path, W: np.ndarray) -> None:
-    """The 10 rows of W (10, 784) as 28×28 images: red pixels are evidence for the class, blue against.
-
-    W acts on standardised pixels; W / scale (weight per raw pixel value) would be dominated by the
-    rarely inked border pixels, whose std is tiny. The colour limit is each row's 99th percentile
-    of |w|, so a few extreme weights do not wash out the picture.
-    """
-    V = W.reshape(-1, 28, 28)
-    tiles = _diverging(V, np.percentile(np.abs(V).reshape(len(V), -1), 99, axis=1))
-    fig = _figure(10, 4.4)
-    ax = fig.add_axes((0.02, 0.02, 0.96, 0.83))
-    _show_tiles(ax, tiles, cols=5, gap=4, labels=[str(d) for d in range(len(V))])
-    fig.suptitle("rows of W (on standardised pixels) as 28×28 images: red is evidence for the digit, blue against")
+def plot_pixel_weights(path: Path, rows: np.ndarray, rare: np.ndarray, limit: float) -> None:
+    """The 10 rows of W as 28×28 templates (explain.weight_templates: W / scale, the weight of each
+    raw pixel value), on one shared symmetric colour scale with its colour bar: red pixels are
+    evidence for the digit, blue against; rare (28, 28) pixels, which the training set almost never
+    inks, are grey. rows (10, 28, 28); limit: where colours saturate."""
+    tiles = _diverging(rows, np.full(len(rows), limit))
+    tiles[:, rare] = RARE_GREY
+    fig = _figure(10, 5.6)
+    ax = fig.add_axes((0.02, 0.25, 0.96, 0.64))
+    _show_tiles(ax, tiles, cols=5, gap=4, labels=[str(d) for d in range(len(rows))])
+    _colour_bar(fig, (0.3, 0.15, 0.4, 0.03), limit, "weight per unit of raw pixel value (W / scale)")
+    fig.suptitle("the rows of W (10 × 784) as 28×28 templates: red is evidence for the digit, blue against")
+    fig.text(0.5, 0.015, f"one colour scale for all ten, saturating at ±{limit:.3g} (the 99th percentile); grey: "
+             "pixels the training set almost never inks", ha="center", fontsize=9, color="0.3")  # fmt: skip
     _save(fig, path)
+
+
+RARE_GREY = (0.85, 0.85, 0.85, 1.0)
+
+
+def _colour_bar(fig, rect: tuple[float, float, float, float], limit: float, label: str) -> None:
+    """A horizontal colour bar from −limit (blue) through 0 (white) to +limit (red), at rect."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = ScalarMappable(Normalize(-limit, limit), colormaps["RdBu_r"])
+    fig.colorbar(bar, cax=fig.add_axes(rect), orientation="horizontal", label=label)
 
 
 def _diverging(V: np.ndarray, lims: np.ndarray) -> np.ndarray:
@@ -139,33 +153,30 @@ def plot_errors(path: Path, images: np.ndarray, labels: np.ndarray, P: np.ndarra
 def plot_conv_weights(
     path: Path,
     filters: np.ndarray,
-    W: np.ndarray,
-    map_shape: tuple[int, int, int],
+    rows: np.ndarray,
+    limit: float,
     how: str = "whitened k-means centroids, no labels used",
 ) -> None:
-    """Top: the learned k×k filters (of the first layer). Bottom: each class's weight energy over
-    the 7×7 grid.
+    """Top: the learned k×k filters (of the first layer). Bottom: each class's weights over the 7×7
+    grid (explain.weight_templates: W / scale summed over the maps at each cell) on one shared
+    symmetric scale with its colour bar: where on the page the layer finds evidence for the class.
 
-    filters (k·k, F); W (T, C·H·W). Energy of class t at cell (h, w) is Σ_c W[t, c, h, w]²: where
-    on the page the class looks for evidence. `how` says how the filters were learned.
+    filters (k·k, F); rows (T, 7, 7); limit: where colours saturate. `how` says how the filters were learned.
     """
-    from matplotlib import colormaps
-
-    C, H, Wd = map_shape
     k = int(round(np.sqrt(filters.shape[0])))
     n_filters = filters.shape[1]
     F = filters.T.reshape(n_filters, k, k)
     filter_tiles = _diverging(F, np.abs(F).reshape(n_filters, -1).max(axis=1))
-    energy = (W.reshape(len(W), C, H, Wd) ** 2).sum(axis=1)
-    low, high = energy.min(axis=(1, 2), keepdims=True), energy.max(axis=(1, 2), keepdims=True)
-    energy_tiles = colormaps["magma"]((energy - low) / np.where(high > low, high - low, 1))
-    fig = _figure(10, 8.5)
-    _show_tiles(fig.add_axes((0.01, 0.6, 0.98, 0.34)), filter_tiles, cols=16, gap=1)
-    fig.text(0.5, 0.955, f"the {n_filters} learned {k}×{k} filters ({how})", ha="center")
+    fig = _figure(10, 9.0)
+    _show_tiles(fig.add_axes((0.01, 0.62, 0.98, 0.32)), filter_tiles, cols=16, gap=1)
+    fig.text(0.5, 0.955, f"the {n_filters} learned {k}×{k} filters ({how}), each on its own scale", ha="center")
     _show_tiles(
-        fig.add_axes((0.1, 0.02, 0.8, 0.46)), energy_tiles, cols=5, gap=2, labels=[str(t) for t in range(len(W))]
-    )
-    fig.text(0.5, 0.5, f"weight energy per class over the {H}×{Wd} grid (Σ over the {C} maps of W²)", ha="center")
+        fig.add_axes((0.1, 0.12, 0.8, 0.42)), _diverging(rows, np.full(len(rows), limit)), cols=5, gap=1,
+        labels=[str(t) for t in range(len(rows))],
+    )  # fmt: skip
+    fig.text(0.5, 0.57, "each class's weights over the 7×7 grid, summed over the maps (W / scale): red is "
+             "evidence for the digit, blue against", ha="center")  # fmt: skip
+    _colour_bar(fig, (0.3, 0.06, 0.4, 0.02), limit, f"one scale for all ten, saturating at ±{limit:.3g}")
     _save(fig, path)
 
 

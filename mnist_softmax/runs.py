@@ -205,18 +205,21 @@ def draw_figures(run_dir: Path, result, painter=None) -> None:
     """curves.png and weights.png of a run, drawn by `painter` (a plots.Painter started before
     training) or, without one, here."""
     from . import plots
+    from .explain import weight_templates
 
     model = result.model
     test_acc = result.final["test"][1] if result.final else None
-    shape = model.front.map_shape
+    t = weight_templates(model)
     if model.front_end == "pixels":
-        weights = "pixel_weights", {"W": model.W}
-    elif model.front_end == "cnn":  # the first layer's 5×5 kernels, as columns like conv's filters
-        kernels = model.fe_params["conv1_w"].reshape(len(model.fe_params["conv1_w"]), -1).T
-        how = "first layer, trained with W by backpropagation"
-        weights = "conv_weights", {"filters": kernels, "W": model.W, "map_shape": shape, "how": how}
+        weights = "pixel_weights", {"rows": t.rows, "rare": t.rare, "limit": t.limit}
     else:
-        weights = "conv_weights", {"filters": model.fe_params["filters"], "W": model.W, "map_shape": shape}
+        how = None
+        if model.front_end == "cnn":  # the first layer's 5×5 kernels, as columns like conv's filters
+            filters = model.fe_params["conv1_w"].reshape(len(model.fe_params["conv1_w"]), -1).T
+            how = "first layer, trained with W by backpropagation"
+        else:
+            filters = model.fe_params["filters"]
+        weights = "conv_weights", {"filters": filters, "rows": t.rows, "limit": t.limit} | ({"how": how} if how else {})
     jobs = [
         ("curves", run_dir / FIGURES[0], {"history": result.history, "test_acc": test_acc}),
         (weights[0], run_dir / FIGURES[1], weights[1]),

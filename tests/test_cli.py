@@ -41,7 +41,7 @@ def test_default_train_reaches_the_accuracy_bar_and_writes_every_file(trained):
     )
     assert load_config(run_dir / "config.toml") == Config()
     assert_figure(run_dir / "curves.png", (1000, 400))
-    assert_figure(run_dir / "weights.png", (1000, 440), min_fraction=0.1)
+    assert_figure(run_dir / "weights.png", (1000, 560), min_fraction=0.1)
 
 
 def test_checkpoint_reproduces_the_reported_test_accuracy(trained, mnist):

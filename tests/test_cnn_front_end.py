@@ -134,7 +134,7 @@ def test_cli_run_eval_and_predict(mnist_dir, mnist, tmp_path):
             run("eval", "--checkpoint", out / "model.npz", "--split", split, "--data-dir", mnist_dir, "--json").output
         )
         assert (got["accuracy"], got["loss"]) == (summary[f"{split}_accuracy"], summary[f"{split}_loss"])
-    assert_figure(out / "weights.png", (1000, 850), min_fraction=0.05)
+    assert_figure(out / "weights.png", (1000, 900), min_fraction=0.05)
     assert_figure(out / "curves.png", (1000, 400), min_fraction=0.0005)  # one epoch: a point per curve
     model = load_checkpoint(out / "model.npz").model
     assert model.fe_params["conv1_w"].shape == (32, 1, 5, 5) and model.W.shape == (10, 3136)

@@ -218,7 +218,7 @@ def test_short_conv_run_end_to_end(conv_trained, mnist_dir, mnist, tmp_path):
     assert summary["features"] == "conv" and summary["n_features"] == 3136
     assert summary["test_accuracy"] >= 0.98, summary  # 2 epochs; the default 15 reach ≥ 0.988
     assert load_config(conv_trained / "config.toml").features == "conv"
-    assert_figure(conv_trained / "weights.png", (1000, 850), min_fraction=0.1)
+    assert_figure(conv_trained / "weights.png", (1000, 900), min_fraction=0.1)
     out = json.loads(run("eval", "--checkpoint", conv_trained / "model.npz", "--data-dir", mnist_dir, "--json").output)
     assert out["accuracy"] == summary["test_accuracy"] and out["loss"] == summary["test_loss"]
 
