@@ -82,18 +82,28 @@ def split_rows(
     return "train", train_idx if split == "train" else val_idx
 
 
-def load_test_set(data_dir: str | os.PathLike = "data") -> tuple[np.ndarray, np.ndarray]:
-    """(test images (10000, 28, 28) uint8, labels (10000,)) from data_dir, verified and never
-    downloaded: a DataError says how to get them when they are not there."""
+def load_local(data_dir: str | os.PathLike = "data", parts: Sequence[str] = ("train", "test")) -> dict:
+    """{part: (images uint8 (n, 28, 28), labels (n,))} of the MNIST parts asked for, from data_dir,
+    verified and never downloaded: a DataError says how to get them when they are not there."""
     from .download import read_verified
     from .errors import DataError
     from .text import shown
 
     data_dir = Path(data_dir)
-    names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    found = [read_verified(data_dir / name, FILES[name]) for name in names]
-    if any(buf is None for buf in found):
-        get = "mnist-softmax download" + ("" if data_dir == Path("data") else f" --data-dir {shown(data_dir)}")
-        raise DataError(f"the MNIST test set is not in {shown(data_dir)}: `{get}` gets it")
-    images, labels = (parse_mnist_file(buf, name) for buf, name in zip(found, names, strict=True))
-    return images, labels
+    names = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+    out = {}
+    for part in parts:
+        found = [read_verified(data_dir / name, FILES[name]) for name in names[part]]
+        if any(buf is None for buf in found):
+            get = "mnist-softmax download" + ("" if data_dir == Path("data") else f" --data-dir {shown(data_dir)}")
+            what = "test set" if part == "test" else "training set"
+            raise DataError(f"the MNIST {what} is not in {shown(data_dir)}: `{get}` gets it")
+        out[part] = tuple(parse_mnist_file(buf, name) for buf, name in zip(found, names[part], strict=True))
+    return out
+
+
+def load_test_set(data_dir: str | os.PathLike = "data") -> tuple[np.ndarray, np.ndarray]:
+    """(test images (10000, 28, 28) uint8, labels (10000,)) from data_dir, verified and never
+    downloaded: a DataError says how to get them when they are not there."""
+    return load_local(data_dir, ("test",))["test"]

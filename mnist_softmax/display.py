@@ -119,25 +119,30 @@ def number(v: float, decimals: int = 4) -> str:
     """v as the walk-through and the page print it: to `decimals` decimals, keeping what matters to
     read the softmax. A value that is not zero never shows as 0 (2.8e-5 is 2.800e-05, not 0.0000),
     and one that is not ±1 never shows as ±1 (0.99997 is 0.99997, not 1.0000): more decimals then,
-    as many as tell it apart (at most 12)."""
+    as many as tell it apart (at most 12; within 1e-12 of 1, float64's rounding, it is 1)."""
     v = float(v)
     if v == 0 or not math.isfinite(v):
         return "0" if v == 0 else f"{v}"
     text = f"{v:.{decimals}f}"
     if float(text) == 0:
         return f"{v:.3e}"
-    while abs(float(text)) == 1 and abs(v) != 1 and decimals < 12:
+    while abs(float(text)) == 1 and abs(abs(v) - 1) > 1e-12 and decimals < 12:  # (float rounding is not a digit)
         decimals += 1
         text = f"{v:.{decimals}f}"
     return text
 
 
 def page_strings(page: dict) -> dict:
-    """The page's own numbers (page.page_numbers) as it shows them: each bias b_k, and with a label
-    each dL/dz_k. The page prints these strings; it formats no number itself."""
-    out = {"bias": [number(v) for v in page["bias"]]}
+    """The page's own numbers (page.page_numbers) as it shows them: each bias b_k and W_k·x, each
+    figure's scale, and with a label each dL/dz_k and the largest |dL/dW| of each row. The page prints
+    these strings; it formats no number itself."""
+    out = {"bias": [number(v) for v in page["bias"]], "wx": [number(v) for v in page["wx"]]}
+    for key in ("x_limit", "x_cells_limit", "contributions_limit", "grad_limit"):
+        if key in page:
+            out[key] = number(page[key])
     if "grad_z" in page:
         out["grad_z"] = [number(v) for v in page["grad_z"]]
+        out["grad_row_max"] = [number(v) for v in page["grad_row_max"]]
     return out
 
 

@@ -422,3 +422,39 @@ def signal_training(mnist_dir, out, cwd, sig, after_epoch: int) -> tuple[int, st
         err,
         json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {},
     )
+
+
+# ------------------------------------------------------------------------------ the page in a browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright (serving.need_browser: skipped where missing, unless required)."""
+    from serving import ARGS, CHROMIUM, need_browser
+
+    sync_playwright = need_browser()
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def pixels_server(trained, mnist_dir):
+    """`mnist-softmax serve` on the pixels run's checkpoint: (checkpoint, URL)."""
+    from serving import start_server, stop
+
+    checkpoint = trained[0] / "runs" / "latest" / "model.npz"
+    proc, url = start_server(checkpoint, mnist_dir)
+    yield checkpoint, url
+    stop(proc)
+
+
+@pytest.fixture
+def page(browser, pixels_server, tmp_path):
+    """A tab on the pixels server's page, checked for console errors when closed."""
+    from serving import Page
+
+    opened = Page(browser, pixels_server[1], tmp_path)
+    yield opened
+    opened.close()

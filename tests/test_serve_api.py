@@ -22,27 +22,10 @@ import numpy as np
 import pytest
 from conftest import run
 from PIL import Image
+from serving import call, cli_record, start_server, stop
 from userstyle import MAKERS, NEGATIVES
 
 from mnist_softmax.checkpoint import load_checkpoint
-
-
-def start_server(checkpoint: Path, data_dir: Path | None, *extra, **popen) -> tuple[subprocess.Popen, str]:
-    """`mnist-softmax serve --port 0 --no-browser` as its own process: (process, its URL, from the line it prints)."""
-    cmd = [sys.executable, "-m", "mnist_softmax", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
-    cmd += ["--no-browser", *(["--data-dir", str(data_dir)] if data_dir else []), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-    line = proc.stdout.readline()
-    if not line.startswith(f"serving {checkpoint} at http://"):
-        proc.kill()
-        pytest.fail(f"serve did not start: {line}{proc.communicate(timeout=30)[1]}")
-    return proc, line.split(" at ")[1].split()[0]
-
-
-def stop(proc: subprocess.Popen, sig=signal.SIGINT) -> tuple[int, str]:
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
-    return proc.returncode, err
 
 
 @pytest.fixture(scope="module")
@@ -56,29 +39,6 @@ def server(pixels_checkpoint, mnist_dir):
     yield url
     code, err = stop(proc)
     assert code == 130 and err.strip() == "stopped", err
-
-
-def call(url: str, path: str, body: bytes | None = None, headers: dict | None = None, method: str | None = None):
-    """(status, JSON body) of a request to the server."""
-    request = urllib.request.Request(url.rstrip("/") + path, data=body, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def cli_record(checkpoint: Path, image: Path, label: int | None = None) -> dict | str:
-    """What `mnist-softmax predict IMAGE --json --explain [--label Y]` prints: the record, or the refusal."""
-    args = ["predict", image, "--checkpoint", checkpoint, "--json", "--explain"] + (
-        ["--label", label] if label is not None else []
-    )
-    result = run(*args, ok=False)
-    if result.exit_code:
-        message = result.stderr.strip()
-        assert message.startswith(f"error: {image}: "), message
-        return message.removeprefix(f"error: {image}: ")
-    return json.loads(result.stdout)
 
 
 def user_images(mnist, folder: Path) -> list[tuple[Path, int | None]]:
@@ -302,7 +262,7 @@ def test_hostile_input_is_one_json_error_each_and_the_server_keeps_serving(serve
     for path, body, want_status, message in cases:
         got_status, got = call(server, path, body, method="GET" if body is None else "POST")
         assert got_status == want_status and message in got["error"], (path, got_status, got)
-        assert list(got) == ["error"] and "Traceback" not in got["error"]
+        assert set(got) <= {"error", "code", "args"} and "Traceback" not in got["error"]
     assert call(server, "/api/model")[0] == 200  # still serving
 
 
@@ -409,7 +369,7 @@ def _saved_png(folder: Path, data: bytes) -> Path:
 
 
 def test_sessions_are_bounded_in_number(server):
-    from mnist_softmax.serve.app import MAX_SESSIONS
+    from mnist_softmax.serve.sessions import MAX_SESSIONS
 
     keys = [call(server, "/api/session", b"")[1]["session"] for _ in range(MAX_SESSIONS + 1)]
     assert call(server, f"/api/reset?session={keys[0]}", b"")[0] == 404  # the oldest page gave way
@@ -536,9 +496,10 @@ def test_a_signal_during_save_as_lets_the_save_finish(pixels_checkpoint, mnist_d
     assert checkpoint.read_bytes() == pixels_checkpoint.read_bytes()
 
 
-def test_a_stopping_server_answers_the_requests_waiting_their_turn_503(pixels_checkpoint, tmp_path):
-    """Unit (serve.App): once close() has begun, a computation that was waiting for the lock is
-    not started; and only a killed server's checkpoint temp files are cleared at start."""
+def test_a_stopping_server_starts_no_save_and_lets_one_under_way_finish(pixels_checkpoint, tmp_path):
+    """Unit (serve.App): once close() has begun, a "Save as" waiting for its page's lock is not
+    started (503), nor is any later one; and only a killed server's checkpoint temp files are
+    cleared at start."""
     from mnist_softmax.serve import App
 
     folder = tmp_path / "ck"
@@ -550,19 +511,22 @@ def test_a_stopping_server_answers_the_requests_waiting_their_turn_503(pixels_ch
     lesson = App(folder / "model.npz", tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == [f".notes.txt.{dead}.tmp", "model.npz"]
     key = lesson.new_session()
-    lesson.lock.acquire()  # a computation under way
+    session = lesson.session(key)
+    session.steps = 1  # as after a learning step: something to save
+    session.lock.acquire()  # this page's step under way
     waiting = []
-    thread = threading.Thread(target=lambda: waiting.append(_refusal(lambda: lesson.reset(key))))
+    thread = threading.Thread(target=lambda: waiting.append(_refusal(lambda: lesson.save(key, "late"))))
     thread.start()
     closer = threading.Thread(target=lesson.close, args=(5.0,))
     closer.start()
     while not lesson.closing:
         time.sleep(0.001)
-    lesson.lock.release()  # done: the waiting request gets its turn, and is refused
+    session.lock.release()  # done: the waiting save gets its turn, and is refused
     thread.join(5)
     closer.join(5)
     assert waiting == [(503, "the server is stopping")] and not closer.is_alive()
-    assert _refusal(lambda: lesson.reset(key)) == (503, "the server is stopping")  # nothing starts once closed
+    assert _refusal(lambda: lesson.save(key, "later")) == (503, "the server is stopping")
+    assert sorted(p.name for p in folder.iterdir()) == [f".notes.txt.{dead}.tmp", "model.npz"]  # nothing written
 
 
 def _refusal(call_it):
@@ -707,7 +671,13 @@ def test_the_page_serves_the_checkpoint_it_read_at_start_whatever_happens_to_its
         (runs / "latest").symlink_to("b")  # a new `train` finished
         assert call(url, "/api/run")[1] == before["/api/run"]
         model = call(url, "/api/model")[1]
-        assert model["front_end"] == "pixels" and model["changed"].startswith(f"{served} now leads to {runs / 'b'}")
+        changed = model["changed"]
+        assert model["front_end"] == "pixels" and changed["text"].startswith(f"{served} now leads to {runs / 'b'}")
+        assert (
+            changed["kind"] == "moved"
+            and changed["path"] == str(served)
+            and changed["now"] == str(runs / "b" / "model.npz")
+        )
         again = call(url, "/api/predict?label=7", image)[1]
         assert again["probabilities"] == first["probabilities"] and again["page"]["changed"] == model["changed"]
         key = call(url, "/api/session", b"")[1]["session"]
@@ -721,7 +691,7 @@ def test_the_page_serves_the_checkpoint_it_read_at_start_whatever_happens_to_its
         shutil.copy(conv_trained / "model.npz", tmp)
         os.replace(tmp, runs / "a" / "model.npz")  # written over, as an atomic save does
         assert call(url, "/api/run")[1] == before["/api/run"]
-        assert call(url, "/api/model")[1]["changed"].startswith(f"{served} was replaced or changed")
+        assert call(url, "/api/model")[1]["changed"]["text"].startswith(f"{served} was replaced or changed")
     finally:
         stop(proc)
 

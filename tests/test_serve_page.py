@@ -7,122 +7,14 @@ Skipped where Chromium or Playwright is missing, saying how to get them; mandato
 
 import json
 import math
-import os
-import shutil
 
 import numpy as np
 import pytest
 from conftest import run
-from test_serve_api import cli_record, start_server, stop
+from serving import ONE, ZERO, Page, call, cli_record, start_server, stop
 from userstyle import MAKERS, NEGATIVES
 
 from mnist_softmax.display import number
-
-CHROMIUM = os.environ.get("MNIST_SOFTMAX_CHROMIUM", "/usr/bin/chromium")
-REQUIRE = "MNIST_SOFTMAX_REQUIRE_BROWSER"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]  # fmt: skip
-
-
-def _need_browser():
-    """Playwright's sync API, or a skip saying how to enable the browser tests (a failure under CI)."""
-    missing = []
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing.append("Playwright for Python (pip install -e '.[test]')")
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium, or set $MNIST_SOFTMAX_CHROMIUM)")
-    if missing:
-        message = "browser tests need " + " and ".join(missing)
-        if os.environ.get(REQUIRE) == "1":
-            pytest.fail(f"{message} (required here: ${REQUIRE}=1)")
-        pytest.skip(message)
-    return sync_playwright
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _need_browser()
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
-
-
-class Page:
-    """A browser tab on the page, collecting console errors and uncaught exceptions."""
-
-    def __init__(self, browser, url, tmp_path):
-        self.tab = browser.new_page(viewport={"width": 1200, "height": 900})
-        self.errors = []
-        self.tab.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.tab.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.tmp_path = tmp_path
-        self.refusals_expected = False
-        self.tab.goto(url)
-        self.tab.wait_for_function("() => document.getElementById('model-info').textContent.length > 0")
-
-    def testid(self, name):
-        return self.tab.get_by_test_id(name)
-
-    def text(self, name) -> str:
-        return self.testid(name).text_content()
-
-    def draw(self, strokes) -> None:
-        """Mouse strokes on the pad: each a list of (x, y) in pad pixels (0..280)."""
-        box = self.testid("canvas").bounding_box()
-        scale = box["width"] / 280
-        for stroke in strokes:
-            x, y = stroke[0]
-            self.tab.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
-            self.tab.mouse.down()
-            for x, y in stroke[1:]:
-                self.tab.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=3)
-            self.tab.mouse.up()
-
-    def settled(self, expected_prediction=None) -> None:
-        """Wait until the page shows an answer (or a refusal) for what it last sent."""
-        self.tab.wait_for_function(
-            "() => document.getElementById('status').textContent === '' && "
-            "(document.getElementById('prediction').textContent !== '–' || !document.getElementById('error').hidden)"
-        )
-        if expected_prediction is not None:
-            self.tab.wait_for_function(
-                f"() => document.getElementById('prediction').textContent === '{expected_prediction}'", timeout=10000
-            )
-
-    def shot(self, name):
-        path = self.tmp_path / f"{name}.png"
-        self.tab.screenshot(path=path, full_page=True)
-        assert path.stat().st_size > 20000
-        return path
-
-    def close(self):
-        # Chromium logs every HTTP error status of a fetch; a refused image's 422 is the API's answer,
-        # which the page shows, not a fault of the page.
-        expected = "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
-        assert [e for e in self.errors if e != expected or not self.refusals_expected] == [], self.errors
-        self.tab.close()
-
-
-@pytest.fixture(scope="module")
-def pixels_server(trained, mnist_dir):
-    checkpoint = trained[0] / "runs" / "latest" / "model.npz"
-    proc, url = start_server(checkpoint, mnist_dir)
-    yield checkpoint, url
-    stop(proc)
-
-
-@pytest.fixture
-def page(browser, pixels_server, tmp_path):
-    opened = Page(browser, pixels_server[1], tmp_path)
-    yield opened
-    opened.close()
-
-
-ONE = [[(150, 40), (145, 100), (140, 170), (136, 240)]]
-ZERO = [[(140 + 62 * math.sin(t * math.pi / 20), 140 - 96 * math.cos(t * math.pi / 20)) for t in range(41)]]
 
 
 def test_1_a_digit_drawn_with_the_mouse_is_read_as_it_is_drawn(page):
@@ -206,8 +98,6 @@ def _file_numbers_match_the_cli(page, checkpoint, path, label) -> dict:
 def _the_page_prints_pythons_strings(page, checkpoint, path, label) -> None:
     """Every number the page formats is Python's string (display.number): each bias b_k and each
     dL/dz_k, as the API answers them for the same file, and dL/dz = p − onehot by its sign."""
-    from test_serve_api import call
-
     url = page.tab.url.rstrip("/")
     status, record = call(url, f"/api/predict?label={label}", path.read_bytes(), headers={"Origin": url})
     assert status == 200
@@ -328,8 +218,8 @@ def test_8_the_run_behind_the_checkpoint(page, pixels_server, mnist_dir, mnist):
     assert page.testid("curves").locator("polyline").count() == 2
     assert page.testid("curves-acc").locator("polyline").count() == 2
     page.testid("cell-4-9").click()
-    page.tab.wait_for_selector("[data-testid=cell] canvas")
-    first = page.testid("cell").locator("canvas").first
+    page.tab.wait_for_selector("[data-testid=cell] button.thumb")
+    first = page.testid("cell").locator("button.thumb").first
     index = int(first.get_attribute("data-testid").removeprefix("test-digit-"))
     assert mnist.test_labels[index] == 4
     first.click()

@@ -24,8 +24,10 @@ from ..display import json_text
 from ..errors import ImageError, MnistSoftmaxError
 from ..text import escape_controls
 from .app import ApiError, App
+from .live import MAX_FRAME_STEPS
 
 MAX_LR, DEFAULT_LR = 100.0, 0.005
+MAX_LIVE_LR = 10.0
 NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # a plain decimal number, ASCII only
 WEB = "web"  # the page's files, package data of mnist_softmax
 CONTENT_TYPES = {
@@ -112,7 +114,7 @@ def respond(app: App, request: Request) -> Response:
         route = ROUTES[(_as_get(request.method), url.path)]
         return json_response(200, route(app, request, query))
     except ApiError as e:
-        return json_response(e.status, {"error": str(e)}, {"Allow": e.allow} if e.allow else {})
+        return json_response(e.status, e.body(), {"Allow": e.allow} if e.allow else {})
     except ImageError as e:
         return json_response(422, {"error": str(e)})
     except MnistSoftmaxError as e:
@@ -140,10 +142,10 @@ def refuse(app: App, request: Request) -> Response | None:
         if "GET" in takes and "HEAD" not in takes:
             takes.append("HEAD")
         if takes:
-            raise ApiError(405, f"{path} takes {' or '.join(takes)}, not {request.method}", ", ".join(takes))
+            raise ApiError(405, f"{path} takes {' or '.join(takes)}, not {request.method}", allow=", ".join(takes))
         raise ApiError(404, f"no such page or API: {request.method} {path[:80]}")
     except ApiError as e:
-        return json_response(e.status, {"error": str(e)}, {"Allow": e.allow} if e.allow else {})
+        return json_response(e.status, e.body(), {"Allow": e.allow} if e.allow else {})
 
 
 def _as_get(method: str) -> str:
@@ -217,13 +219,14 @@ def _int_param(query: dict, name: str, low: int, high: int, required: bool = Fal
     return int(text)
 
 
-def _lr_param(query: dict) -> float:
+def _lr_param(query: dict, limit: float = MAX_LR) -> float:
     text = _param(query, "lr")
     if text is None:
         return DEFAULT_LR
     lr = float(text) if len(text) <= 32 and NUMBER.fullmatch(text) else math.nan
-    if not (math.isfinite(lr) and 0 < lr <= MAX_LR):
-        raise ApiError(400, f"lr must be a number above 0 and at most {MAX_LR:g}, got {text[:20]!r}")
+    if not (math.isfinite(lr) and 0 < lr <= limit):
+        raise ApiError(400, f"lr must be a number above 0 and at most {limit:g}, got {text[:20]!r}", "bad-lr",
+                       limit=limit)  # fmt: skip
     return lr
 
 
@@ -259,6 +262,28 @@ def _save(app: App, request: Request, query: dict) -> dict:
     return app.save(_session_param(query), body.get("name") or None)
 
 
+def _live(app: App, request: Request, query: dict) -> dict:
+    action = _param(query, "action") or "frame"
+    if action not in ("start", "frame", "state"):
+        raise ApiError(400, f"action must be start, frame or state, got {action[:20]!r}")
+    start_from = _param(query, "from") or "zeros"
+    if start_from not in ("zeros", "checkpoint"):
+        raise ApiError(400, f"from must be zeros or checkpoint, got {start_from[:20]!r}")
+    batch = _int_param(query, "batch", 1, 4096) or app.checkpoint.config["batch_size"]
+    steps = _int_param(query, "steps", 1, MAX_FRAME_STEPS)
+    since = _int_param(query, "since", 0, 10**9) or 0
+    return app.live(_session_param(query), action, _lr_param(query, MAX_LIVE_LR), batch, start_from, steps, since)
+
+
+def _softmax(app: App, request: Request, query: dict) -> dict:
+    from .page import parse_logits, softmax_numbers
+
+    try:
+        return softmax_numbers(parse_logits(_param(query, "z") or ""))
+    except ValueError as e:
+        raise ApiError(400, f"z: {e}", "bad-logits") from None
+
+
 def _cell(app: App, request: Request, query: dict) -> dict:
     true = _int_param(query, "true", 0, 9, required=True)
     predicted = _int_param(query, "predicted", 0, 9, required=True)
@@ -275,7 +300,21 @@ ROUTES: dict[tuple[str, str], Callable[[App, Request, dict], dict]] = {
     ("POST", "/api/learn"): _learn,
     ("POST", "/api/reset"): lambda app, r, q: app.reset(_session_param(q)),
     ("POST", "/api/save"): _save,
+    ("GET", "/api/weights"): lambda app, r, q: app.weights(_session_param(q, False)),
+    ("POST", "/api/live"): _live,
+    ("GET", "/api/score"): lambda app, r, q: app.score(_session_param(q, False)),
+    ("GET", "/api/lesson"): lambda app, r, q: _lesson(),
+    ("GET", "/api/softmax"): _softmax,
+    ("GET", "/api/examples"): lambda app, r, q: app.examples(),
 }
+
+
+def _lesson() -> dict:
+    from .page import lesson_numbers
+
+    return lesson_numbers()
+
+
 BODY_ROUTES = {"/api/predict", "/api/learn", "/api/save"}  # the routes that read a request's body
 
 

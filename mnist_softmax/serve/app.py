@@ -1,47 +1,44 @@
-"""What the page's requests act upon: the checkpoint served (read once, at start), each page's
-session of learning steps, the run's test scores, and the budget of image decoding they all share.
-Every number it answers comes from the functions the CLI uses: predict.predict_digit and
-display.prediction_record for the prediction (the record `predict --json --explain` prints),
-page.py for the pictures and the learning step, scoring.score for the run's test scores.
+"""What the page's requests act upon: the checkpoint served (read once, at start), each page's session,
+the things all pages share (the run's test scores, the features live training and the test score
+use), and the budget of image decoding. Every number it answers comes from the functions the CLI
+uses: predict.predict_digit and display.prediction_record for the prediction (the record
+`predict --json --explain` prints), page.py for the pictures, the learning step and the lesson's
+worked examples, live.py for live training (train's own loop), scoring.score for the run's scores.
+
+Many pages at once: nothing holds a lock while it computes but a page's own session (a learning
+step, a frame of live training, "Save as"), so one page's work never waits behind another's; what
+all pages share is computed once, the run's scores in the background from the start.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import dataclasses
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..display import explain_strings, page_strings, prediction_record
-from ..errors import DataError, MnistSoftmaxError
+from ..display import explain_strings, number, page_strings, prediction_record
+from ..errors import DataError
 from ..fileio import remove_stale_temps
 from ..images import Prepared, prepare, read_image
-from ..model import Model
+from ..model import Model, evaluate
 from ..predict import predict_digit, predict_features
 from ..text import path_text, shown
+from .errors import ApiError
+from .live import LiveTraining, Shared, live_data
+from .sessions import Session, Sessions
 
 # Decoding work: images up to SMALL_IMAGE pixels never wait; larger ones share DECODE_BUDGET pixels
 # at a time, across all connections, and wait at most DECODE_WAIT seconds for it.
 SMALL_IMAGE, DECODE_BUDGET, DECODE_WAIT = 4_000_000, 60_000_000, 10.0
-MAX_SESSIONS, SESSION_IDLE_SECONDS = 16, 3600.0  # pages with their own learned weights
 SAVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(?<!\.)")  # the stem of a saved checkpoint
 
-
-class ApiError(MnistSoftmaxError):
-    """A request the API refuses: its HTTP status and the one-line message sent as {"error": ...};
-    for 405, the methods the path takes (the Allow header)."""
-
-    def __init__(self, status: int, message: str, allow: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.allow = allow
+__all__ = ["SMALL_IMAGE", "DECODE_BUDGET", "DECODE_WAIT", "ApiError", "App", "DecodeBudget"]
 
 
 class DecodeBudget:
@@ -67,7 +64,7 @@ class DecodeBudget:
                 if not alive():
                     raise ConnectionAbortedError("the client went away")
                 if time.monotonic() > deadline:
-                    raise ApiError(503, "busy reading other large images; try again, or send a smaller image")
+                    raise ApiError(503, "busy reading other large images; try again, or send a smaller image", "busy")
                 self.turn.wait(0.1)
             if not alive():
                 raise ConnectionAbortedError("the client went away")
@@ -80,18 +77,44 @@ class DecodeBudget:
                 self.turn.notify_all()
 
 
-@dataclass
-class Session:
-    """One page's own weights: the checkpoint's, after the learning steps taken on that page."""
+class Background:
+    """A value all pages share, computed once on a thread of its own from start(): result() is None
+    until it is ready; an error it met is raised to every caller, as an ApiError."""
 
-    model: Model
-    steps: int = 0
-    used: float = 0.0
+    def __init__(self, make: Callable[[], object]):
+        self._make, self._value, self._error, self._thread = make, None, None, None
+        self._lock = threading.Lock()
+
+    def start(self) -> Background:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="serve-background", daemon=True)
+                self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._value = self._make()
+        except ApiError as e:
+            self._error = e
+        except Exception as e:  # noqa: BLE001 -- said to every page that asks, never lost on a thread
+            self._error = ApiError(500, f"internal error ({type(e).__name__}: {e})")
+
+    def result(self):
+        self.start()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def wait(self, timeout: float | None = None):
+        self.start()
+        self._thread.join(timeout)
+        return self.result()
 
 
 class App:
     """What the page's requests act on: the served checkpoint's model, each page's session, and
-    (for the run's test scores) the MNIST test set in data_dir, read when first asked for."""
+    the MNIST test and training sets in data_dir (never downloaded here), read when first needed."""
 
     def __init__(self, checkpoint: Path, data_dir: Path, static: dict[str, tuple[str, bytes]] | None = None):
         from ..checkpoint import read_checkpoint
@@ -104,86 +127,80 @@ class App:
         self.signature = _signature(self.real)
         self.checkpoint, self.state = read_checkpoint(self.real)
         self.data_dir = Path(data_dir)
-        self.sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
-        self.lock = threading.Lock()  # one computation at a time: two cores, and Pillow's warnings state
-        self._scores = None
-        self._test_set = None  # test_set(), once read
+        self.sessions = Sessions(self.model)
         self.budget = DecodeBudget(DECODE_BUDGET)
-        self.closing = False
         self.static = static or {}  # the page's files: {URL path: (content type, bytes)}
         self.site = None  # api.Site: the names the server answers to, set once it has its port
+        self.test_set = Shared(lambda: self._local("test"))
+        self.test_features = Shared(lambda: self.model.features(self.test_set.get()[0]))
+        self.scores = Background(self._score_checkpoint)  # started by start(), or the first to ask
+        self.live_data = Shared(lambda: live_data(self.model, self.checkpoint.config, _Parts(self._local("train"))))
+        self.closing = False
+        self._saving = 0  # "Save as" under way
+        self._saved = threading.Condition()
         # Temp files of a "Save as" (checkpoints) that a killed server left unfinished; nothing else.
         remove_stale_temps(self.real.parent, ".*.npz.*")
 
-    def changed(self) -> str | None:
-        """What happened to the served checkpoint's path since the server read it, if anything: the
-        page keeps showing (and saving beside) what was read at start, and says so."""
-        try:
-            now = self.path.resolve()
-            if now != self.real:
-                return f"{shown(self.path)} now leads to {shown(now)}"
-            if _signature(now) != self.signature:
-                return f"{shown(self.path)} was replaced or changed"
-        except OSError:
-            return f"{shown(self.path)} is gone"
-        return None
-
-    @contextlib.contextmanager
-    def _turn(self):
-        """The lock for one computation, unless the server is stopping (ApiError 503)."""
-        with self.lock:
-            if self.closing:
-                raise ApiError(503, "the server is stopping")
-            yield
-
-    def close(self, wait: float = 30.0) -> None:
-        """Let the computation or "Save as" under way finish (at most `wait` s), and start no other
-        (those waiting their turn are answered 503): a stopped server leaves no half-written file."""
-        self.closing = True
-        if self.lock.acquire(timeout=wait):  # the computation under way is done; none starts after
-            self.lock.release()
+    def start(self) -> App:
+        """Begin what all pages will want, in the background: the run's scores on the test set."""
+        self.scores.start()
+        return self
 
     @property
     def model(self) -> Model:
         return self.checkpoint.model
 
+    def close(self, wait: float = 30.0) -> None:
+        """Let a "Save as" under way finish (at most `wait` s), and start no other (503): a stopped
+        server leaves no half-written file."""
+        self.closing = True
+        with self._saved:
+            self._saved.wait_for(lambda: self._saving == 0, timeout=wait)
+
+    def changed(self) -> dict | None:
+        """What happened to the served checkpoint's path since the server read it, if anything: the
+        page keeps showing (and saving beside) what was read at start, and says so."""
+        try:
+            now = self.path.resolve()
+            if now != self.real:
+                return {"kind": "moved", "path": path_text(self.path), "now": path_text(now),
+                        "text": f"{shown(self.path)} now leads to {shown(now)}"}  # fmt: skip
+            if _signature(now) != self.signature:
+                return {
+                    "kind": "replaced",
+                    "path": path_text(self.path),
+                    "text": f"{shown(self.path)} was replaced or changed",
+                }
+        except OSError:
+            return {"kind": "gone", "path": path_text(self.path), "text": f"{shown(self.path)} is gone"}
+        return None
+
+    def _local(self, part: str):
+        from ..data import load_local
+
+        try:
+            return load_local(self.data_dir, (part,))[part]
+        except DataError as e:
+            raise ApiError(404, str(e), "no-test-set" if part == "test" else "no-training-set",
+                           data_dir=path_text(self.data_dir)) from None  # fmt: skip
+
     # ------------------------------------------------------------------------------ sessions
 
     def new_session(self) -> str:
-        with self._turn():
-            self._forget_idle()
-            while len(self.sessions) >= MAX_SESSIONS:
-                self.sessions.popitem(last=False)  # the page least recently used
-            key = secrets.token_urlsafe(16)
-            self.sessions[key] = Session(self.model, used=time.monotonic())
-            return key
+        return self.sessions.new()
 
     def session(self, key: str | None) -> Session | None:
-        """The session of that key (None: the checkpoint's own weights); ApiError 404 if unknown or expired."""
-        if key is None:
-            return None
-        self._forget_idle()
-        found = self.sessions.get(key)
-        if found is None:
-            raise ApiError(404, "this page's session has expired (or never was): reload the page")
-        found.used = time.monotonic()
-        self.sessions.move_to_end(key)
-        return found
+        return self.sessions.get(key)
 
-    def _forget_idle(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, s in self.sessions.items() if now - s.used > SESSION_IDLE_SECONDS]:
-            del self.sessions[key]
-
-    # ------------------------------------------------------------------------------ the lesson
+    # ------------------------------------------------------------------------------ one digit
 
     def digit(self, body: bytes, test_index: int | None, alive: Callable[[], bool] = lambda: True) -> Prepared:
         """The digit in MNIST form: an MNIST test image itself, or an uploaded image file's, through
         the pipeline `predict` uses. ImageError when the image is refused. Large images take their
         turn in the decoding budget, and none is decoded for a client that is gone (alive() false:
-        ConnectionAbortedError). Runs outside the lock: reading one page's image holds up no other."""
+        ConnectionAbortedError)."""
         if test_index is not None:
-            images, _ = self.test_set()
+            images, _ = self.test_set.get()
             if not 0 <= test_index < len(images):
                 raise ApiError(400, f"test must be an index of the {len(images)} test images, got {test_index}")
             return Prepared(images[test_index], False, (0.0,), (0, 28, 0, 28))
@@ -198,55 +215,126 @@ class App:
         self, body: bytes, label: int | None, session: str | None, test_index: int | None, alive=lambda: True
     ) -> dict:
         """The record `predict --json --explain [--label Y]` prints for this image (path null), with
-        "page": what the page draws (lesson.page_numbers) and where the digit was found."""
-        from .page import page_numbers
-
-        with self._turn():
-            self.session(session)  # an unknown session is said before any image is read
+        "page": what the page draws (page.page_numbers) and where the digit was found."""
+        state = self.session(session)  # an unknown session is said before any image is read
         prepared = self.digit(body, test_index, alive)
-        with self._turn():
-            state = self.session(session)
-            model = state.model if state else self.model
-            prediction = predict_digit(model, prepared, None, True, label)
-            record = prediction_record(prediction)
-            page = page_numbers(model, prediction.explanation)
-            page["shown"] = explain_strings(record["explain"]) | page_strings(page)
-            page["digit"] = prepared.digit.astype(int).tolist()
-            page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps if state else 0}
-        return record | {"page": page | {"changed": self.model_info()["changed"]}}
+        model = state.model if state else self.model  # a Model is never changed, only replaced
+        prediction = predict_digit(model, prepared, None, True, label)
+        record = prediction_record(prediction)
+        return record | {"page": self._page(model, prediction, prepared, state)}
 
     def learn(
         self, body: bytes, label: int, lr: float, session: str, test_index: int | None, alive=lambda: True
     ) -> dict:
-        """One SGD step of the session's softmax layer on this digit (lesson.learn_step): the
+        """One SGD step of the session's softmax layer on this digit (page.learn_step): the
         prediction before and after."""
-        from .page import learn_step, page_numbers
+        from .page import delta_z, learn_step
 
-        with self._turn():
-            self.session(session)  # an unknown session is said before any image is read
+        state = self.session(session)
         prepared = self.digit(body, test_index, alive)
-        with self._turn():
-            state = self.session(session)
-            first = predict_digit(state.model, prepared, None, True, label)
+        with state.lock:  # this page's own: one step at a time on its weights
+            model = state.model
+            first = predict_digit(model, prepared, None, True, label)
             x = first.explanation.x  # the front end does not learn here: the digit's features stay
-            before = prediction_record(first)
-            state.model = learn_step(state.model, x, label, lr)
+            state.model = after = learn_step(model, x, label, lr)
             state.steps += 1
-            second = predict_features(state.model, prepared, x, None, True, label)
-            after = prediction_record(second)
-            page = page_numbers(state.model, second.explanation)
-            page["shown"] = explain_strings(after["explain"]) | page_strings(page)
-            page["digit"] = prepared.digit.astype(int).tolist()
-            page |= {"box": list(prepared.box), "size": list(prepared.size), "steps": state.steps}
-            page["changed"] = self.model_info()["changed"]
-            before["shown"] = explain_strings(before["explain"])
-        return {"before": before, "after": after | {"page": page}, "steps": state.steps, "lr": lr}
+            second = predict_features(after, prepared, x, None, True, label)
+            steps = state.steps
+        before, record_after = prediction_record(first), prediction_record(second)
+        before["shown"] = explain_strings(before["explain"])
+        return {
+            "before": before,
+            "after": record_after | {"page": self._page(after, second, prepared, state)},
+            "steps": steps,
+            "lr": lr,
+            "delta_z": delta_z(model, x, first.explanation.p, lr, label),
+        }
+
+    def _page(self, model: Model, prediction, prepared: Prepared, state: Session | None) -> dict:
+        from .page import page_numbers
+
+        page = page_numbers(model, prediction.explanation)
+        page["shown"] = explain_strings(prediction_record(prediction)["explain"]) | page_strings(page)
+        page |= {"digit": prepared.digit.astype(int).tolist(), "box": list(prepared.box), "size": list(prepared.size)}
+        page |= {"steps": state.steps if state else 0, "live_steps": state.live_steps if state else 0}
+        return page | {"changed": self.changed()}
 
     def reset(self, session: str) -> dict:
-        with self._turn():
-            state = self.session(session)
-            state.model, state.steps = self.model, 0
+        state = self.session(session)
+        with state.lock:
+            state.model, state.steps, state.live, state.live_steps = self.model, 0, None, 0
         return {"steps": 0}
+
+    # ------------------------------------------------------------------------------ W, live training, scores
+
+    def weights(self, session: str | None) -> dict:
+        """W as the page draws it (page.weight_numbers), the session's, with its change since the checkpoint."""
+        from .page import weight_numbers
+
+        state = self.session(session)
+        model = state.model if state else self.model
+        return weight_numbers(model, self.model if state else None)
+
+    def live(
+        self, session: str, action: str, lr: float, batch: int, start_from: str, steps: int | None, since: int = 0
+    ) -> dict:
+        """Live training of the session's layer: "start" (from "zeros" or the "checkpoint"), then a
+        "frame" at a time (live.LiveTraining.frame), each answered with W and the rows of its curves
+        from frame `since` on (the page has the ones before)."""
+        from .page import weight_numbers
+
+        state = self.session(session)
+        data = self.live_data.get()
+        with state.lock:
+            if action == "start" or state.live is None:
+                seed = self.checkpoint.config["seed"]
+                state.live = LiveTraining.start(self.model, self.checkpoint.config, start_from == "zeros", seed)
+                state.model = dataclasses.replace(self.model, W=state.live.W.copy(), b=state.live.b.copy())
+                state.live_steps = 0
+            if action == "frame":
+                live = state.live
+                live.frame(data, lr, batch, steps)
+                state.model = dataclasses.replace(self.model, W=live.W.copy(), b=live.b.copy())
+                state.live_steps = live.steps
+            history, epoch, seen, frames = state.live.since(since), state.live.epoch, state.live.seen, state.live.frames
+            model = state.model
+        last = state.live.history[-1] if state.live.history else {}
+        return {
+            "steps": state.live_steps,
+            "epoch": epoch,
+            "seen": seen,
+            "rows": len(data.y),
+            "val_rows": len(data.y_val),
+            "frames": frames,
+            "history": history,
+            "val_accuracy": last.get("val_accuracy"),
+            "shown": {"val_accuracy": number(last["val_accuracy"]) if last.get("val_accuracy") is not None else ""},
+            "weights": weight_numbers(model),
+        }
+
+    def score(self, session: str | None) -> dict:
+        """The test-set accuracy and mean loss of the session's layer (model.evaluate, what `eval`
+        reports for a checkpoint saved from it), beside the served checkpoint's."""
+        state = self.session(session)
+        model = state.model if state else self.model
+        images, labels = self.test_set.get()
+        loss, accuracy = evaluate(model.W, model.b, self.test_features.get(), labels.astype(np.intp))
+        base = self.scores.wait()[0]
+        return {
+            "accuracy": accuracy,
+            "loss": loss,
+            "steps": state.steps if state else 0,
+            "live_steps": state.live_steps if state else 0,
+            "checkpoint": {"accuracy": base.accuracy, "loss": base.loss},
+            "shown": {
+                "accuracy": f"{accuracy:.4f}",
+                "loss": f"{loss:.4f}",
+                "checkpoint_accuracy": f"{base.accuracy:.4f}",
+                "checkpoint_loss": f"{base.loss:.4f}",
+            },  # fmt: skip
+        }
+
+    # ------------------------------------------------------------------------------ saving
 
     def save(self, session: str, name: str | None) -> dict:
         """Write the session's model as a new checkpoint beside the served one, never over a file."""
@@ -256,96 +344,124 @@ class App:
         if name is not None:
             name = name.removesuffix(".npz")
             if not SAVE_NAME.fullmatch(name):
-                raise ApiError(400, "a name is 1 to 64 ASCII letters, digits, '-', '_' or '.', from a letter or digit")
+                raise ApiError(400, "a name is 1 to 64 ASCII letters, digits, '-', '_' or '.', from a letter or digit",
+                               "bad-name")  # fmt: skip
         stem = name or _default_stem(self.real)
-        with self._turn():
-            state = self.session(session)
-            if state.steps == 0:
-                raise ApiError(409, "no learning step taken on this page yet: nothing new to save")
-            metrics = self.checkpoint.metrics | {"learned_on_page": {"from": self.real.name, "steps": state.steps}}
+        state = self.session(session)
+        with state.lock, self._saving_one():
+            if not state.changed:
+                raise ApiError(409, "no learning step taken on this page yet: nothing new to save", "nothing-to-save")
+            learned = {"from": self.real.name, "steps": state.steps} | (
+                {"live_steps": state.live_steps} if state.live_steps else {}
+            )
+            metrics = self.checkpoint.metrics | {"learned_on_page": learned}
             data = checkpoint_bytes(state.model, self.checkpoint.config, metrics)
             try:
                 written = write_new(self.real.parent, stem, ".npz", data)
             except OSError as e:
-                raise ApiError(500, f"could not save in {shown(self.real.parent)} ({e.strerror or e})") from None
-        return {"saved": path_text(written), "name": written.name, "steps": state.steps}
+                raise ApiError(500, f"could not save in {shown(self.real.parent)} ({e.strerror or e})", "save-failed",
+                               folder=path_text(self.real.parent)) from None  # fmt: skip
+        return {"saved": path_text(written), "name": written.name, "steps": state.steps, "live_steps": state.live_steps}
+
+    @contextlib.contextmanager
+    def _saving_one(self):
+        with self._saved:
+            if self.closing:
+                raise ApiError(503, "the server is stopping", "stopping")
+            self._saving += 1
+        try:
+            yield
+        finally:
+            with self._saved:
+                self._saving -= 1
+                self._saved.notify_all()
 
     # ------------------------------------------------------------------------------ the run
 
     def model_info(self) -> dict:
         m, cfg = self.model, self.checkpoint.config
-        changed = self.changed()
         return {
             "checkpoint": path_text(self.path),
             "file": path_text(self.real),  # what was read at start, and where "Save as" writes
-            "changed": changed and f"{changed} since this server read it: the page shows the model as read then",
+            "changed": self.changed(),
             "front_end": m.front_end,
             "map_shape": list(m.front.map_shape),
             "n_features": int(m.W.shape[1]),
             "classes": int(m.W.shape[0]),
             "lr": cfg["lr"],
+            "momentum": cfg["momentum"],
+            "weight_decay": cfg["weight_decay"],
+            "batch_size": cfg["batch_size"],
             "data_dir": path_text(self.data_dir),
         }
 
     def run(self) -> dict:
         """The run behind the served checkpoint: its per-epoch history as train saved it in the
-        checkpoint, its final scores (none for a run that was interrupted), and a line that says so."""
+        checkpoint, its final scores (none for a run that was interrupted), and what to say of it."""
         state = self.state
         if state is None:  # a checkpoint without training state (one saved from the page, say)
-            raise ApiError(404, f"{shown(self.path)} holds no training history")
+            raise ApiError(404, f"{shown(self.path)} holds no training history", "no-history")
         metrics, planned = self.checkpoint.metrics, self.checkpoint.config["epochs"]
         accuracy = metrics.get("test_accuracy")
         done = f"{state.epochs_done} epoch{'s' * (state.epochs_done != 1)} of {self.model.front_end}"
-        if isinstance(accuracy, int | float) and not metrics.get("interrupted"):
-            line = f"{done}; test accuracy {accuracy:.4f}."
-        else:
-            line = f"{done} of the {planned} planned: interrupted, never scored on the test set."
-        return {"history": state.history, "metrics": metrics, "summary": line}
+        scored = isinstance(accuracy, int | float) and not metrics.get("interrupted")
+        line = f"{done}; test accuracy {accuracy:.4f}." if scored else (
+            f"{done} of the {planned} planned: interrupted, never scored on the test set.")  # fmt: skip
+        about = {"epochs": state.epochs_done, "planned": planned, "front_end": self.model.front_end,
+                 "test_accuracy": f"{accuracy:.4f}" if scored else None}  # fmt: skip
+        return {"history": state.history, "metrics": metrics, "summary": line, "about": about}
 
-    def test_set(self):
-        """(test images (10000, 28, 28) uint8, labels (10000,)) from data_dir (data.load_test_set),
-        never downloaded here; read and verified once."""
-        if self._test_set is None:
-            from ..data import load_test_set
-
-            try:
-                self._test_set = load_test_set(self.data_dir)
-            except DataError as e:
-                raise ApiError(404, str(e)) from None
-        return self._test_set
-
-    def confusion(self) -> dict:
-        """The checkpoint's test-set scores (computed once) by scoring.score, the function `eval
-        --split test` reports: the same accuracy and confusion matrix, to the last digit."""
+    def _score_checkpoint(self):
         from ..scoring import score
 
-        with self._turn():
-            if self._scores is None:
-                images, labels = self.test_set()
-                labels = labels.astype(np.intp)
-                self._scores = score(self.model.W, self.model.b, self.model.features(images), labels), labels
-            scores, labels = self._scores
+        _, labels = self.test_set.get()
+        labels = labels.astype(np.intp)
+        return score(self.model.W, self.model.b, self.test_features.get(), labels), labels
+
+    def confusion(self) -> dict:
+        """The checkpoint's test-set scores (computed once, in the background from the start) by
+        scoring.score, the function `eval --split test` reports: the same accuracy and confusion
+        matrix, to the last digit. {"ready": false} until they are."""
+        found = self.scores.result()
+        if found is None:
+            return {"ready": False}
+        scores, labels = found
         return {
+            "ready": True,
             "confusion": scores.confusion.tolist(),
             "accuracy": scores.accuracy,
             "loss": scores.loss,
             "n": len(labels),
-            "shown": f"accuracy {scores.accuracy:.4f}, mean softmax loss {scores.loss:.4f}",  # as eval prints them
+            "shown": {"accuracy": f"{scores.accuracy:.4f}", "loss": f"{scores.loss:.4f}"},  # as eval prints them
         }
+
+    def examples(self) -> dict:
+        """One test digit of each class (the first of it in the test set), for the page's examples:
+        a way to bring a digit in from the keyboard."""
+        images, labels = self.test_set.get()
+        first = [int(np.flatnonzero(labels == k)[0]) for k in range(10)]
+        digits = [{"label": k, "index": i, "digit": images[i].astype(int).tolist()} for k, i in enumerate(first)]
+        return {"digits": digits}
 
     def cell(self, true: int, predicted: int, limit: int) -> dict:
         """The test digits of one cell of the confusion matrix (at most `limit`), by index."""
-        self.confusion()
-        images, _ = self.test_set()
-        scores, labels = self._scores
+        found = self.scores.wait()
+        images, _ = self.test_set.get()
+        scores, labels = found
         idx = np.flatnonzero((labels == true) & (scores.probabilities.argmax(1) == predicted))
-        shown_idx = idx[:limit]
         return {
             "true": true,
             "predicted": predicted,
             "count": len(idx),
-            "digits": [{"index": int(i), "digit": images[i].astype(int).tolist()} for i in shown_idx],
+            "digits": [{"index": int(i), "digit": images[i].astype(int).tolist()} for i in idx[:limit]],
         }
+
+
+class _Parts:
+    """The MNIST training part as live.live_data takes it."""
+
+    def __init__(self, train):
+        self.train_images, self.train_labels = train
 
 
 def _signature(path: Path) -> tuple[int, ...]:

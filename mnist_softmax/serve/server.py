@@ -21,8 +21,9 @@ import time
 
 from ..errors import MnistSoftmaxError
 from ..images import quiet_pillow_everywhere
-from .api import BODY_ROUTES, Request, Response, Site, error_response, refuse, respond, static_files
-from .app import ApiError, App
+from .api import BODY_ROUTES, Request, Response, Site, error_response, json_response, refuse, respond, static_files
+from .app import App
+from .errors import ApiError
 
 MAX_BODY = 10 * 1024 * 1024  # bytes of an uploaded image
 REQUEST_SECONDS = 15.0  # a connection is closed this long after it opened, whatever its client does
@@ -96,7 +97,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     request = Request(request.method, request.target, headers, self._body(), self.alive)
                 answer = respond(self.server.app, request)
         except ApiError as e:  # the body's own refusals (411, 413, 400)
-            answer = error_response(e.status, str(e))
+            answer = json_response(e.status, e.body())
         except (ConnectionError, TimeoutError):  # the client has gone: nobody to answer
             self.close_connection = True
             return
@@ -113,7 +114,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(400, "Content-Length is not a number")
         if int(length) > MAX_BODY:
             self.close_connection = True
-            raise ApiError(413, f"{int(length):,} bytes sent; at most {MAX_BODY:,} are accepted")
+            raise ApiError(413, f"{int(length):,} bytes sent; at most {MAX_BODY:,} are accepted", "too-large",
+                           limit=MAX_BODY)  # fmt: skip
         if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
             # curl asks before sending a body over 1 MB, and waits a second for the go-ahead
             # (http.server gives it only as an HTTP/1.1 server): given here, once the body is wanted.
@@ -170,6 +172,7 @@ class Server(http.server.ThreadingHTTPServer):
         app.site = Site(port, frozenset(names), everywhere)
         if not app.static:
             app.static = static_files()
+        app.start()  # the run's test scores, in the background: the page works meanwhile
 
     def process_request(self, request, client_address) -> None:
         if not self.active.acquire(blocking=False) and not (self._evict_idle() and self.active.acquire(timeout=1.0)):

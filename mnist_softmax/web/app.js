@@ -1,42 +1,34 @@
 // The page: sends your digit to the server as you draw, and shows each step of the answer.
 // Every number shown comes from the server (the same functions as `mnist-softmax predict
-// --explain`); this file only asks for them and lays them out.
+// --explain`), as the strings Python printed; this file only asks for them and lays them out.
 
+import { api } from "./api.js";
+import { applyTo, chosenLanguage, currentLanguage, errorText, t, useLanguage } from "./i18n.js";
+import { startLesson, updateLesson } from "./lesson.js";
+import { linkHighlights } from "./link.js";
+import { startLive } from "./live.js";
 import { Pad } from "./pad.js";
-import { drawDigit, drawDiverging, lineChart, onHover } from "./pictures.js";
+import { colourBar, drawDigit, drawDiverging, readouts } from "./pictures.js";
+import { loadRun } from "./run.js";
+import { drawDetail, drawWeights, sub } from "./weights.js";
 
 const $ = (id) => document.getElementById(id);
 const DEBOUNCE_MS = 120; // while drawing, the page asks at most about this often
+const ANNOUNCE_MS = 1000; // a screen reader hears the answer at most once a second while you draw
 
-const state = {
+export const state = {
   model: null, // GET /api/model
-  session: null, // this page's own weights on the server (section 7)
+  session: null, // this page's own weights on the server (sections 8 and 9)
   source: null, // {kind: "pad"} | {kind: "file", blob} | {kind: "test", index}
   record: null, // the last answer of POST /api/predict
+  weights: null, // the last answer of GET /api/weights
   sent: 0, // requests sent, so an answer overtaken by a newer one is dropped
   timer: null,
+  announced: 0,
+  pointed: null, // the class whose row of W is pointed at
+  learned: null, // the last answer of POST /api/learn
+  scored: null, // the last answer of GET /api/score
 };
-
-async function api(path, { method = "GET", body = null, json = null } = {}) {
-  const options = { method, headers: {} };
-  if (json !== null) {
-    options.body = JSON.stringify(json);
-    options.headers["Content-Type"] = "application/json";
-  } else if (body !== null) {
-    options.body = body;
-    options.headers["Content-Type"] = "application/octet-stream";
-  }
-  try {
-    const response = await fetch(path, options);
-    return { status: response.status, data: await response.json() };
-  } catch (error) {
-    return { status: 0, data: { error: `the server cannot be reached (${error.message}): is mnist-softmax serve still running?` } };
-  }
-}
-
-function status(text) {
-  $("status").textContent = text;
-}
 
 // ------------------------------------------------------------------------------ 1. your digit
 
@@ -52,7 +44,7 @@ function usePad() {
   forgetTestLabel();
   $("file-preview").hidden = true;
   state.source = { kind: "pad" };
-  $("source").textContent = "Reading your drawing.";
+  $("source").textContent = t("reading-drawing");
 }
 
 function schedule() {
@@ -64,9 +56,10 @@ function showPreview(url, text) {
   const img = $("file-preview");
   img.onerror = () => {
     img.hidden = true;
-    $("source").textContent = `${text} (This browser cannot show the file; the model reads it all the same.)`;
+    $("source").textContent = `${text} ${t("no-preview")}`;
   };
   img.src = url;
+  img.alt = text;
   img.hidden = false;
   $("source").textContent = text;
   pad.forget(); // the pad starts afresh when you draw on it again
@@ -76,11 +69,11 @@ function useFile(file) {
   if (!file) return;
   forgetTestLabel();
   state.source = { kind: "file", blob: file };
-  showPreview(URL.createObjectURL(file), `Reading ${file.name}. Draw on the pad, or clear it, to draw instead.`);
+  showPreview(URL.createObjectURL(file), t("reading-file", { name: file.name }));
   ask();
 }
 
-function useTestDigit(index, rows, label) {
+export function useTestDigit(index, rows, label) {
   const canvas = document.createElement("canvas");
   canvas.width = canvas.height = 28;
   drawDigit(canvas, rows);
@@ -88,8 +81,8 @@ function useTestDigit(index, rows, label) {
   $("file").value = ""; // the file chosen before is no longer what the model reads
   $("label").value = String(label); // a test digit comes with its true label: a step teaches that
   state.labelFromTest = true;
-  showPreview(canvas.toDataURL(), `MNIST test digit #${index} (labelled ${label}), as the model sees it.`);
-  window.scrollTo({ top: 0, behavior: "smooth" });
+  showPreview(canvas.toDataURL(), t("test-digit", { index, label }));
+  window.scrollTo({ top: 0, behavior: "instant" }); // back up at the pad, where the digit now is
   ask();
 }
 
@@ -119,31 +112,35 @@ async function ask() {
   const body = await sourceBody();
   const { status: code, data } = await api(`/api/predict?${query()}`, { method: "POST", body });
   if (mine !== state.sent) return; // a newer drawing is on its way
-  if (code === 200) {
-    render(data);
-    status("");
-  } else if (code === 422) {
-    refused(data.error);
-    status("");
-  } else if (code === 404 && /session/.test(data.error)) {
+  status("");
+  if (code === 200) render(data);
+  else if (code === 422) refused(errorText(data));
+  else if (code === 404 && data.code === "expired") {
     await forgotten();
     ask();
-  } else {
-    failed(data.error);
-    status("");
-  }
+  } else failed(errorText(data));
 }
 
-async function forgotten() {
-  // The server keeps at most 16 pages' learning steps, for an hour idle: this page's were let go.
-  const had = state.record ? state.record.page.steps : 0;
+function status(text) {
+  $("status").textContent = text;
+}
+
+export async function forgotten() {
+  // The server let this page's session go (too many pages open, or idle for long): start afresh.
+  const had = state.record ? state.record.page.steps + state.record.page.live_steps : 0;
   await newSession();
-  $("learn-status").textContent = had
-    ? `The server let this page's ${had} learning steps go (too many pages open, or an hour idle): back to the checkpoint's weights.`
-    : "";
+  $("learn-status").textContent = had ? t("forgotten", { n: had }) : "";
+  refreshWeights();
 }
 
-// ------------------------------------------------------------------------------ 2-6. the answer
+async function newSession() {
+  const { data } = await api("/api/session", { method: "POST" });
+  state.session = data.session;
+}
+
+// ------------------------------------------------------------------------------ 2-7. the answer
+
+const ANSWER_SECTIONS = ["s2", "s3", "s5", "s6", "s7", "s8"];
 
 function showEmpty() {
   state.record = null;
@@ -151,10 +148,11 @@ function showEmpty() {
   $("polarity").textContent = "";
   $("sees").hidden = true;
   $("error").hidden = true;
-  for (const id of ["s2", "s3", "s4", "s5", "s6", "s7"]) $(id).classList.add("stale");
+  for (const id of ANSWER_SECTIONS) $(id).classList.add("stale");
   $("prediction").textContent = "–";
   $("loss").textContent = "–";
   updateButtons();
+  updateLesson(state);
 }
 
 function refused(message) {
@@ -171,33 +169,43 @@ function failed(message) {
   $("error").dataset.kind = "failure";
 }
 
-function showChanged(note) {
-  $("changed").textContent = note || "";
-  $("changed").hidden = !note;
+function showChanged(changed) {
+  $("changed").textContent = changed ? t(`changed-${changed.kind}`, { path: changed.path, now: changed.now || "" }) : "";
+  $("changed").hidden = !changed;
 }
 
-function render(record) {
+export function render(record) {
   state.record = record;
   const page = record.page;
   showChanged(page.changed);
   $("error").hidden = true;
   $("sees").hidden = false;
-  for (const id of ["s2", "s3", "s4", "s5", "s6", "s7"]) $(id).classList.remove("stale");
+  for (const id of ANSWER_SECTIONS) $(id).classList.remove("stale");
   renderSees(record, page);
   renderFeatures(page);
   renderLogits(record, page);
   renderSoftmax(record, page.shown);
   renderLoss(record, page);
-  $("steps").textContent = `${page.steps} step${page.steps === 1 ? "" : "s"} taken`;
+  if (state.pointed !== null) drawDetail($("weights-detail"), state.pointed, record, state.model);
+  const taken = page.steps;
+  $("steps").textContent = t("steps-taken", { n: taken });
+  announce(record);
   updateButtons();
+  updateLesson(state);
+}
+
+function announce(record) {
+  const now = Date.now();
+  if (now - state.announced < ANNOUNCE_MS) return;
+  state.announced = now;
+  $("announce").textContent = t("announce", { k: record.prediction, p: record.page.shown.probabilities[record.prediction] });
 }
 
 async function renderSees(record, page) {
   drawDigit($("digit"), page.digit);
-  onHover($("digit"), 28, 28, $("digit-readout"), (r, c) => `pixel (${r}, ${c}) = ${page.digit[r][c]}`);
-  $("polarity").textContent = record.inverted
-    ? "Dark ink on light paper: inverted to light on dark, as MNIST is."
-    : "Light ink on a dark background: kept as it is, as MNIST is.";
+  readouts($("digit"), 28, 28, $("digit-readout"), (r, c) => t("pixel-at", { r, c, v: page.digit[r][c] }), t("digit-cap"));
+  $("polarity").textContent = t(record.inverted ? "inverted" : "not-inverted");
+  $("answer").textContent = t("answer", { k: record.prediction, p: page.shown.probabilities[record.prediction] });
   const canvas = $("original");
   const ctx = canvas.getContext("2d");
   ctx.fillStyle = "#fff";
@@ -210,7 +218,7 @@ async function renderSees(record, page) {
     } catch {
       ctx.fillStyle = "#5d6675";
       ctx.font = "12px sans-serif";
-      ctx.fillText("(not shown by this browser)", 6, 70);
+      ctx.fillText(t("not-shown"), 6, 70);
       return;
     }
   } else {
@@ -224,9 +232,18 @@ async function renderSees(record, page) {
   ctx.imageSmoothingEnabled = W > 64;
   ctx.drawImage(image, ox, oy, W * s, H * s);
   const [r0, r1, c0, c1] = page.box;
-  ctx.strokeStyle = "#e8590c";
+  ctx.strokeStyle = "#c2410c";
   ctx.lineWidth = 2;
   ctx.strokeRect(ox + c0 * s, oy + r0 * s, (c1 - c0) * s, (r1 - r0) * s);
+}
+
+function picture(width, values, h, w, limit, readout, describe, label, className = "pixelated") {
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = width;
+  canvas.className = className;
+  drawDiverging(canvas, values, h, w, limit);
+  readouts(canvas, h, w, readout, describe, label);
+  return canvas;
 }
 
 function renderFeatures(page) {
@@ -235,65 +252,63 @@ function renderFeatures(page) {
   const holder = $("features");
   const readout = $("features-readout");
   holder.replaceChildren();
+  const scale = document.createElement("div");
   if (C === 1) {
-    const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = 168;
-    canvas.className = "pixelated";
-    drawDiverging(canvas, page.x, H, W);
-    onHover(canvas, H, W, readout, (r, c) => `x[${r * W + c}] = ${page.x[r * W + c].toFixed(4)}  (row ${r}, column ${c})`);
-    holder.appendChild(canvas);
+    const raw = document.createElement("canvas");
+    raw.width = raw.height = 168;
+    raw.className = "pixelated pic";
+    drawDigit(raw, page.digit);
+    readouts(raw, 28, 28, readout, (r, c) => t("pixel-at", { r, c, v: page.digit[r][c] }), t("raw-cap"));
+    const x = picture(168, page.x, H, W, page.x_limit, readout, (r, c) => `x[${r * W + c}] = ${page.x[r * W + c]}  (${t("row-col", { r, c })})`, t("x-cap"), "pixelated pic");
+    holder.append(figure(raw, t("raw-cap")), figure(x, t("x-cap")));
+    colourBar(scale, page.shown.x_limit, t("x-scale"));
   } else {
     const grid = document.createElement("div");
     grid.className = "maps";
     for (let c = 0; c < C; c++) {
-      const canvas = document.createElement("canvas");
-      canvas.width = canvas.height = 42;
-      canvas.className = "pixelated";
       const map = page.x.slice(c * H * W, (c + 1) * H * W);
-      drawDiverging(canvas, map, H, W);
-      onHover(canvas, H, W, readout, (r, q) => {
+      grid.append(picture(42, map, H, W, page.x_limit, readout, (r, q) => {
         const i = c * H * W + r * W + q;
-        return `map ${c} at (${r}, ${q}): x[${i}] = x[${c}·${H * W} + ${r}·${W} + ${q}] = ${page.x[i].toFixed(4)}`;
-      });
-      grid.appendChild(canvas);
+        return t("map-at", { c, r, q, i, hw: H * W, w: W, v: page.x[i] });
+      }, t("map-label", { c })));
     }
-    holder.appendChild(grid);
+    holder.append(grid);
+    colourBar(scale, page.shown.x_limit, t("maps-scale", { C }));
   }
+  holder.append(scale);
   const strip = $("strip");
   strip.width = N;
-  drawDiverging(strip, page.x, 1, N);
-  onHover(strip, 1, N, readout, (r, i) => `x[${i}] = ${page.x[i].toFixed(4)}`);
-  $("strip-caption").textContent = `x itself, N = ${N} numbers in a row (red above 0, blue below): the input of the layer.`;
+  drawDiverging(strip, page.x, 1, N, page.x_limit);
+  readouts(strip, 1, N, readout, (r, i) => `x[${i}] = ${page.x[i]}`, t("strip-label", { N }));
+  $("strip-caption").textContent = t("strip-cap", { N });
+}
+
+function figure(canvas, caption) {
+  const fig = document.createElement("figure");
+  fig.append(canvas, Object.assign(document.createElement("figcaption"), { textContent: caption }));
+  return fig;
 }
 
 function renderLogits(record, page) {
   const [H, W] = page.cells;
   const holder = $("logits");
-  holder.replaceChildren();
+  const readout = $("logits-readout");
   const shown = page.shown;
-  page.contributions.forEach((values, k) => {
+  holder.replaceChildren(...page.contributions.map((values, k) => {
     const card = document.createElement("div");
     card.className = "class" + (k === record.prediction ? " top" : "");
     card.dataset.testid = `logit-${k}`;
-    const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = 84;
-    canvas.className = "pixelated";
-    drawDiverging(canvas, values, H, W);
-    onHover(canvas, H, W, $("logits-readout"), (r, c) => {
-      const where = H === 28 ? `pixel (${r}, ${c})` : `cell (${r}, ${c}), summed over the ${state.model.map_shape[0]} maps`;
-      return `class ${k}, ${where}: W·x adds ${values[r * W + c].toFixed(4)}`;
-    });
-    const head = document.createElement("div");
-    head.textContent = `${k}`;
-    const z = document.createElement("div");
-    z.textContent = `z = ${shown.logits[k]}`;
-    const b = document.createElement("div");
-    b.className = "note";
+    card.dataset.link = `class-${k}`;
+    const where = (r, c) => (H === 28 ? t("pixel-rc", { r, c }) : t("cell-rc", { r, c, C: state.model.map_shape[0] }));
+    const canvas = picture(112, values, H, W, page.contributions_limit, readout, (r, c) => t("adds", { k, where: where(r, c), v: values[r * W + c] }), t("contrib-label", { k }));
+    const head = Object.assign(document.createElement("div"), { textContent: `${k}` });
+    const z = Object.assign(document.createElement("div"), { textContent: `z = ${shown.logits[k]}` });
+    const b = Object.assign(document.createElement("div"), { className: "note", textContent: `b = ${shown.bias[k]}` });
     b.dataset.testid = `bias-${k}`;
-    b.textContent = `b = ${shown.bias[k]}`;
     card.append(head, canvas, z, b);
-    holder.appendChild(card);
-  });
+    return card;
+  }));
+  colourBar($("logits-scale"), shown.contributions_limit, t("contrib-scale"));
 }
 
 function renderSoftmax(record, shown) {
@@ -301,21 +316,38 @@ function renderSoftmax(record, shown) {
   body.replaceChildren();
   record.probabilities.forEach((p, k) => {
     const row = body.insertRow();
+    row.dataset.link = `class-${k}`;
     if (k === record.prediction) row.className = "top";
-    for (const text of [k, shown.logits[k], shown.shifted[k], shown.exp[k]]) row.insertCell().textContent = text;
+    const cells = [[k, null], [shown.logits[k], "term-z"], [shown.shifted[k], "term-shift"], [shown.exp[k], "term-exp"]];
+    for (const [text, link] of cells) {
+      const cell = row.insertCell();
+      cell.textContent = text;
+      if (link) cell.dataset.term = link;
+    }
     const cell = row.insertCell();
     const bar = document.createElement("span");
     bar.className = "bar";
     bar.style.width = `${Math.round(p * 120)}px`;
-    const value = document.createElement("span");
+    const value = Object.assign(document.createElement("span"), { textContent: shown.probabilities[k] });
     value.dataset.testid = `p-${k}`;
-    value.textContent = shown.probabilities[k];
     cell.append(bar, value);
   });
   $("exp-sum").textContent = shown.sum;
   $("p-sum").textContent = shown.probability_sum;
   $("prediction").textContent = `${record.prediction}`;
-  $("answer").textContent = `The model reads ${record.prediction}, with p = ${shown.probabilities[record.prediction]}.`;
+  // p on a log scale: every class readable, the nine small ones compared (a bar per decade).
+  const logs = $("log-bars");
+  logs.replaceChildren(...record.probabilities.map((p, k) => {
+    const line = document.createElement("div");
+    line.className = "log-bar";
+    line.dataset.link = `class-${k}`;
+    const decades = Math.max(0, Math.min(16, 16 + Math.log10(Math.max(p, 1e-16))));
+    const bar = Object.assign(document.createElement("span"), { className: "bar" });
+    bar.style.width = `${Math.round(decades * 12)}px`;
+    line.append(Object.assign(document.createElement("span"), { className: "k", textContent: k }), bar,
+      Object.assign(document.createElement("span"), { textContent: shown.probabilities[k] }));
+    return line;
+  }));
 }
 
 function renderLoss(record, page) {
@@ -323,213 +355,234 @@ function renderLoss(record, page) {
   holder.replaceChildren();
   if (record.label === undefined) {
     $("loss").textContent = "–";
-    $("loss-full").textContent = "(pick the true digit)";
+    $("loss-full").textContent = t("pick-label");
     return;
   }
   const y = record.label;
   const shown = page.shown;
   $("loss").textContent = shown.loss_short;
-  $("loss-full").textContent = `−log ${shown.p_label} = ${shown.loss}; cross entropy of p against ${y}: ${shown.cross_entropy} ${shown.cross_entropy_note}`;
-  const intro = document.createElement("p");
-  intro.textContent = "dL/dz = p − onehot(y): each class's score is pushed down by its probability, the true one's pulled up by 1 − p.";
+  const same = Number.isFinite(Number(shown.cross_entropy));
+  $("loss-full").textContent = t(same ? "loss-full" : "loss-full-inf", { p: shown.p_label, loss: shown.loss, y, ce: shown.cross_entropy });
+  const intro = Object.assign(document.createElement("p"), { innerHTML: t("grad-intro") });
+  const scroll = document.createElement("div");
+  scroll.className = "scroll";
+  scroll.tabIndex = 0;
+  scroll.setAttribute("role", "region");
+  scroll.setAttribute("aria-label", t("grad-table"));
   const table = document.createElement("table");
-  table.className = "softmax";
+  table.className = "softmax gradient-table";
   const head = table.insertRow();
-  for (const t of ["k", ...page.grad_z.map((_, k) => k)]) head.insertCell().textContent = t;
+  head.insertCell().textContent = "k";
   const row = table.insertRow();
   row.insertCell().textContent = "dL/dz";
   shown.grad_z.forEach((g, k) => {
+    head.insertCell().textContent = k;
     const cell = row.insertCell();
     cell.textContent = g;
     cell.dataset.testid = `grad-z-${k}`;
+    cell.dataset.link = `class-${k}`;
   });
+  scroll.append(table);
   const [H, W] = page.cells;
   const pictures = document.createElement("div");
   pictures.className = "classes";
-  const readout = document.createElement("p");
-  readout.className = "readout";
+  const readout = Object.assign(document.createElement("p"), { className: "readout" });
   page.grad_W.forEach((values, k) => {
     const card = document.createElement("div");
     card.className = "class" + (k === y ? " top" : "");
-    const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = 84;
-    canvas.className = "pixelated";
-    drawDiverging(canvas, values, H, W);
-    onHover(canvas, H, W, readout, (r, c) => `dL/dW for class ${k} at (${r}, ${c}) = ${values[r * W + c].toExponential(3)}`);
-    const label = document.createElement("div");
-    label.textContent = `dL/dW, class ${k}`;
-    const scale = document.createElement("div");
-    scale.className = "note";
-    scale.textContent = `largest ${Math.max(...values.map(Math.abs)).toExponential(1)}`;
+    card.dataset.link = `class-${k}`;
+    const canvas = picture(112, values, H, W, page.grad_limit, readout, (r, c) => t("grad-at", { k, r, c, v: values[r * W + c] }), t("grad-label", { k }));
+    const label = Object.assign(document.createElement("div"), { textContent: t("grad-k", { k }) });
+    const scale = Object.assign(document.createElement("div"), { className: "note", textContent: t("largest", { v: shown.grad_row_max[k] }) });
     card.append(label, canvas, scale);
-    pictures.appendChild(card);
+    pictures.append(card);
   });
-  const note = document.createElement("p");
-  note.className = "note";
-  note.textContent = "dL/dW = (p − onehot(y)) xᵀ: a step against it makes this digit's features count more for y, less for the others. " +
-    "Each picture has its own colour scale; its largest value is under it.";
-  holder.append(intro, table, note, pictures, readout);
+  const scale = document.createElement("div");
+  colourBar(scale, shown.grad_limit, t("grad-scale"));
+  const note = Object.assign(document.createElement("p"), { className: "note", innerHTML: t("grad-note") });
+  holder.append(intro, scroll, note, pictures, scale, readout);
 }
 
-// ------------------------------------------------------------------------------ 7. learn
+// ------------------------------------------------------------------------------ 4. W
+
+export async function refreshWeights() {
+  const { status: code, data } = await api(`/api/weights?session=${state.session}`);
+  if (code !== 200) return;
+  state.weights = data;
+  drawWeights(data, state.model, pointAt);
+}
+
+function pointAt(k) {
+  state.pointed = k;
+  drawDetail($("weights-detail"), k, state.record, state.model);
+}
+
+// ------------------------------------------------------------------------------ 8. learn
 
 function updateButtons() {
   const ready = state.record !== null && $("label").value !== "";
   $("learn").disabled = !ready;
-  const steps = state.record ? state.record.page.steps : 0;
-  $("reset").disabled = steps === 0;
-  $("save").disabled = steps === 0;
+  $("learn-hint").hidden = ready || state.record === null;
+  const changed = state.record ? state.record.page.steps + state.record.page.live_steps : 0;
+  $("reset").disabled = changed === 0;
+  $("save").disabled = changed === 0;
+}
+
+export function pageChanged(liveSteps) {
+  // Live training moved the weights: "Save as" and "Reset" have something to act on.
+  if (state.record) state.record.page.live_steps = liveSteps;
+  $("reset").disabled = $("save").disabled = liveSteps === 0 && !(state.record && state.record.page.steps);
 }
 
 async function learn() {
   const lr = $("lr").value.trim();
   if (!lr) {
-    $("learn-status").textContent = "Enter a learning rate first (for example 0.005).";
+    $("learn-status").textContent = t("enter-lr");
     return;
   }
   const body = await sourceBody();
   let { status: code, data } = await api(`/api/learn?${query({ lr })}`, { method: "POST", body });
-  if (code === 404 && /session/.test(data.error)) {
+  if (code === 404 && data.code === "expired") {
     await forgotten();
     ({ status: code, data } = await api(`/api/learn?${query({ lr })}`, { method: "POST", body }));
   }
   if (code !== 200) {
-    $("learn-status").textContent = data.error;
+    $("learn-status").textContent = errorText(data);
     return;
   }
   $("learn-status").textContent = "";
+  state.learned = data;
   render(data.after);
   const y = data.after.label;
-  const before = data.before.shown.probabilities, after = data.after.page.shown.probabilities;
+  const before = data.before.shown, after = data.after.page.shown;
   const holder = $("learned");
   holder.replaceChildren();
-  const line = document.createElement("p");
-  line.textContent = `Step ${data.steps} (lr ${data.lr}): p${sub(y)} went from ${before[y]} to ${after[y]}; ` +
-    `the loss from ${data.before.shown.loss} to ${data.after.page.shown.loss}.`;
+  const line = Object.assign(document.createElement("p"), {
+    textContent: t("step-line", { n: data.steps, lr: data.lr, y: sub(y), p0: before.probabilities[y], p1: after.probabilities[y], l0: before.loss, l1: after.loss }),
+  });
+  const formula = Object.assign(document.createElement("p"), { className: "formula", innerHTML: t("delta-z-formula", { n2: data.delta_z.x_norm2, lr: data.lr, f: data.delta_z.factor }) });
+  const scroll = document.createElement("div");
+  scroll.className = "scroll";
+  scroll.tabIndex = 0;
+  scroll.setAttribute("role", "region");
+  scroll.setAttribute("aria-label", t("step-table"));
   const table = document.createElement("table");
   table.className = "softmax";
-  for (const [name, values] of [["k", before.map((_, k) => k)], ["p before", before], ["p after", after]]) {
+  const rows = [["k", before.probabilities.map((_, k) => k)], [t("p-before"), before.probabilities], [t("p-after"), after.probabilities],
+    [t("dz-measured"), data.delta_z.measured], [t("dz-formula"), data.delta_z.formula]];
+  rows.forEach(([name, values], r) => {
     const row = table.insertRow();
     row.insertCell().textContent = name;
     values.forEach((v, k) => {
       const cell = row.insertCell();
       cell.textContent = v;
       if (k === y) cell.className = "chosen";
+      if (r >= 3) cell.dataset.testid = `${r === 3 ? "dz" : "dz-formula"}-${k}`;
     });
-  }
-  holder.append(line, table);
-}
-
-function sub(k) {
-  return String(k).replace(/\d/g, (d) => "₀₁₂₃₄₅₆₇₈₉"[d]);
+  });
+  scroll.append(table);
+  holder.append(line, formula, scroll);
+  refreshWeights();
 }
 
 async function reset() {
   const { status: code, data } = await api(`/api/reset?session=${state.session}`, { method: "POST" });
   if (code === 404) await forgotten();
   else if (code !== 200) {
-    $("learn-status").textContent = data.error;
+    $("learn-status").textContent = errorText(data);
     return;
   }
-  $("learned").textContent = "Back to the checkpoint's own weights.";
+  state.learned = state.scored = null;
+  $("learned").textContent = t("reset-done");
   $("learn-status").textContent = "";
+  $("test-scored").textContent = "";
+  refreshWeights();
   ask();
 }
 
 async function save() {
   const name = $("save-name").value.trim();
   const { status: code, data } = await api(`/api/save?session=${state.session}`, { method: "POST", json: name ? { name } : {} });
-  $("saved").textContent = code === 200 ? `saved as ${data.saved} (${data.steps} steps)` : data.error;
+  $("saved").textContent = code === 200 ? t("saved-as", { path: data.saved, n: data.steps, live: data.live_steps }) : errorText(data);
 }
 
-async function newSession() {
-  const { data } = await api("/api/session", { method: "POST" });
-  state.session = data.session;
-}
-
-// ------------------------------------------------------------------------------ 8. the run
-
-async function loadRun() {
-  const run = await api("/api/run");
-  if (run.status === 200) {
-    const h = run.data.history;
-    const col = (key) => h.map((r) => r[key]);
-    const svg = $("curves");
-    lineChart(svg, [
-      { name: "train", values: col("train_loss"), colour: "#2b59c3" },
-      { name: "validation", values: col("val_loss"), colour: "#e8590c", dashed: true },
-    ], "softmax loss");
-    lineChart($("curves-acc"), [
-      { name: "train", values: col("train_acc"), colour: "#2b59c3" },
-      { name: "validation", values: col("val_acc"), colour: "#e8590c", dashed: true },
-    ], "accuracy");
-    $("run-note").textContent = run.data.summary;
-  } else {
-    $("run-note").textContent = run.data.error;
+async function testScore() {
+  $("test-scored").textContent = t("scoring");
+  const { status: code, data } = await api(`/api/score?session=${state.session}`);
+  if (code === 200) {
+    state.scored = data;
+    updateLesson(state);
   }
-  const scores = await api("/api/confusion");
-  if (scores.status !== 200) {
-    $("confusion-caption").textContent = scores.data.error;
-    return;
-  }
-  const cm = scores.data.confusion;
-  const table = $("confusion");
-  table.replaceChildren();
-  const head = table.insertRow();
-  head.insertCell().textContent = "";
-  cm.forEach((_, k) => { head.appendChild(Object.assign(document.createElement("th"), { textContent: k })); });
-  const top = Math.log1p(Math.max(...cm.flat()));
-  cm.forEach((row, t) => {
-    const tr = table.insertRow();
-    tr.appendChild(Object.assign(document.createElement("th"), { textContent: t }));
-    row.forEach((count, p) => {
-      const td = tr.insertCell();
-      td.textContent = count;
-      td.dataset.testid = `cell-${t}-${p}`;
-      const shade = Math.log1p(count) / top;
-      const [r, g, b] = t === p ? [43, 89, 195] : [179, 38, 30];
-      td.style.background = `rgba(${r}, ${g}, ${b}, ${0.08 + 0.85 * shade})`;
-      td.style.color = shade > 0.6 ? "#fff" : "";
-      td.onclick = () => showCell(t, p, td);
-    });
-  });
-  $("confusion-caption").textContent = `test set, ${scores.data.shown}: rows the true digit, columns the prediction; click a cell`;
-}
-
-async function showCell(t, p, td) {
-  document.querySelectorAll(".confusion td.picked").forEach((c) => c.classList.remove("picked"));
-  td.classList.add("picked");
-  const { status: code, data } = await api(`/api/cell?true=${t}&predicted=${p}&limit=60`);
-  const holder = $("cell");
-  holder.replaceChildren();
-  if (code !== 200) {
-    holder.textContent = data.error;
-    return;
-  }
-  const title = document.createElement("p");
-  title.textContent = `${data.count} test digit${data.count === 1 ? "" : "s"} labelled ${t}, read as ${p}` +
-    (data.count > data.digits.length ? ` (the first ${data.digits.length})` : "") + ": click one to follow it through sections 2–7.";
-  const thumbs = document.createElement("div");
-  thumbs.className = "thumbs";
-  for (const d of data.digits) {
-    const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = 28;
-    canvas.className = "pixelated";
-    canvas.title = `test digit #${d.index}`;
-    canvas.dataset.testid = `test-digit-${d.index}`;
-    drawDigit(canvas, d.digit);
-    canvas.onclick = () => useTestDigit(d.index, d.digit, t);
-    thumbs.appendChild(canvas);
-  }
-  holder.append(title, thumbs);
+  $("test-scored").textContent = code === 200 ? t("test-scored", { a: data.shown.accuracy, l: data.shown.loss, a0: data.shown.checkpoint_accuracy, l0: data.shown.checkpoint_loss }) : errorText(data);
 }
 
 // ------------------------------------------------------------------------------ start
 
+async function examples() {
+  const { status: code, data } = await api("/api/examples");
+  const holder = $("examples");
+  if (code !== 200) {
+    holder.previousElementSibling.hidden = true;
+    return;
+  }
+  holder.replaceChildren(...data.digits.map((d) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "thumb";
+    button.dataset.testid = `example-${d.label}`;
+    button.setAttribute("aria-label", t("example-label", { k: d.label, index: d.index }));
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 28;
+    canvas.className = "pixelated";
+    drawDigit(canvas, d.digit);
+    button.append(canvas);
+    button.onclick = () => useTestDigit(d.index, d.digit, d.label);
+    return button;
+  }));
+}
+
+function setUrl(name, value) {
+  const url = new URL(location.href);
+  if (value === null) url.searchParams.delete(name);
+  else url.searchParams.set(name, value);
+  history.replaceState(null, "", url);
+}
+
+function switches() {
+  const params = new URLSearchParams(location.search);
+  const large = params.get("view") === "large";
+  const plain = params.get("mode") === "plain";
+  document.body.classList.toggle("large", large);
+  document.body.classList.toggle("plain", plain);
+  $("large").setAttribute("aria-pressed", String(large));
+  $("mode").setAttribute("aria-pressed", String(!plain));
+  $("mode").innerHTML = t(plain ? "mode-plain" : "mode-guided");
+  $("lang").innerHTML = t("lang-other");
+  $("lang").lang = currentLanguage() === "zh" ? "en" : "zh";
+}
+
 async function start() {
+  linkHighlights();
+  await useLanguage(chosenLanguage());
+  switches();
+  $("lang").onclick = async () => {
+    const next = currentLanguage() === "zh" ? "en" : "zh";
+    setUrl("lang", next);
+    await useLanguage(next);
+    switches();
+    applyTo(document);
+    rerender();
+  };
+  $("large").onclick = () => {
+    setUrl("view", document.body.classList.contains("large") ? null : "large");
+    switches();
+  };
+  $("mode").onclick = () => {
+    setUrl("mode", document.body.classList.contains("plain") ? null : "plain");
+    switches();
+  };
   pad = new Pad($("canvas"), () => {
-    if (state.source && state.source.kind !== "pad") usePad();
-    if (!state.source) usePad();
+    if (!state.source || state.source.kind !== "pad") usePad();
     if (pad.empty) showEmpty();
     else schedule();
   });
@@ -551,21 +604,40 @@ async function start() {
   $("learn").onclick = learn;
   $("reset").onclick = reset;
   $("save").onclick = save;
+  $("test-score").onclick = testScore;
   showEmpty();
   const info = await api("/api/model");
   if (info.status !== 200) {
-    status(info.data.error);
+    status(errorText(info.data));
     return;
   }
   state.model = info.data;
   showChanged(state.model.changed);
-  const [C, H, W] = state.model.map_shape;
-  $("model-info").textContent = `Model: ${state.model.checkpoint} (${state.model.front_end}, N = ${state.model.n_features}).`;
-  $("features-how").textContent = C === 1
-    ? `For the pixels front end, x is the 28×28 image itself, each pixel standardised: (pixel − mean) / scale, with the training set's mean and scale for that pixel; N = ${H * W}. Hover to read a value.`
-    : `The ${state.model.front_end} front end turns the image into ${C} maps of ${H}×${W}; they are flattened in C order (map by map, row by row) into N = ${C}·${H}·${W} = ${C * H * W}: x[c·${H * W} + h·${W} + w] is map c at (h, w). Hover to read a value.`;
+  describeModel();
   await newSession();
   usePad();
+  refreshWeights();
+  examples();
+  startLesson(state);
+  startLive(state);
+  loadRun();
+}
+
+function describeModel() {
+  const [C, H, W] = state.model.map_shape;
+  const N = state.model.n_features;
+  $("model-info").textContent = t("model-info", { path: state.model.checkpoint, fe: state.model.front_end, N });
+  $("features-how").innerHTML = t(C === 1 ? "features-how-pixels" : "features-how-maps", { fe: state.model.front_end, C, H, W, N, hw: H * W });
+}
+
+function rerender() {
+  // The language changed: every text the page made is made again, in the new language.
+  describeModel();
+  if (state.record) render(state.record);
+  if (state.weights) drawWeights(state.weights, state.model, pointAt);
+  if (state.source && state.source.kind === "pad") $("source").textContent = t("reading-drawing");
+  examples();
+  startLesson(state, true);
   loadRun();
 }
 

@@ -1,5 +1,10 @@
-// Pictures of numbers the server computed: grey digits, blue-white-red maps, line charts.
-// Nothing here computes the lesson's math; it only turns given numbers into colours.
+// Pictures of numbers the server computed: grey digits, blue-white-red maps on a stated scale,
+// colour bars, line charts, bars. Nothing here computes the lesson's math; it only turns given
+// numbers into colours and lengths.
+
+import { t } from "./i18n.js";
+
+const RARE = [217, 217, 217]; // cells the training set almost never inks: neither for nor against
 
 /** Draw a 28×28 digit (rows of 0..255, light ink on black, as MNIST) filling the canvas. */
 export function drawDigit(canvas, rows) {
@@ -14,18 +19,25 @@ export function drawDigit(canvas, rows) {
 }
 
 /** Draw values (flat, h·w of them, row by row) on a blue-white-red scale: 0 white, ±limit full
- *  colour (limit: the largest |value|, unless given). */
-export function drawDiverging(canvas, values, h, w, limit) {
-  const top = limit || Math.max(1e-12, ...values.map(Math.abs));
+ *  colour (the figure's shared scale, which a colour bar states); rare cells (flags) grey. */
+export function drawDiverging(canvas, values, h, w, limit, rare = null) {
+  const top = limit > 0 ? limit : 1;
   const image = new ImageData(w, h);
   values.forEach((v, k) => {
-    const [r, g, b] = diverging(v / top);
+    const [r, g, b] = rare && rare[k] ? RARE : diverging(v / top);
     image.data.set([r, g, b, 255], 4 * k);
   });
   paint(canvas, image);
 }
 
-/** t in [−1, 1] -> [r, g, b]: blue for negative, white at 0, red for positive. */
+/** The largest |value| of arrays of numbers: a figure's own scale, when the server gives none. */
+export function largest(...arrays) {
+  let top = 0;
+  for (const a of arrays) for (const v of a.flat ? a.flat() : a) top = Math.max(top, Math.abs(v));
+  return top || 1;
+}
+
+/** t in [−1, 1] -> [r, g, b]: blue for negative, white at 0, red for positive (RdBu). */
 export function diverging(t) {
   const s = Math.max(-1, Math.min(1, t));
   const fade = (a) => Math.round(255 - (255 - a) * Math.abs(s));
@@ -43,22 +55,70 @@ function paint(canvas, image) {
   ctx.drawImage(small, 0, 0, canvas.width, canvas.height);
 }
 
-/** Show in `readout` what describe(row, col) says of the cell of an h×w picture under the pointer. */
-export function onHover(canvas, h, w, readout, describe) {
-  canvas.onpointermove = (event) => {
-    const box = canvas.getBoundingClientRect();
-    const c = Math.min(w - 1, Math.floor(((event.clientX - box.left) / box.width) * w));
-    const r = Math.min(h - 1, Math.floor(((event.clientY - box.top) / box.height) * h));
-    readout.textContent = describe(r, c);
+/** A colour bar for a figure whose pictures share one scale: −limit (blue) … 0 … +limit (red),
+ *  with the limit as Python printed it, and what the colours mean. Returns the element. */
+export function colourBar(holder, limitText, meaning, greyMeaning = null) {
+  holder.replaceChildren();
+  const bar = document.createElement("div");
+  bar.className = "colour-bar";
+  bar.dataset.testid = `${holder.id}-bar`;
+  const ramp = document.createElement("span");
+  ramp.className = "ramp";
+  ramp.setAttribute("aria-hidden", "true");
+  const low = Object.assign(document.createElement("span"), { textContent: `−${limitText}` });
+  const zero = Object.assign(document.createElement("span"), { textContent: "0" });
+  const high = Object.assign(document.createElement("span"), { textContent: `+${limitText}` });
+  const ticks = document.createElement("span");
+  ticks.className = "ticks";
+  ticks.append(low, zero, high);
+  const say = document.createElement("span");
+  say.className = "note";
+  say.textContent = meaning;
+  bar.append(ramp, ticks, say);
+  if (greyMeaning) {
+    const grey = document.createElement("span");
+    grey.className = "note grey-key";
+    grey.textContent = greyMeaning;
+    bar.append(grey);
+  }
+  holder.append(bar);
+  return bar;
+}
+
+/** Show in `readout` what describe(row, col) says of the cell of an h×w picture under the pointer,
+ *  under a finger (tap), or, from the keyboard, at a cursor the arrow keys move (focus starts it in
+ *  the middle). The picture says what it shows to a screen reader through its label. */
+export function readouts(canvas, h, w, readout, describe, label) {
+  let at = [Math.floor(h / 2), Math.floor(w / 2)];
+  const show = (r, c) => {
+    at = [Math.max(0, Math.min(h - 1, r)), Math.max(0, Math.min(w - 1, c))];
+    readout.textContent = describe(at[0], at[1]);
   };
-  canvas.onpointerleave = () => { readout.textContent = ""; };
+  const fromEvent = (event) => {
+    const box = canvas.getBoundingClientRect();
+    return [Math.floor(((event.clientY - box.top) / box.height) * h), Math.floor(((event.clientX - box.left) / box.width) * w)];
+  };
+  canvas.tabIndex = 0;
+  if (label) canvas.setAttribute("aria-label", label);
+  canvas.setAttribute("role", "img");
+  canvas.onpointermove = (event) => show(...fromEvent(event));
+  canvas.onpointerdown = (event) => { if (event.pointerType !== "mouse") show(...fromEvent(event)); };
+  canvas.onfocus = () => show(...at);
+  canvas.onkeydown = (event) => {
+    const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+    const move = moves[event.key];
+    if (!move) return;
+    event.preventDefault();
+    show(at[0] + move[0], at[1] + move[1]);
+  };
+  canvas.onpointerleave = canvas.onblur = () => { readout.textContent = ""; };
 }
 
 /** A line chart in an <svg>: series [{name, values, colour, dashed}] against 1..n, with its axis range. */
-export function lineChart(svg, series, yLabel) {
+export function lineChart(svg, series, yLabel, xLabel = null, xs = null) {
   const ns = "http://www.w3.org/2000/svg";
   const width = +svg.getAttribute("width"), height = +svg.getAttribute("height");
-  const pad = { left: 44, right: 10, top: 24, bottom: 26 };
+  const pad = { left: 52, right: 12, top: 30, bottom: 30 };
   const all = series.flatMap((s) => s.values).filter((v) => v !== null && Number.isFinite(v));
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`); // shrinks whole on a narrow screen, never cut
   svg.replaceChildren();
@@ -76,16 +136,17 @@ export function lineChart(svg, series, yLabel) {
     svg.appendChild(el);
     return el;
   };
-  add("line", { x1: pad.left, x2: pad.left, y1: pad.top, y2: height - pad.bottom, stroke: "#999" });
-  add("line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom, stroke: "#999" });
+  add("line", { x1: pad.left, x2: pad.left, y1: pad.top, y2: height - pad.bottom, stroke: "#767676" });
+  add("line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom, stroke: "#767676" });
   add("text", { x: 2, y: pad.top + 8 }, hi.toPrecision(3));
   add("text", { x: 2, y: height - pad.bottom }, lo.toPrecision(3));
-  add("text", { x: pad.left, y: height - 6 }, "epoch 1");
-  add("text", { x: width - pad.right - 52, y: height - 6 }, `epoch ${n}`);
-  add("text", { x: pad.left, y: 12 }, yLabel);
+  const first = xs ? xs[0] : 1, last = xs ? xs[xs.length - 1] : n;
+  add("text", { x: pad.left, y: height - 8 }, `${xLabel || t("epoch")} ${first}`);
+  add("text", { x: width - pad.right - 90, y: height - 8 }, `${xLabel || t("epoch")} ${last}`);
+  add("text", { x: pad.left, y: 14 }, yLabel);
   series.forEach((s, k) => {
     const points = s.values.map((v, i) => (v === null || !Number.isFinite(v) ? null : `${x(i)},${y(v)}`)).filter(Boolean);
     add("polyline", { points: points.join(" "), fill: "none", stroke: s.colour, "stroke-width": 2, "stroke-dasharray": s.dashed ? "5 3" : "none" });
-    add("text", { x: width - pad.right - 150 + 75 * k, y: 12 }, `— ${s.name}`, s.colour); // above the plot
+    add("text", { x: width - pad.right - 170 + 90 * k, y: 14 }, `— ${s.name}`, s.colour); // above the plot
   });
 }

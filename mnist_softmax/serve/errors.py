@@ -1,0 +1,23 @@
+"""The API's refusals: an HTTP status, the one-line message the CLI would print, and a code by which
+the page says it in the reader's language (web/i18n), with the values the message names."""
+
+from __future__ import annotations
+
+from ..errors import MnistSoftmaxError
+
+
+class ApiError(MnistSoftmaxError):
+    """A request the API refuses: its HTTP status and the one-line message sent as {"error": ...};
+    `code` and `args` let the page say it in its own words; for 405, the methods the path takes
+    (the Allow header)."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, allow: str | None = None, **args):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.args_ = args
+        self.allow = allow
+
+    def body(self) -> dict:
+        """The JSON answer: {"error": message} and, when it has one, its code and values."""
+        return {"error": str(self)} | ({"code": self.code, "args": self.args_} if self.code else {})
