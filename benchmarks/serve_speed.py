@@ -10,12 +10,17 @@ median (p50) and 95th percentile (p95). Beside it, in this process, the same wor
 (serve.App.predict: reading the PNG, the predict pipeline, the prediction and the page's
 numbers): what the server adds is the difference. No assertions: the target (p95 ≤ 100 ms, so
 drawing feels live) is read off the table.
+
+Then live training's cost (POST /api/live, section 9): --frames frames of 5 SGD steps (the page's
+default) and of as many as FRAME_SECONDS allows, from zeros: the round trip, the server's own time
+for the frame's steps and its validation score, and the answer's size.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 import time
@@ -57,6 +62,24 @@ def round_trips(url: str, body: bytes, n: int) -> list[float]:
     return times
 
 
+def live_frames(url: str, n: int, steps: int | None) -> tuple[list[float], list[float], int]:
+    """n frames of live training from zeros: (round trips s, the server's seconds per frame, bytes of the last)."""
+    session = json.loads(urllib.request.urlopen(urllib.request.Request(url + "api/session", b"", method="POST")).read())
+    key = session["session"]
+    urllib.request.urlopen(urllib.request.Request(url + f"api/live?session={key}&action=start&from=zeros", b""))
+    trips, server, size = [], [], 0
+    for _ in range(n):
+        q = f"api/live?session={key}&action=frame&lr=0.05&batch=200" + (f"&steps={steps}" if steps else "")
+        t = time.perf_counter()
+        with urllib.request.urlopen(urllib.request.Request(url + q, b"", method="POST"), timeout=60) as response:
+            body = response.read()
+        trips.append(time.perf_counter() - t)
+        answer = json.loads(body)
+        server.append(answer["history"][-1]["seconds"])
+        size = len(body)
+    return trips, server, size
+
+
 def in_process(checkpoint: Path, body: bytes, n: int) -> list[float]:
     lesson = App(checkpoint, Path("data"))
     times = []
@@ -72,6 +95,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", action="append", required=True, help="repeatable")
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--frames", type=int, default=100)
     a = ap.parse_args()
     before = reference_speeds()
     mnist = load_mnist(a.data_dir, quiet=True)
@@ -79,6 +103,10 @@ def main() -> None:
     lines = [
         "| model | POST /api/predict p50 ms | p95 ms | in-process p50 ms | p95 ms | the server adds (p50) ms |",
         "| --- | --- | --- | --- | --- | --- |",
+    ]
+    live = [
+        "| model | steps a frame | POST /api/live p50 ms | p95 ms | server's frame p50 ms | p95 ms | answer kB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path in map(Path, a.checkpoint):
         front_end = load_checkpoint(path).model.front_end
@@ -88,6 +116,14 @@ def main() -> None:
             url = proc.stdout.readline().split(" at ")[1].split()[0]
             round_trips(url, body, 5)  # warm up
             served = percentiles(round_trips(url, body, a.requests))
+            live_frames(url, 3, 5)  # the training set's features, computed once
+            for steps in (5, None):
+                trips, frame, size = live_frames(url, a.frames, steps)
+                (t50, t95), (f50, f95) = percentiles(trips), percentiles(frame)
+                how = steps or "as many as 80 ms allow"
+                kb = size / 1024
+                live.append(f"| {front_end} | {how} | {t50:.1f} | {t95:.1f} | {f50:.1f} | {f95:.1f} | {kb:.0f} |")
+                print(live[-1], flush=True)
         finally:
             proc.terminate()
             proc.communicate(timeout=30)
@@ -111,6 +147,12 @@ def main() -> None:
             f"Machine: {machine()}; reference speeds {before} at the start, {reference_speeds()} at the end.",
             "",
             *lines,
+            "",
+            f"Live training (section 9), {a.frames} frames from zeros at lr 0.05, batch 200, after 3 to warm up: "
+            "the round trip of each frame, the server's own time for its SGD steps and validation score "
+            "(5,000 digits), and the size of its answer (the curves and W's ten rows).",
+            "",
+            *live,
         ]
     )
     write_section("serve", text)

@@ -1,5 +1,10 @@
-"""Make docs/serve.png, the README's picture of the local page: the real page, served by the real
-server, in Debian's Chromium, with a 2 drawn on the pad by mouse strokes and its true label picked.
+"""Make the pictures of the local page in docs/: the real page, served by the real server, in
+Debian's Chromium, with a 2 drawn on the pad by mouse strokes and its true label picked.
+
+    serve.png          the top of the page (the README's picture)
+    serve-weights.png  section 4: W's shape and its ten rows, one row pointed at
+    serve-path.png     the lesson's path, on the worked examples and the drawn 2, after a step
+    serve-live.png     section 9: live training from zeros, paused mid-way
 
     python docs/screenshot.py --checkpoint runs/latest/model.npz [--chromium /usr/bin/chromium]
 """
@@ -15,7 +20,8 @@ from pathlib import Path
 
 from PIL import Image
 
-OUT = Path(__file__).with_name("serve.png")
+DOCS = Path(__file__).parent
+OUT = DOCS / "serve.png"
 # A 2 on the 280-px pad: an arc over the top, a diagonal down, a line along the bottom.
 TWO = [[(86, 100), (100, 70), (130, 52), (165, 55), (190, 78), (192, 110), (170, 145), (135, 180), (100, 215),
         (88, 228), (120, 226), (160, 224), (200, 226)]]  # fmt: skip
@@ -55,13 +61,36 @@ def main() -> None:
             page.get_by_test_id("label").select_option("2")
             page.wait_for_function("() => document.getElementById('loss').textContent !== '–'")
             page.screenshot(path=OUT, clip={"x": 0, "y": 0, "width": 1100, "height": 760})
+            more_shots(page)
             browser.close()
     finally:
         server.terminate()
         server.communicate(timeout=30)
         shutil.rmtree(work)
-    Image.open(OUT).convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(OUT, optimize=True)
-    print(f"wrote {OUT} ({OUT.stat().st_size // 1024} kB)")
+    for name in ("serve", "serve-weights", "serve-path", "serve-live"):
+        out = DOCS / f"{name}.png"
+        Image.open(out).convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(out, optimize=True)
+        print(f"wrote {out} ({out.stat().st_size // 1024} kB)")
+
+
+def more_shots(page) -> None:
+    """Section 4 with row 2 pointed at; a learning step, then the lesson's path; live training."""
+    page.get_by_test_id("weights-row-2").hover()
+    page.wait_for_function("() => document.getElementById('weights-detail').textContent.includes('z')")
+    page.locator("#s4").screenshot(path=DOCS / "serve-weights.png")
+    page.get_by_test_id("lr").fill("0.005")
+    page.get_by_test_id("learn").click()
+    page.wait_for_function("() => document.getElementById('steps').textContent.startsWith('1 ')")
+    page.get_by_test_id("test-score").click()
+    page.wait_for_function("() => document.getElementById('own-step').textContent.includes('→')")
+    page.mouse.move(0, 0)
+    page.locator("#path").screenshot(path=DOCS / "serve-path.png")
+    page.get_by_test_id("live-from").select_option("zeros")
+    page.get_by_test_id("train-play").click()
+    page.wait_for_function("() => parseFloat(document.getElementById('train-val-acc').textContent) > 0.88")
+    page.get_by_test_id("train-pause").click()
+    page.wait_for_function("() => !document.getElementById('train-play').disabled")
+    page.locator("#s9").screenshot(path=DOCS / "serve-live.png")
 
 
 if __name__ == "__main__":
