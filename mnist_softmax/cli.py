@@ -439,14 +439,18 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
     """
     import threading
 
+    from threadpoolctl import threadpool_limits
+
     from .runs import latest_checkpoint
-    from .serve import App, has_display, make_server
+    from .serve import App, has_display, make_server, serve_workers
 
     host = host.strip().removeprefix("[").removesuffix("]")
     if not host:
         raise click.UsageError("--host is empty; give an address, such as 127.0.0.1 (this machine only) or 0.0.0.0")
     app = App(checkpoint or latest_checkpoint(), data_dir)
     server = make_server(app, host, port)
+    threadpool_limits(1)  # each request on a core of its own: the requests at once are the parallelism
+    app.start(workers=serve_workers())
     try:
         click.echo(f"serving {shown(app.path)} at {server.url} (Ctrl-C stops it)")
         if not _loopback(host):

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -537,6 +538,61 @@ def _refusal(call_it):
     except ApiError as e:
         return e.status, str(e)
     return None
+
+
+def _children(pid: int) -> set[int]:
+    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _workers_ready(url: str) -> dict:
+    deadline = time.monotonic() + 60
+    while not (info := call(url, "/api/model")[1])["workers_ready"]:
+        assert time.monotonic() < deadline, info
+        time.sleep(0.1)
+    return info
+
+
+def test_predictions_run_in_worker_processes_and_answer_as_in_this_one(pixels_checkpoint, mnist_dir, mnist):
+    """The server reads images and predicts in a worker process per core (serve/work.py): its answers
+    are the ones the same App gives computing in this process, key for key."""
+    from mnist_softmax.serve import App, serve_workers
+    from mnist_softmax.serve.api import Client, Site
+
+    proc, url = start_server(pixels_checkpoint, mnist_dir)
+    try:
+        info = _workers_ready(url)
+        assert info["workers"] == serve_workers() >= 2 and len(_children(proc.pid)) >= info["workers"]
+        here = App(pixels_checkpoint, mnist_dir)
+        here.site = Site(8000, frozenset({"127.0.0.1"}))
+        client = Client(here)
+        for i in range(5):
+            image = _png(mnist.test_images[i])
+            got = call(url, f"/api/predict?label={i}", image)[1]
+            assert got == client.post(f"/api/predict?label={i}", image).json()
+        assert call(url, "/api/predict?test=3&label=0", b"")[1] == client.post("/api/predict?test=3&label=0").json()
+        key = call(url, "/api/session", b"")[1]["session"]
+        learned = call(url, f"/api/learn?session={key}&label=4&lr=0.01", _png(mnist.test_images[0]))[1]
+        assert learned["steps"] == 1 and learned["delta_z"]["measured"] == learned["delta_z"]["formula"]
+        again = call(url, f"/api/predict?session={key}&label=4", _png(mnist.test_images[0]))[1]
+        assert again["probabilities"] == learned["after"]["probabilities"]  # the page's own weights, sent along
+        assert call(url, "/api/predict", b"not an image")[0] == 422
+    finally:
+        stop(proc)
+
+
+def test_a_ctrl_c_at_the_terminal_stops_the_server_and_its_workers(pixels_checkpoint):
+    """The terminal's Ctrl-C goes to the whole process group: the workers ignore it (no traceback of
+    theirs), the server stops them and says "stopped" alone."""
+    proc, url = start_server(pixels_checkpoint, None, start_new_session=True)
+    _workers_ready(url)
+    workers = _children(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (130, "stopped\n")
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{w}").exists() for w in workers)
 
 
 def test_a_ctrl_c_ignored_when_it_started_stays_ignored(pixels_checkpoint):

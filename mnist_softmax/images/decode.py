@@ -89,11 +89,7 @@ def _decode(source: str | Path | bytes, gate=None) -> tuple[np.ndarray, np.ndarr
         with _quiet_pillow(), Image.open(source) as im:
             im.seek(0)  # first frame of an animation
             check_not_too_narrow(im.height, im.width)
-            if max(im.size) > 2 * WORK_SIDE:
-                # A JPEG decodes at 1/2, 1/4 or 1/8 scale for much less work; ask for the
-                # smallest that keeps the longer side at 3/4 of WORK_SIDE or more.
-                r = 0.75 * WORK_SIDE / max(im.size)
-                im.draft("RGB" if im.mode not in ("L", "I;16") else im.mode, (im.width * r, im.height * r))
+            _draft(im)
             with gate(im.width * im.height) if gate is not None else contextlib.nullcontext():
                 return _decoded(im)
     except Image.DecompressionBombError:
@@ -102,6 +98,31 @@ def _decode(source: str | Path | bytes, gate=None) -> tuple[np.ndarray, np.ndarr
         raise ImageError("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image ({e})") from None
+
+
+def _draft(im) -> None:
+    """A JPEG decodes at 1/2, 1/4 or 1/8 scale for much less work: ask for the smallest that keeps
+    the longer side at 3/4 of WORK_SIDE or more (other formats ignore it)."""
+    if max(im.size) > 2 * WORK_SIDE:
+        r = 0.75 * WORK_SIDE / max(im.size)
+        im.draft("RGB" if im.mode not in ("L", "I;16") else im.mode, (im.width * r, im.height * r))
+
+
+def image_pixels(data: bytes) -> int:
+    """The pixels read_image would decode for an image file's bytes, from its header alone (after
+    a JPEG's draft): what a server's decoding budget is held for while another process decodes it.
+    0 when the header cannot be read (read_image then says why)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with _quiet_pillow(), Image.open(io.BytesIO(data)) as im:
+            im.seek(0)
+            _draft(im)
+            return im.width * im.height
+    except Exception:  # noqa: BLE001 -- any failure is read_image's to report, with its reason
+        return 0
 
 
 def _decoded(im) -> tuple[np.ndarray, np.ndarray | None]:

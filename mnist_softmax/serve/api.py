@@ -112,7 +112,8 @@ def respond(app: App, request: Request) -> Response:
         except ValueError:
             raise ApiError(400, "too many query parameters") from None
         route = ROUTES[(_as_get(request.method), url.path)]
-        return json_response(200, route(app, request, query))
+        answer = route(app, request, query)  # a dict, or the JSON bytes a worker made
+        return Response(200, answer, "application/json") if isinstance(answer, bytes) else json_response(200, answer)
     except ApiError as e:
         return json_response(e.status, e.body(), {"Allow": e.allow} if e.allow else {})
     except ImageError as e:

@@ -22,16 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..display import explain_strings, number, page_strings, prediction_record
+from ..display import number
 from ..errors import DataError
 from ..fileio import remove_stale_temps
-from ..images import Prepared, prepare, read_image
 from ..model import Model, evaluate
-from ..predict import predict_digit, predict_features
 from ..text import path_text, shown
 from .errors import ApiError
 from .live import LiveTraining, Shared, live_data
 from .sessions import Session, Sessions
+from .work import Pool, Work
 
 # Decoding work: images up to SMALL_IMAGE pixels never wait; larger ones share DECODE_BUDGET pixels
 # at a time, across all connections, and wait at most DECODE_WAIT seconds for it.
@@ -135,15 +134,20 @@ class App:
         self.test_features = Shared(lambda: self.model.features(self.test_set.get()[0]))
         self.scores = Background(self._score_checkpoint)  # started by start(), or the first to ask
         self.live_data = Shared(lambda: live_data(self.model, self.checkpoint.config, _Parts(self._local("train"))))
+        self.work = Work(self.model, self.data_dir)
+        self.pool: Pool | None = None  # worker processes, from start(workers)
         self.closing = False
         self._saving = 0  # "Save as" under way
         self._saved = threading.Condition()
         # Temp files of a "Save as" (checkpoints) that a killed server left unfinished; nothing else.
         remove_stale_temps(self.real.parent, ".*.npz.*")
 
-    def start(self) -> App:
-        """Begin what all pages will want, in the background: the run's scores on the test set."""
+    def start(self, workers: int = 0) -> App:
+        """Begin what all pages will want, in the background: the run's scores on the test set, and
+        `workers` processes for the heavy part of each request (work.Pool; 0: in the server's threads)."""
         self.scores.start()
+        if workers and self.pool is None:
+            self.pool = Pool(self.model, self.data_dir, workers)
         return self
 
     @property
@@ -154,6 +158,8 @@ class App:
         """Let a "Save as" under way finish (at most `wait` s), and start no other (503): a stopped
         server leaves no half-written file."""
         self.closing = True
+        if self.pool is not None:
+            self.pool.close()
         with self._saved:
             self._saved.wait_for(lambda: self._saving == 0, timeout=wait)
 
@@ -194,70 +200,53 @@ class App:
 
     # ------------------------------------------------------------------------------ one digit
 
-    def digit(self, body: bytes, test_index: int | None, alive: Callable[[], bool] = lambda: True) -> Prepared:
-        """The digit in MNIST form: an MNIST test image itself, or an uploaded image file's, through
-        the pipeline `predict` uses. ImageError when the image is refused. Large images take their
-        turn in the decoding budget, and none is decoded for a client that is gone (alive() false:
-        ConnectionAbortedError)."""
-        if test_index is not None:
-            images, _ = self.test_set.get()
-            if not 0 <= test_index < len(images):
-                raise ApiError(400, f"test must be an index of the {len(images)} test images, got {test_index}")
-            return Prepared(images[test_index], False, (0.0,), (0, 28, 0, 28))
-        if not body:
-            raise ApiError(400, "send an image file's bytes as the request body")
-        colour, alpha = read_image(body, gate=lambda pixels: self.budget.hold(pixels, alive))
-        if not alive():
-            raise ConnectionAbortedError("the client went away")
-        return prepare(colour, alpha)
+    def _run(self, method: str, *args):
+        """work.Work.method(*args): in the worker processes when there are, else in this thread."""
+        return self.pool.run(method, *args) if self.pool is not None else getattr(self.work, method)(*args)
+
+    def _own(self, state: Session | None) -> tuple[tuple | None, dict]:
+        """What a request brings of its page: its W and b (None: the checkpoint's), its step counts,
+        and what became of the checkpoint's path. A Model is never changed, only replaced."""
+        extra = {"steps": state.steps if state else 0, "live_steps": state.live_steps if state else 0}
+        model = state.model if state else self.model
+        weights = None if model is self.model else (model.W, model.b)
+        return weights, extra | {"changed": self.changed()}
+
+    @contextlib.contextmanager
+    def _decoding(self, body: bytes, test_index: int | None, alive: Callable[[], bool]):
+        """Held while an image is read: its turn in the decoding budget (for its size, from its
+        header), and none at all for a client that is gone (ConnectionAbortedError)."""
+        from ..images.decode import image_pixels
+
+        pixels = image_pixels(body) if body and test_index is None else 0
+        with self.budget.hold(pixels, alive):
+            if not alive():
+                raise ConnectionAbortedError("the client went away")
+            yield
 
     def predict(
         self, body: bytes, label: int | None, session: str | None, test_index: int | None, alive=lambda: True
-    ) -> dict:
+    ) -> bytes:
         """The record `predict --json --explain [--label Y]` prints for this image (path null), with
-        "page": what the page draws (page.page_numbers) and where the digit was found."""
+        "page": what the page draws (work.Work.predict); as JSON."""
         state = self.session(session)  # an unknown session is said before any image is read
-        prepared = self.digit(body, test_index, alive)
-        model = state.model if state else self.model  # a Model is never changed, only replaced
-        prediction = predict_digit(model, prepared, None, True, label)
-        record = prediction_record(prediction)
-        return record | {"page": self._page(model, prediction, prepared, state)}
+        weights, extra = self._own(state)
+        with self._decoding(body, test_index, alive):
+            return self._run("predict", weights, body, label, test_index, extra)
 
     def learn(
         self, body: bytes, label: int, lr: float, session: str, test_index: int | None, alive=lambda: True
-    ) -> dict:
-        """One SGD step of the session's softmax layer on this digit (page.learn_step): the
-        prediction before and after."""
-        from .page import delta_z, learn_step
-
+    ) -> bytes:
+        """One SGD step of the session's softmax layer on this digit (work.Work.learn): the
+        prediction before and after, as JSON."""
         state = self.session(session)
-        prepared = self.digit(body, test_index, alive)
-        with state.lock:  # this page's own: one step at a time on its weights
-            model = state.model
-            first = predict_digit(model, prepared, None, True, label)
-            x = first.explanation.x  # the front end does not learn here: the digit's features stay
-            state.model = after = learn_step(model, x, label, lr)
+        with self._decoding(body, test_index, alive), state.lock:  # this page's own: a step at a time
+            weights, extra = self._own(state)
+            extra["steps"] = state.steps + 1
+            W, b, answer = self._run("learn", weights, body, label, lr, test_index, extra)
+            state.model = dataclasses.replace(self.model, W=W, b=b)
             state.steps += 1
-            second = predict_features(after, prepared, x, None, True, label)
-            steps = state.steps
-        before, record_after = prediction_record(first), prediction_record(second)
-        before["shown"] = explain_strings(before["explain"])
-        return {
-            "before": before,
-            "after": record_after | {"page": self._page(after, second, prepared, state)},
-            "steps": steps,
-            "lr": lr,
-            "delta_z": delta_z(model, x, first.explanation.p, lr, label),
-        }
-
-    def _page(self, model: Model, prediction, prepared: Prepared, state: Session | None) -> dict:
-        from .page import page_numbers
-
-        page = page_numbers(model, prediction.explanation)
-        page["shown"] = explain_strings(prediction_record(prediction)["explain"]) | page_strings(page)
-        page |= {"digit": prepared.digit.astype(int).tolist(), "box": list(prepared.box), "size": list(prepared.size)}
-        page |= {"steps": state.steps if state else 0, "live_steps": state.live_steps if state else 0}
-        return page | {"changed": self.changed()}
+        return answer
 
     def reset(self, session: str) -> dict:
         state = self.session(session)
@@ -393,6 +382,9 @@ class App:
             "weight_decay": cfg["weight_decay"],
             "batch_size": cfg["batch_size"],
             "data_dir": path_text(self.data_dir),
+            # the processes that read images and predict (work.Pool), and whether they have started
+            "workers": self.pool.workers if self.pool else 0,
+            "workers_ready": bool(self.pool and self.pool.ready and not self.pool.broken),
         }
 
     def run(self) -> dict:

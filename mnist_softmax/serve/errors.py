@@ -18,6 +18,13 @@ class ApiError(MnistSoftmaxError):
         self.args_ = args
         self.allow = allow
 
+    def __reduce__(self):  # raised in a worker process (serve/work.py), re-raised in the server's
+        return _rebuild, (self.status, str(self), self.code, self.allow, self.args_)
+
     def body(self) -> dict:
         """The JSON answer: {"error": message} and, when it has one, its code and values."""
         return {"error": str(self)} | ({"code": self.code, "args": self.args_} if self.code else {})
+
+
+def _rebuild(status: int, message: str, code: str | None, allow: str | None, args: dict) -> ApiError:
+    return ApiError(status, message, code, allow, **args)

@@ -172,7 +172,6 @@ class Server(http.server.ThreadingHTTPServer):
         app.site = Site(port, frozenset(names), everywhere)
         if not app.static:
             app.static = static_files()
-        app.start()  # the run's test scores, in the background: the page works meanwhile
 
     def process_request(self, request, client_address) -> None:
         if not self.active.acquire(blocking=False) and not (self._evict_idle() and self.active.acquire(timeout=1.0)):
