@@ -35,3 +35,17 @@ def test_no_function_is_above_grade_c_and_no_module_over_500_lines():
             if block.complexity > 20:
                 too_complex.append(f"{path.relative_to(ROOT)}:{block.lineno} {block.name}: {block.complexity}")
     assert too_complex == [] and too_long == []
+
+
+def test_pip_install_ships_every_subpackage_and_every_page_file():
+    """`pip install .` (not editable) installs the packages pyproject.toml lists and the package data
+    it names: every folder of the package with Python in it, and every file of the page."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setup["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "mnist_softmax").rglob("__init__.py")}
+    assert found - listed == set()
+    patterns = setup["package-data"]["mnist_softmax"]
+    web = [p for p in (ROOT / "mnist_softmax" / "web").iterdir() if p.suffix in (".html", ".css", ".js", ".json")]
+    assert all(any(p.match(pattern) for pattern in patterns) for p in web), patterns
