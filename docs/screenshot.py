@@ -5,6 +5,9 @@ Debian's Chromium, with a 2 drawn on the pad by mouse strokes and its true label
     serve-weights.png  section 4: W's shape and its ten rows, one row pointed at
     serve-path.png     the lesson's path, on the worked examples and the drawn 2, after a step
     serve-live.png     section 9: live training from zeros, paused mid-way
+    serve-phone.png    the top of the page on a phone (390×844), the digit drawn by touch
+    serve-large.png    the large view for a projector (1024×768)
+    serve-zh.png       the page in Chinese
 
     python docs/screenshot.py --checkpoint runs/latest/model.npz [--chromium /usr/bin/chromium]
 """
@@ -62,15 +65,59 @@ def main() -> None:
             page.wait_for_function("() => document.getElementById('loss').textContent !== '–'")
             page.screenshot(path=OUT, clip={"x": 0, "y": 0, "width": 1100, "height": 760})
             more_shots(page)
+            views(browser, url)
             browser.close()
     finally:
         server.terminate()
         server.communicate(timeout=30)
         shutil.rmtree(work)
-    for name in ("serve", "serve-weights", "serve-path", "serve-live"):
+    for name in ("serve", "serve-weights", "serve-path", "serve-live", "serve-phone", "serve-large", "serve-zh"):
         out = DOCS / f"{name}.png"
         Image.open(out).convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(out, optimize=True)
         print(f"wrote {out} ({out.stat().st_size // 1024} kB)")
+
+
+def draw_two(page, box, touch=None) -> None:
+    """The 2 on the pad: mouse strokes, or touch events through Chromium's DevTools protocol."""
+    scale = box["width"] / 280
+    for stroke in TWO:
+        points = [(box["x"] + x * scale, box["y"] + y * scale) for x, y in stroke]
+        if touch is None:
+            page.mouse.move(*points[0])
+            page.mouse.down()
+            for x, y in points[1:]:
+                page.mouse.move(x, y, steps=4)
+            page.mouse.up()
+            continue
+        for kind, (x, y) in [("touchStart", points[0]), *[("touchMove", p) for p in points[1:]]]:
+            touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+        touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    page.wait_for_function("() => document.getElementById('prediction').textContent !== '–'")
+
+
+def views(browser, url: str) -> None:
+    """The phone, the projector's large view, the Chinese page: each with the 2 and its label."""
+    shots = [
+        ("serve-phone", "", {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
+                             "device_scale_factor": 2}),
+        ("serve-large", "?view=large", {"viewport": {"width": 1024, "height": 768}}),
+        ("serve-zh", "?lang=zh", {"viewport": {"width": 1100, "height": 1000}}),
+    ]  # fmt: skip
+    for name, query, options in shots:
+        context = browser.new_context(**options)
+        page = context.new_page()
+        page.goto(url + query)
+        page.wait_for_function("() => document.getElementById('model-info').textContent.length > 0")
+        canvas = page.get_by_test_id("canvas")
+        canvas.scroll_into_view_if_needed()
+        touch = context.new_cdp_session(page) if options.get("has_touch") else None
+        draw_two(page, canvas.bounding_box(), touch)
+        page.get_by_test_id("label").select_option("2")
+        page.wait_for_function("() => document.getElementById('loss').textContent !== '–'")
+        if name != "serve-zh":  # the softmax's numbers, as a phone or the back of a room sees them
+            page.evaluate("() => window.scrollTo(0, document.getElementById('s6').offsetTop - 10)")
+        page.screenshot(path=DOCS / f"{name}.png")
+        context.close()
 
 
 def more_shots(page) -> None:

@@ -3,6 +3,8 @@
 The CLI turns each exception into a one-line message and exit code 1.
 """
 
+from __future__ import annotations
+
 
 class MnistSoftmaxError(Exception):
     """Base class: a problem the user can act on, reported without a traceback."""
@@ -25,7 +27,24 @@ class CheckpointError(MnistSoftmaxError):
 
 
 class ImageError(MnistSoftmaxError):
-    """An image that cannot be read or holds no digit."""
+    """An image that cannot be read or holds no digit. `code` names the reason and `args` its
+    numbers, by which the local page says it in its reader's language (the CLI prints the message)."""
+
+    def __init__(self, message: str, code: str | None = None, **args):
+        super().__init__(message)
+        self.code = code
+        self.args_ = args
+
+    def named(self, path) -> ImageError:
+        """The same refusal, its message naming the file."""
+        return ImageError(f"{path}: {self}", self.code, **self.args_)
+
+    def __reduce__(self):  # raised in serve's worker processes, re-raised in the server
+        return _image_error, (str(self), self.code, self.args_)
+
+
+def _image_error(message: str, code: str | None, args: dict) -> ImageError:
+    return ImageError(message, code, **args)
 
 
 class TrainingDiverged(MnistSoftmaxError):

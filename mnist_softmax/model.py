@@ -64,9 +64,9 @@ def logit_chunks(W: np.ndarray, b: np.ndarray, X: np.ndarray, chunk: int = 8192)
     The same X gives the same bits whatever the machine's thread count: a product split over
     several threads can round differently, and `eval` must equal what `train` reported.
     """
-    from threadpoolctl import threadpool_limits
+    from .threads import one_blas_thread
 
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         for i in range(0, len(X), chunk):
             yield logits(X[i : i + chunk], W, b)
 

@@ -7,7 +7,6 @@ when asked, every number of the computation.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from .explain import Explanation, explain_features, explain_record
 from .images import Prepared, to_mnist_or_error
 from .model import Model
 from .softmax import check_labels
+from .threads import one_blas_thread
 
 
 class Prediction(NamedTuple):
@@ -105,15 +105,6 @@ def safe_stem(stem: str) -> str:
 # ------------------------------------------------------------------------------ reading many images
 
 
-@functools.cache
-def _blas():
-    """This process's BLAS thread pools, found once (a ThreadpoolController's limits cost
-    microseconds; finding the libraries, milliseconds)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def _worker_init() -> None:
     """A worker process: one BLAS thread (the workers are one per CPU already: a BLAS pool in each,
     busy-waiting between its small products, made two workers slower than one process), and
@@ -151,7 +142,7 @@ def to_mnist_many(paths: Iterable[str | Path], workers: int | None = None) -> It
         for path in paths:
             # BLAS's own threads only spin beside products this small: they would take a second
             # core for nothing (the pool's workers are limited to one thread likewise).
-            with _blas().limit(limits=1, user_api="blas"):
+            with one_blas_thread():
                 result = to_mnist_or_error(path)
             yield result
         return

@@ -127,8 +127,8 @@ def test_26_live_training_uses_trains_loop_bounded_and_reproducible(client):
     for bad, code in (
         ("lr=11", "bad-lr"),
         ("lr=0", "bad-lr"),
-        ("batch=0", None),
-        (f"steps={MAX_FRAME_STEPS + 1}", None),
+        ("batch=0", "bad-number"),
+        (f"steps={MAX_FRAME_STEPS + 1}", "bad-number"),
     ):
         answer = client.post(f"/api/live?session={a}&action=frame&{bad}")
         assert answer.status == 400 and answer.json().get("code") == code, bad

@@ -47,7 +47,7 @@ def read_image(
     try:
         return _decode(source, gate)
     except ImageError as e:
-        raise ImageError(f"{source}: {e}" if isinstance(source, str | Path) else str(e)) from None
+        raise (e.named(source) if isinstance(source, str | Path) else e) from None
 
 
 @contextlib.contextmanager
@@ -85,7 +85,7 @@ def _decode(source: str | Path | bytes, gate=None) -> tuple[np.ndarray, np.ndarr
         if isinstance(source, bytes | bytearray | memoryview):
             source = io.BytesIO(source)
         elif not stat.S_ISREG(os.stat(source).st_mode):  # a FIFO would block the read, a device never end it
-            raise ImageError("not a regular file")
+            raise ImageError("not a regular file", "not-a-file")
         with _quiet_pillow(), Image.open(source) as im:
             im.seek(0)  # first frame of an animation
             check_not_too_narrow(im.height, im.width)
@@ -93,11 +93,13 @@ def _decode(source: str | Path | bytes, gate=None) -> tuple[np.ndarray, np.ndarr
             with gate(im.width * im.height) if gate is not None else contextlib.nullcontext():
                 return _decoded(im)
     except Image.DecompressionBombError:
-        raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)") from None
+        raise ImageError(
+            f"image too large (more than {MAX_PIXELS:,} pixels)", "too-many-pixels", limit=MAX_PIXELS
+        ) from None
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read") from None
+        raise ImageError("not an image Pillow can read", "not-an-image") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"cannot read image ({e})") from None
+        raise ImageError(f"cannot read image ({e})", "unreadable") from None
 
 
 def _draft(im) -> None:

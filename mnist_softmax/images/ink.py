@@ -51,7 +51,9 @@ def check_not_too_narrow(H: int, W: int) -> None:
     longer side): a strip, more than 128 times longer than wide, not a page with a digit on it.
     Checked from a file's header, before decoding, and again for arrays given to prepare."""
     if min(H, W) < -(-max(H, W) // VIEW_SIDE):
-        raise ImageError(f"no digit found (the image is {W}×{H} px: too narrow to hold a digit)")
+        raise ImageError(
+            f"no digit found (the image is {W}×{H} px: too narrow to hold a digit)", "too-narrow", w=W, h=H
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -173,12 +175,12 @@ def ink_map(colour: np.ndarray) -> InkMap:
     # A first look: a few hundred points pin a plane down well enough to split the classes.
     resid = bright - fit_paper(At, bright[None], None, FIT_POINTS // 8)[:, 0] @ At
     if resid.max() - resid.min() < 1e-6:
-        raise ImageError("no digit found (blank: a single flat colour)")
+        raise ImageError("no digit found (blank: a single flat colour)", "blank-flat")
     upper = resid > otsu(resid)
     dark_is_ink = _dark_is_ink(upper.reshape(h, w), resid.reshape(h, w))
     paper = upper if dark_is_ink else ~upper
     if paper.all() or not paper.any():
-        raise ImageError("no digit found (blank: no second population of pixels)")
+        raise ImageError("no digit found (blank: no second population of pixels)", "blank-one-population")
     # The paper's colour per channel, fitted once, on the paper class away from the ink's
     # anti-aliased edges; its brightness (the same plane, along the axis) then refines the classes.
     inner = erode(paper.reshape(h, w)).ravel()
@@ -187,14 +189,14 @@ def ink_map(colour: np.ndarray) -> InkMap:
     upper = resid > otsu(resid)
     paper = upper if dark_is_ink else ~upper
     if paper.all() or not paper.any():
-        raise ImageError("no digit found (blank: no second population of pixels)")
+        raise ImageError("no digit found (blank: no second population of pixels)", "blank-one-population")
     inner = erode(paper.reshape(h, w)).ravel()
     step = channels - coef.T @ At  # (C, n): each pixel's difference from the paper under it
     ink_points = _thin_out(np.flatnonzero(~paper))
     direction = median(step[:, ink_points], axis=1)
     norm = float(np.linalg.norm(direction))
     if norm < 1e-9:
-        raise ImageError("no digit found (blank: ink and paper have the same colour)")
+        raise ImageError("no digit found (blank: ink and paper have the same colour)", "blank-same-colour")
     direction /= norm
     along = direction @ step  # signed step towards the ink, per view pixel
     ink_level = median_1d(along[ink_points])
@@ -203,13 +205,16 @@ def ink_map(colour: np.ndarray) -> InkMap:
     contrast = ink_level / np.sqrt(C)
     if contrast < MIN_CONTRAST:
         raise ImageError(
-            f"no digit found (blank: ink and paper differ by {contrast:.3f}; a digit needs {MIN_CONTRAST})"
-        )
+            f"no digit found (blank: ink and paper differ by {contrast:.3f}; a digit needs {MIN_CONTRAST})",
+            "blank-contrast", contrast=f"{contrast:.3f}", needs=f"{MIN_CONTRAST}",
+        )  # fmt: skip
     if contrast < NOISE_CONTRAST and ink_level < MIN_CONTRAST_SIGMAS * paper_sigma:
         raise ImageError(
             f"no digit found (blank: ink and paper differ by {contrast:.3f}, only {ink_level / paper_sigma:.1f} σ "
-            f"of the paper's noise; a digit needs {MIN_CONTRAST_SIGMAS:g} σ)"
-        )
+            f"of the paper's noise; a digit needs {MIN_CONTRAST_SIGMAS:g} σ)",
+            "blank-noise", contrast=f"{contrast:.3f}", sigmas=f"{ink_level / paper_sigma:.1f}",
+            needs=f"{MIN_CONTRAST_SIGMAS:g}",
+        )  # fmt: skip
 
     # The same at full resolution: the plane's coefficients hold there too (units of H and W).
     d = _minus_plane(_project(colour, direction.astype(np.float32)), coef @ direction)

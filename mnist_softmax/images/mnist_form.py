@@ -84,7 +84,7 @@ def to_mnist(path: str | Path) -> Prepared:
     try:
         return prepare(colour, alpha)
     except ImageError as e:
-        raise ImageError(f"{path}: {e}") from None
+        raise e.named(path) from None
 
 
 def to_mnist_or_error(path: str | Path) -> Prepared | ImageError:
@@ -93,4 +93,4 @@ def to_mnist_or_error(path: str | Path) -> Prepared | ImageError:
     except ImageError as e:
         return e
     except (ArithmeticError, LookupError, ValueError, MemoryError) as e:  # pixels no rule above foresaw
-        return ImageError(f"{path}: cannot read this image ({type(e).__name__}: {e})")
+        return ImageError(f"{path}: cannot read this image ({type(e).__name__}: {e})", "unreadable")

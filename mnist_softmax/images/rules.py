@@ -78,7 +78,7 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     mass = block_reduce(cover, k)
     labels, n, (rs, cs, ce, ids) = label_runs(marks)
     if n == 0:
-        raise ImageError("no digit found (blank: no mark reaches half the ink's level)")
+        raise ImageError("no digit found (blank: no mark reaches half the ink's level)", "blank-faint")
     per = np.bincount(labels.ravel(), weights=mass.ravel(), minlength=n + 1)[1:]
     # Each mark's box, from its runs (far fewer than its pixels).
     ids = ids - 1
@@ -142,14 +142,15 @@ def digit_box(inkmap: InkMap) -> tuple[int, int, int, int]:
     if apart.any():
         raise ImageError(
             f"no digit found (several marks: {1 + int(apart.sum())} marks the size of a digit, apart; "
-            "crop the image to one digit)"
-        )
+            "crop the image to one digit)", "several-apart", n=1 + int(apart.sum()),
+        )  # fmt: skip
     mine = labels[b0:b1, d0:d1] > 0
     if not every_mark:
         mine &= kept[labels[b0:b1, d0:d1] - 1]
     several = several_marks(mine, mass[b0:b1, d0:d1])
     if several:
-        raise ImageError(f"no digit found (several marks: {several}; crop the image to one digit)")
+        raise ImageError(f"no digit found (several marks: {several}; crop the image to one digit)", several.code,
+                         **several.args_)  # fmt: skip
     return box
 
 
@@ -162,6 +163,16 @@ def _bands(profile: np.ndarray, share: float = 0.1) -> list[tuple[int, int]]:
     above[1:-1] = profile > level
     edges = np.subtract(above[1:], above[:-1])
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+class Reason(str):
+    """Why an image holds no single digit, as text, with its kind and numbers (for ImageError's
+    code and args)."""
+
+    def __new__(cls, text: str, code: str, **args):
+        reason = super().__new__(cls, text)
+        reason.code, reason.args_ = code, args
+        return reason
 
 
 def several_marks(mask: np.ndarray, mass: np.ndarray) -> str:
@@ -196,7 +207,9 @@ def _side_by_side(mask: np.ndarray, ink: np.ndarray) -> str:
         if extent_of(mask[:, a:b])[1] >= DIGIT_SIZED * height and ink[:, a:b].sum() >= DIGIT_INK * total
     ]  # fmt: skip
     if len(sized) >= 2 and _widest_gap(bands, sized) >= max(MIN_GAP_PX, SIDE_APART * height):
-        return f"{len(sized)} groups of ink side by side, each the size of a digit"
+        return Reason(
+            f"{len(sized)} groups of ink side by side, each the size of a digit", "several-side", n=len(sized)
+        )
     return ""
 
 
@@ -206,7 +219,7 @@ def _lines_of_text(rows: list, width: int, total: float) -> str:
              if w >= DIGIT_SIZED * width and w >= LINE_RATIO * h and m >= DIGIT_INK / 4 * total]  # fmt: skip
     bands = [band for band, *_ in rows]
     if len(lines) >= 2 and _widest_gap(bands, lines) >= LINES_APART * float(np.median([b - a for a, b in lines])):
-        return f"{len(lines)} lines of ink one above another"
+        return Reason(f"{len(lines)} lines of ink one above another", "several-lines", n=len(lines))
     return ""
 
 
@@ -222,7 +235,8 @@ def _stacked(rows: list, width: int, total: float) -> str:
     ]
     bands = [band for band, *_ in rows]
     if len(stacked) >= 2 and _widest_gap(bands, stacked) >= STACKED_APART * max(b - a for a, b in stacked):
-        return f"{len(stacked)} groups of ink one above another, each the size of a digit"
+        return Reason(f"{len(stacked)} groups of ink one above another, each the size of a digit", "several-stacked",
+                      n=len(stacked))  # fmt: skip
     return ""
 
 
@@ -243,11 +257,13 @@ def _check_digit(cover: np.ndarray, largest: np.ndarray, side: int) -> None:
     sw, sh = extent_of(strokes)
     lw, lh = extent_of(largest)
     if max(sh, sw) < MIN_EXTENT_PX or max(lh, lw) < MIN_EXTENT_FRACTION * side:
-        raise ImageError(
-            f"no digit found (a speck: the largest mark spans {lw}×{lh} px, under 1/20 of the image's {side} px)"
-            if max(sh, sw) >= MIN_EXTENT_PX
-            else f"no digit found (a speck: the ink spans {sw}×{sh} px, under {MIN_EXTENT_PX} px)"
-        )
+        if max(sh, sw) >= MIN_EXTENT_PX:
+            raise ImageError(
+                f"no digit found (a speck: the largest mark spans {lw}×{lh} px, under 1/20 of the image's {side} px)",
+                "speck-small", w=lw, h=lh, side=side,
+            )  # fmt: skip
+        raise ImageError(f"no digit found (a speck: the ink spans {sw}×{sh} px, under {MIN_EXTENT_PX} px)", "speck",
+                         w=sw, h=sh, limit=MIN_EXTENT_PX)  # fmt: skip
     h, w = cover.shape
     extent = max(h, w)
     # Both measured as MNIST's digits were: at the 20-px scale.
@@ -257,17 +273,20 @@ def _check_digit(cover: np.ndarray, largest: np.ndarray, side: int) -> None:
     if width < MIN_STROKE_AT_20:
         raise ImageError(
             f"no digit found (too thin: its strokes are {width:.2f} px wide at MNIST's 20-px scale, "
-            f"a digit's at least {MIN_STROKE_AT_20:g}; MNIST's thinnest are 0.71)"
-        )
+            f"a digit's at least {MIN_STROKE_AT_20:g}; MNIST's thinnest are 0.71)",
+            "too-thin", width=f"{width:.2f}", needs=f"{MIN_STROKE_AT_20:g}",
+        )  # fmt: skip
     mask20 = at20 >= 0.5
     solid, filled = _solid_fraction(mask20, BOX), np.count_nonzero(mask20) / mask20.size
     if solid > MAX_SOLID and filled > MAX_FILLED:
         raise ImageError(
             f"no digit found (a blot: it fills {filled:.0%} of its box and {solid:.0%} of its ink lies deeper "
-            f"inside it than 1/6 of its size; a digit's strokes leave room)"
-        )
+            f"inside it than 1/6 of its size; a digit's strokes leave room)",
+            "blot", filled=f"{filled:.0%}", solid=f"{solid:.0%}",
+        )  # fmt: skip
     if w > MAX_WIDTH_OVER_HEIGHT * h:
-        raise ImageError(f"no digit found (a line: the ink is {w / h:.1f}× wider than tall, a digit at most 2×)")
+        raise ImageError(f"no digit found (a line: the ink is {w / h:.1f}× wider than tall, a digit at most 2×)",
+                         "line", ratio=f"{w / h:.1f}")  # fmt: skip
 
 
 def _solid_fraction(mask: np.ndarray, extent: int) -> float:

@@ -116,8 +116,8 @@ def respond(app: App, request: Request) -> Response:
         return Response(200, answer, "application/json") if isinstance(answer, bytes) else json_response(200, answer)
     except ApiError as e:
         return json_response(e.status, e.body(), {"Allow": e.allow} if e.allow else {})
-    except ImageError as e:
-        return json_response(422, {"error": str(e)})
+    except ImageError as e:  # predict's refusal, word for word, and its reason for the page's words
+        return json_response(422, {"error": str(e)} | ({"code": e.code, "args": e.args_} if e.code else {}))
     except MnistSoftmaxError as e:
         return json_response(400, {"error": str(e)})
     except (ConnectionError, TimeoutError):
@@ -126,7 +126,7 @@ def respond(app: App, request: Request) -> Response:
         print(
             f"serve: {request.method} {escape_controls(request.target[:80])}: {type(e).__name__}: {e}", file=sys.stderr
         )
-        return json_response(500, {"error": f"internal error ({type(e).__name__})"})
+        return json_response(500, {"error": f"internal error ({type(e).__name__})", "code": "internal", "args": {}})
 
 
 def refuse(app: App, request: Request) -> Response | None:
@@ -216,7 +216,8 @@ def _int_param(query: dict, name: str, low: int, high: int, required: bool = Fal
         return None
     digits = text[1:] if text[:1] == "-" else text
     if not (0 < len(digits) <= 12 and digits.isascii() and digits.isdigit()) or not low <= int(text) <= high:
-        raise ApiError(400, f"{name} must be a whole number from {low} to {high}, got {text[:20]!r}")
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high}, got {text[:20]!r}", "bad-number",
+                       name=name, low=low, high=high)  # fmt: skip
     return int(text)
 
 

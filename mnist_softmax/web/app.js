@@ -195,10 +195,15 @@ export function render(record) {
 }
 
 function announce(record) {
-  const now = Date.now();
-  if (now - state.announced < ANNOUNCE_MS) return;
-  state.announced = now;
-  $("announce").textContent = t("announce", { k: record.prediction, p: record.page.shown.probabilities[record.prediction] });
+  // The answer, for a screen reader: at most once a second while drawing, and the last one always.
+  clearTimeout(state.announceTimer);
+  const say = () => {
+    state.announced = Date.now();
+    $("announce").textContent = t("announce", { k: record.prediction, p: record.page.shown.probabilities[record.prediction] });
+  };
+  const wait = ANNOUNCE_MS - (Date.now() - state.announced);
+  if (wait <= 0) say();
+  else state.announceTimer = setTimeout(say, wait);
 }
 
 async function renderSees(record, page) {
@@ -327,7 +332,7 @@ function renderSoftmax(record, shown) {
     const cell = row.insertCell();
     const bar = document.createElement("span");
     bar.className = "bar";
-    bar.style.width = `${Math.round(p * 120)}px`;
+    bar.style.setProperty("--p", p.toFixed(4)); // its width: p of the bar's full length (style.css)
     const value = Object.assign(document.createElement("span"), { textContent: shown.probabilities[k] });
     value.dataset.testid = `p-${k}`;
     cell.append(bar, value);
@@ -553,6 +558,7 @@ function switches() {
   const large = params.get("view") === "large";
   const plain = params.get("mode") === "plain";
   document.body.classList.toggle("large", large);
+  document.documentElement.classList.toggle("large", large); // rem follows the root's size
   document.body.classList.toggle("plain", plain);
   $("large").setAttribute("aria-pressed", String(large));
   $("mode").setAttribute("aria-pressed", String(!plain));

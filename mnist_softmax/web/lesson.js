@@ -12,6 +12,7 @@ const STEPS = ["layer", "softmax", "loss", "ce", "gradient", "step"];
 const SECTION = { layer: "s5", softmax: "s6", loss: "s7", ce: "s7", gradient: "s7", step: "s8" };
 const DEMO = "1000, 1001, 1002";
 const FIRST = "1, 2, 3";
+const TYPING_MS = 250;
 
 let lesson = null; // GET /api/lesson
 let asked = 0;
@@ -22,9 +23,14 @@ export async function startLesson(state, again = false) {
   holder.replaceChildren(...STEPS.map((name, i) => card(name, i)));
   const input = $("lesson-logits");
   input.value = again && state.lessonLogits ? state.lessonLogits : FIRST;
-  input.oninput = () => { state.lessonLogits = input.value; editSoftmax(input.value); };
-  $("lesson-first").onclick = () => { input.value = FIRST; input.oninput(); };
-  $("lesson-demo").onclick = () => { input.value = DEMO; input.oninput(); };
+  let typing = null;
+  input.oninput = () => {
+    state.lessonLogits = input.value;
+    clearTimeout(typing);
+    typing = setTimeout(() => editSoftmax(input.value), TYPING_MS); // "1000," on the way to "1000, 1001" is not asked
+  };
+  $("lesson-first").onclick = () => { input.value = state.lessonLogits = FIRST; editSoftmax(FIRST); };
+  $("lesson-demo").onclick = () => { input.value = state.lessonLogits = DEMO; editSoftmax(DEMO); };
   if (!lesson) {
     const { status, data } = await api("/api/lesson");
     if (status !== 200) {
@@ -63,7 +69,7 @@ function softmaxEditor() {
       <button type="button" id="lesson-first">z = [1, 2, 3]</button>
       <button type="button" id="lesson-demo">z = [1000, 1001, 1002]</button></p>
     <p class="error-line" id="lesson-error" role="status" aria-live="polite"></p>
-    <div class="scroll" tabindex="0" role="region" aria-label="${t("softmax-table")}"><table class="softmax" id="lesson-table"></table></div>
+    <div class="scroll" tabindex="0" role="region" aria-label="${t("lesson-table")}"><table class="softmax" id="lesson-table"></table></div>
     <p>${t("lesson-p-is")} <output id="lesson-p" data-testid="lesson-p" data-link="term-p"></output></p>
     <p class="note" id="lesson-naive"></p>`;
   return box;
