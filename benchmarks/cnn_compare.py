@@ -2,13 +2,20 @@
 
     pip install -e '.[bench]'          # torch==2.13.0 (CPU), never a runtime dependency
     python benchmarks/cnn_compare.py --data-dir data [--rounds 3] [--epochs 1] [--steps 0] [--max-shift 0]
+        [--batch-norm --rotate 10 --zoom 0.1 --shear 5 --max-shift 2]     # the default recipe's network
 
 Both contenders train conv 5×5 (32) -> max pool -> conv 5×5 (64) -> max pool -> 10×3136 softmax
 layer from the same initial weights (cnn.init_params, --seed), on the same 55,000 training images
 (the project's seeded split), in the same batch order, with the same per-step learning rates
 (train.one_cycle), momentum, and weight decay on the kernels and W only (PyTorch: parameter groups),
-and the same random shifts if --max-shift > 0. PyTorch uses its default 2 threads; ours splits each
-batch over two threads with a one-thread BLAS each.
+and the same random shifts if --max-shift > 0. With --batch-norm, both have batch norm after each
+conv's pooling, before its ReLU, each piece of 32 images normalised by its own statistics in
+training (PyTorch: F.batch_norm on each piece, running statistics with momentum 0.1). With
+--rotate, --zoom or --shear, each batch's images are distorted by the same random affine maps
+(augment.random_affine, seeded alike), each tool with its own means: ours augment.warp in NumPy,
+PyTorch's affine_grid and grid_sample (bilinear, zeros outside), then the same standardisation.
+PyTorch uses its default 2 threads; ours splits each batch over two threads with a one-thread BLAS
+each.
 
 Each contender runs in its own process, in alternating order for --rounds rounds; printed: median
 seconds per epoch (training only; with --steps N only the first N steps are timed, scaled to a whole
@@ -33,6 +40,8 @@ import time
 
 import numpy as np
 from results import machine, matmul_gflops, write_section  # this folder is on sys.path when run as a script
+
+from mnist_softmax.augment import random_affine
 
 CONTENDERS = ("mnist-softmax", "pytorch")
 VAL_SIZE = 5000
@@ -93,16 +102,19 @@ def work_ours(a) -> dict:
 
     X, y, X_test, y_test = _data(a.data_dir, a.seed)
     lrs, orders = _recipe(a, len(X))
-    params = cnn.init_params(np.random.default_rng(a.seed))
+    params = cnn.init_params(np.random.default_rng(a.seed), batch_norm=a.batch_norm)
     velocities = {k: np.zeros_like(v) for k, v in params.items()}
     shift_rng = np.random.default_rng(a.seed + 2)
+    distortion = _distortion(a)
     steps = len(lrs) // a.epochs
     epochs = []
     per_epoch = len(X) / len(orders[0])  # --steps: time part of an epoch, report it scaled up
     for e, order in enumerate(orders):
         epoch_lrs = lrs[e * steps :][: -(-len(order) // a.batch_size)]
         t = time.perf_counter()
-        with cnn.training_step(params, velocities, a.momentum, a.weight_decay, shift_rng, a.max_shift) as step:
+        with cnn.training_step(
+            params, velocities, a.momentum, a.weight_decay, shift_rng, a.max_shift, distortion
+        ) as step:
             loss, acc, _ = train_epoch(step, X, y, order, epoch_lrs, a.batch_size)
         seconds = (time.perf_counter() - t) * per_epoch
         F = cnn.maps(X_test, params).reshape(len(X_test), -1)
@@ -119,20 +131,38 @@ def work_torch(a) -> dict:
 
     X, y, X_test, y_test = _data(a.data_dir, a.seed)
     lrs, orders = _recipe(a, len(X))
-    p = {k: torch.from_numpy(v).requires_grad_() for k, v in cnn.init_params(np.random.default_rng(a.seed)).items()}
+    init = cnn.init_params(np.random.default_rng(a.seed), batch_norm=a.batch_norm)
+    p = {k: torch.from_numpy(v).requires_grad_(not k.endswith(cnn.RUNNING)) for k, v in init.items()}
+    trained = cnn.trainable(init)
     groups = [
         {"params": [p[k] for k in cnn.DECAYED], "weight_decay": a.weight_decay},
-        {"params": [p[k] for k in cnn.PARAM_NAMES if k not in cnn.DECAYED], "weight_decay": 0.0},
+        {"params": [p[k] for k in trained if k not in cnn.DECAYED], "weight_decay": 0.0},
     ]
     opt = torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum)
+    training = True
+
+    def layer(h, k):  # conv -> pool -> + bias or batch norm -> ReLU, as cnn.forward
+        if a.batch_norm:  # in training, each piece of the batch by its own statistics, as ours
+            h = F.max_pool2d(F.conv2d(h, p[f"conv{k}_w"], padding=2), 2)
+            bn = (p[f"bn{k}_mean"], p[f"bn{k}_var"], p[f"bn{k}_g"], p[f"bn{k}_b"], training, 0.1, 1e-5)
+            pieces = cnn._pieces(h.shape[0]) if training else [slice(None)]
+            return F.relu(torch.cat([F.batch_norm(h[s], *bn) for s in pieces]))
+        return F.max_pool2d(F.relu(F.conv2d(h, p[f"conv{k}_w"], p[f"conv{k}_b"], padding=2)), 2)
 
     def net(x):
-        h = F.max_pool2d(F.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"], padding=2)), 2)
-        h = F.max_pool2d(F.relu(F.conv2d(h, p["conv2_w"], p["conv2_b"], padding=2)), 2)
-        return h.flatten(1) @ p["W"].T + p["b"]
+        return layer(layer(x, 1), 2).flatten(1) @ p["W"].T + p["b"]
 
     def tensor(images):  # the same input as cnn.to_input, as (n, 1, 28, 28)
         return torch.from_numpy(np.ascontiguousarray(cnn.to_input(images)[..., 0].transpose(2, 0, 1))[:, None])
+
+    distortion = _distortion(a)
+    raw = torch.from_numpy(X.astype(np.float32))[:, None]  # pixels 0..255, for grid_sample's zeros outside
+
+    def distorted(idx):
+        A, t = random_affine(len(idx), distortion, shift_rng)
+        grid = F.affine_grid(torch.from_numpy(_theta(A, t, 28)), (len(idx), 1, 28, 28), align_corners=True)
+        images = F.grid_sample(raw[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return (images / 255 - cnn.PIXEL_MEAN) / cnn.PIXEL_STD
 
     Xt, yt, shift_rng = tensor(X), torch.from_numpy(y), np.random.default_rng(a.seed + 2)
     epochs, step = [], 0
@@ -143,7 +173,10 @@ def work_torch(a) -> dict:
         total, correct = 0.0, 0
         for s in range(0, len(order), a.batch_size):
             idx = order[s : s + a.batch_size]
-            xb = tensor(cnn.shift_images(X[idx], a.max_shift, shift_rng)) if a.max_shift else Xt[idx]
+            if distortion is not None:
+                xb = distorted(torch.from_numpy(idx))
+            else:
+                xb = tensor(cnn.shift_images(X[idx], a.max_shift, shift_rng)) if a.max_shift else Xt[idx]
             for g in opt.param_groups:
                 g["lr"] = float(lrs[step])
             z = net(xb)
@@ -155,12 +188,32 @@ def work_torch(a) -> dict:
             total += float(loss) * len(idx)
             correct += int((z.argmax(1) == yt[idx]).sum())
         seconds = (time.perf_counter() - t) * per_epoch
+        training = False
         with torch.no_grad():
             z_test = torch.cat([net(tensor(X_test[i : i + 1000])) for i in range(0, len(X_test), 1000)])
             test_acc = float((z_test.argmax(1).numpy() == y_test).mean())
         epochs.append({"seconds": seconds, "train_loss": total / len(order), "train_acc": correct / len(order),
                        "test_acc": test_acc, "threads": torch.get_num_threads()})  # fmt: skip
+        training = True
     return {"epochs": epochs}
+
+
+def _distortion(a):
+    from mnist_softmax.augment import Distortion
+
+    return Distortion(a.rotate, a.zoom, a.shear, a.max_shift) if a.rotate or a.zoom or a.shear else None
+
+
+def _theta(A: np.ndarray, t: np.ndarray, size: int) -> np.ndarray:
+    """augment's maps (A, t), in (row, column) pixels about the centre, as affine_grid's θ (n, 2, 3):
+    output (x, y) in [-1, 1] (align_corners) -> the input point it reads, A⁻¹(p − c − t) + c."""
+    c = (size - 1) / 2
+    swap = np.array([[0, 1], [1, 0]])
+    inv = swap @ np.linalg.inv(A) @ swap  # in (x, y) = (column, row) terms
+    theta = np.empty((len(A), 2, 3), np.float32)
+    theta[:, :, :2] = inv
+    theta[:, :, 2] = -np.einsum("nij,nj->ni", inv, t[:, ::-1] / c)
+    return theta
 
 
 WORKERS = {"mnist-softmax": work_ours, "pytorch": work_torch}
@@ -196,11 +249,17 @@ def main() -> None:
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--max-shift", type=int, default=0)
+    ap.add_argument("--batch-norm", action="store_true", help="batch norm after each conv's pooling")
+    ap.add_argument("--rotate", type=float, default=0.0, help="random affine distortions: degrees")
+    ap.add_argument("--zoom", type=float, default=0.0, help="... scale, as a fraction")
+    ap.add_argument("--shear", type=float, default=0.0, help="... degrees")
     ap.add_argument("--steps", type=int, default=0, help="time only this many steps of each epoch (0: all)")
     ap.add_argument("--seed", type=int, default=0, help="split, initial weights, batch order, shifts")
     ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items() if k not in ("worker", "rounds", "contenders")]
+    skip = ("worker", "rounds", "contenders", "batch_norm")
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items() if k not in skip]
+    argv += ["--batch-norm"] * a.batch_norm
 
     if a.worker:  # child: train, report JSON with its own peak RSS
         import resource
@@ -236,7 +295,10 @@ def main() -> None:
         "## The cnn network against PyTorch",
         "",
         f"`python benchmarks/cnn_compare.py --data-dir DATA --rounds {a.rounds} --epochs {a.epochs} --steps {a.steps}"
-        f" --max-shift {a.max_shift}`: the identical network, initial weights, batch order and per-step learning"
+        f" --max-shift {a.max_shift}"
+        + (" --batch-norm" if a.batch_norm else "")
+        + (f" --rotate {a.rotate:g} --zoom {a.zoom:g} --shear {a.shear:g}" if _distortion(a) else "")
+        + "`: the identical network, initial weights, batch order and per-step learning"
         f" rates; {a.epochs} epoch(s) of 55,000 images, batch {a.batch_size}, one-cycle to lr {a.lr}; each tool in"
         f" its own process, medians of {a.rounds} alternating rounds"
         + (f", the first {a.steps} steps of each epoch timed and scaled to the whole epoch" if a.steps else "")

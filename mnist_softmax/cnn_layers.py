@@ -256,3 +256,51 @@ def bias_relu_backward(y: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.nd
     dx = dy * (y > 0)
     rows = dx.reshape(-1, dx.shape[-1])
     return dx, np.ones(len(rows), dx.dtype) @ rows  # a product: sum(axis=0) takes 7 times as long
+
+
+# Batch norm (cnn.py: after each conv's pooling, before its ReLU), with the ReLU: a = max(γ·x̂ + β, 0),
+# x̂ = (x − μ)/√(σ² + ε) per channel, μ and σ² the batch's (training) or the running ones (eval).
+BN_EPS = 1e-5  # PyTorch's
+
+
+def bn_relu_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Training: batch norm over all but the channel axis of x (..., C), then ReLU -> (a (..., C),
+    cache (x̂, 1/√(σ² + ε), μ, σ²)): μ and σ² (biased) are this batch's, per channel."""
+    rows = x.reshape(-1, x.shape[-1])
+    n = len(rows)
+    ones = np.ones(n, x.dtype)
+    mean = ones @ rows / n  # products: sum(axis=0) takes several times as long
+    centred = x - mean
+    var = ones @ (centred * centred).reshape(n, -1) / n
+    inv_std = (1 / np.sqrt(var + BN_EPS)).astype(x.dtype)
+    x_hat = centred
+    x_hat *= inv_std
+    a = x_hat * gamma
+    a += beta
+    np.maximum(a, 0, out=a)
+    return a, (x_hat, inv_std, mean, var)
+
+
+def bn_relu_backward(a: np.ndarray, cache: tuple, gamma: np.ndarray, da: np.ndarray):
+    """Gradients of bn_relu_forward: its output a, cache, γ (C,) and da (..., C) -> (dx (..., C),
+    dγ (C,), dβ (C,)). With g = da·[a > 0] (the ReLU's), dβ = Σ g, dγ = Σ g·x̂, and
+    dx = γ/√(σ² + ε) · (g − dβ/n − x̂·dγ/n): the batch's mean and variance depend on every x."""
+    x_hat, inv_std = cache[0], cache[1]
+    g = da * (a > 0)
+    C = g.shape[-1]
+    n = g.size // C
+    ones = np.ones(n, g.dtype)
+    dbeta = ones @ g.reshape(n, C)
+    dgamma = ones @ (g * x_hat).reshape(n, C)
+    dx = g - dbeta / n
+    dx -= x_hat * (dgamma / n)
+    dx *= gamma * inv_std
+    return dx, dgamma, dbeta
+
+
+def scale_relu_forward(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Eval: max(x·scale + shift, 0) per channel, x (..., C): batch norm with running statistics
+    folded into one scale and shift (cnn.bn_affine)."""
+    y = x * scale
+    y += shift
+    return np.maximum(y, 0, out=y)

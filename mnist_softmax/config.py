@@ -46,6 +46,10 @@ class Config:
     conv_threshold: float = 0.25  # soft threshold of the rectifier, max(0, r - t)
     # cnn front end only (features = "cnn"): the network is trained with W, on images shifted at random
     shift: int = 0  # each training image moved by up to this many pixels, rows and columns, every epoch
+    rotate: float = 0.0  # ... and, when any of these three is set, turned by up to this many degrees,
+    zoom: float = 0.0  # scaled by up to this fraction (0.1: 90% to 110%), sheared by up to `shear`
+    shear: float = 0.0  # degrees, and moved by up to `shift` px: an affine map of its own (augment.py)
+    batch_norm: bool = False  # batch norm after each conv's pooling, before its ReLU, in place of its bias
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,7 +75,11 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "conv_whiten_eps": (0, 10, False, True),
     "conv_threshold": (0, 10, True, True),
     "shift": (0, 4, True, True),
+    "rotate": (0, 45, True, True),
+    "zoom": (0, 0.5, True, True),
+    "shear": (0, 45, True, True),
 }
+CNN_ONLY = ("shift", "rotate", "zoom", "shear", "batch_norm")  # settings of the network's training
 
 
 def _check_type(key: str, value: Any, want: type) -> Any:
@@ -103,8 +111,11 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"config key '{key}' must be in {_interval(low, high, low_in, high_in)}, got {v!r}")
     if cfg.conv_kernel % 2 == 0:
         raise ConfigError(f"config key 'conv_kernel' must be odd, got {cfg.conv_kernel}")
-    if cfg.features != "cnn" and cfg.shift:
-        raise ConfigError(f"config key 'shift' works only with features cnn (features are fixed for {cfg.features})")
+    for key in CNN_ONLY:
+        if cfg.features != "cnn" and getattr(cfg, key):
+            raise ConfigError(
+                f"config key '{key}' works only with features cnn (features are fixed for {cfg.features})"
+            )
     if cfg.features == "cnn" and cfg.standardize != "none":
         # The maps change as the network learns: no standardiser fitted beforehand would fit them.
         raise ConfigError(f"config key 'standardize' must be none for features cnn, got {cfg.standardize!r}")
@@ -159,7 +170,9 @@ def to_toml(cfg: Config) -> str:
     """The config as TOML that load_config reads back to an equal Config."""
     lines = []
     for key, value in cfg.to_dict().items():
-        if isinstance(value, str):
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, str):
             lines.append(f'{key} = "{value}"')
         elif isinstance(value, float):
             lines.append(f"{key} = {value!r}")

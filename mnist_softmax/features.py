@@ -64,7 +64,7 @@ CONV = FrontEnd(
 def _cnn_fit(images: np.ndarray, rng: np.random.Generator, cfg) -> Params:
     """The network's starting weights (cnn.init_params), W and b of the softmax layer included:
     training, not fitting, makes them."""
-    return cnn.init_params(rng)
+    return cnn.init_params(rng, batch_norm=bool(getattr(cfg, "batch_norm", False)))
 
 
 CNN = FrontEnd(

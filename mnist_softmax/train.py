@@ -244,6 +244,7 @@ def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Ru
     """cnn: the front end's weights are trained with W and b, on the images themselves; features
     are the network's maps of the moment, computed as `eval` computes them."""
     from . import cnn
+    from .augment import Distortion
 
     fe = FRONT_ENDS[cfg.features]
     train_idx, val_idx = split_indices(len(mnist.train_images), cfg.val_size, streams["split"])
@@ -256,8 +257,12 @@ def _network_run(cfg: Config, mnist: Mnist, streams, cache_dir, progress) -> _Ru
     idx = {"train": ("train", train_idx), "val": ("train", val_idx), "test": ("test", slice(None))}
     y_all = {"train": mnist.train_labels.astype(np.intp), "test": mnist.test_labels.astype(np.intp)}
 
+    distortion = Distortion(cfg.rotate, cfg.zoom, cfg.shear, cfg.shift) if cfg.rotate or cfg.zoom or cfg.shear else None
+
     def step():
-        return cnn.training_step(params, velocity, cfg.momentum, cfg.weight_decay, streams["shift"], cfg.shift)
+        return cnn.training_step(
+            params, velocity, cfg.momentum, cfg.weight_decay, streams["shift"], cfg.shift, distortion
+        )
 
     def score(split):
         part, rows_idx = idx[split]

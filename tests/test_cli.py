@@ -186,7 +186,7 @@ def test_quiet_train_leaves_matplotlib_to_its_helper_and_never_imports_tqdm(mnis
 def test_train_help_gives_each_front_ends_default_where_their_configs_differ():
     text = " ".join(run("train", "--help").output.split())
     assert "Mini-batch size. [default: from the config: 200 for pixels, 200 for conv, 64 for cnn]" in text
-    assert "[default: from the config: 10 for pixels, 15 for conv, 6 for cnn]" in text
+    assert "[default: from the config: 10 for pixels, 15 for conv, 15 for cnn]" in text
     assert "SGD momentum. [default: 0.9, from the config]" in text
 
 

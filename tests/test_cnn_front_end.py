@@ -34,14 +34,13 @@ def _cfg(**extra):
 
 def test_cnn_config_is_shipped_and_needs_no_standardiser():
     cfg = load_config("cnn")
-    assert (cfg.features, cfg.schedule, cfg.standardize, cfg.shift, cfg.batch_size) == (
-        "cnn",
-        "onecycle",
-        "none",
-        2,
-        64,
-    )
+    assert (cfg.features, cfg.schedule, cfg.standardize, cfg.batch_size) == ("cnn", "onecycle", "none", 64)
+    assert cfg.epochs == 15
+    assert (cfg.batch_norm, cfg.shift, cfg.rotate, cfg.zoom, cfg.shear) == (True, 2, 10.0, 0.1, 5.0)
     assert load_config(None, {"features": "cnn"}) == cfg
+    quick = load_config("cnn-quick")  # the short lesson: whole-pixel shifts, no batch norm
+    assert (quick.epochs, quick.batch_norm, quick.shift) == (6, False, 2)
+    assert (quick.rotate, quick.zoom, quick.shear) == (0, 0, 0)
     with pytest.raises(ConfigError, match="'standardize' must be none for features cnn"):
         load_config("cnn", {"standardize": "feature"})
 
@@ -49,14 +48,15 @@ def test_cnn_config_is_shipped_and_needs_no_standardiser():
 def test_fit_trains_the_network_and_the_same_seed_gives_the_same_weights(small):
     a, b = fit(_cfg(), small), fit(_cfg(), small)
     assert a.test_acc >= 0.75, a.final  # 512 images, 3 epochs: far above chance (0.1)
-    for name in ("conv1_w", "conv2_b"):
+    for name in ("conv1_w", "bn2_g", "bn2_var"):
         np.testing.assert_array_equal(a.model.fe_params[name], b.model.fe_params[name])
     np.testing.assert_array_equal(a.model.W, b.model.W)
     assert a.final == b.final and [r["lr"] for r in a.history] == [r["lr"] for r in b.history]
     c = fit(_cfg(seed=1), small)
     assert not np.array_equal(a.model.W, c.model.W)
-    init = cnn_mod.init_params(np.random.default_rng(0))
+    init = cnn_mod.init_params(np.random.default_rng(0), batch_norm=True)
     assert not np.array_equal(a.model.fe_params["conv1_w"], init["conv1_w"])  # the front end was trained
+    assert not np.array_equal(a.model.fe_params["bn1_mean"], init["bn1_mean"])  # and its running statistics kept
 
 
 def test_interrupt_and_resume_give_the_uninterrupted_weights_bit_for_bit(small, monkeypatch, tmp_path):
@@ -69,7 +69,8 @@ def test_interrupt_and_resume_give_the_uninterrupted_weights_bit_for_bit(small, 
     assert len(partial.history) == 1
     save_outputs(tmp_path, partial, _cfg(), root=tmp_path / "runs")  # through the checkpoint, as --resume is
     config, state = load_train_state(tmp_path / "model.npz")
-    assert set(state.params) == {"conv1_w", "conv1_b", "conv2_w", "conv2_b", "W", "b"}
+    bn = {f"bn{k}_{p}" for k in (1, 2) for p in ("g", "b", "mean", "var")}
+    assert set(state.params) == {"conv1_w", "conv2_w", "W", "b"} | bn
     assert set(state.rng_states) == {"order", "shift"}
     resumed = fit(_cfg(), small, resume=state)
     for name, p in straight.model.fe_params.items():

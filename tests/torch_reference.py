@@ -59,6 +59,32 @@ def steps_case(mnist):
 STEPS = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-3}
 
 
+def bn_network_case():
+    """network_case's inputs for the network with batch norm (γ, β away from 1 and 0; running
+    statistics away from 0 and 1, for the eval pass)."""
+    from mnist_softmax import cnn
+
+    rng = np.random.default_rng(8)
+    params = cnn.init_params(rng, image_size=8, maps=(3, 4), batch_norm=True)
+    params = {k: v.astype(np.float64) for k, v in params.items()}
+    for k, c in ((1, 3), (2, 4)):
+        params[f"bn{k}_g"] = rng.uniform(0.5, 1.5, c)
+        params[f"bn{k}_b"] = rng.uniform(-0.5, 0.5, c)
+        params[f"bn{k}_mean"] = rng.uniform(-0.5, 0.5, c)
+        params[f"bn{k}_var"] = rng.uniform(0.5, 2.0, c)
+    x, y = rng.standard_normal((8, 8, 6, 1)), rng.integers(0, 10, 6)
+    return params, x, y
+
+
+def bn_steps_case(mnist):
+    """steps_case for the full-size network with batch norm."""
+    from mnist_softmax import cnn
+
+    params = cnn.init_params(np.random.default_rng(9), batch_norm=True)
+    batches = [(mnist.train_images[16 * s : 16 * s + 16], mnist.train_labels[16 * s : 16 * s + 16]) for s in (2, 3)]
+    return params, batches
+
+
 def sample_index(shape: tuple[int, ...]) -> np.ndarray:
     """The flat indices of the entries recorded for a parameter of this shape."""
     size = int(np.prod(shape))
@@ -95,6 +121,73 @@ def torch_net(torch, p, x_hw, dtype):
     h = F.max_pool2d(F.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"], padding=2)), 2)
     h = F.max_pool2d(F.relu(F.conv2d(h, p["conv2_w"], p["conv2_b"], padding=2)), 2)
     return h.flatten(1) @ p["W"].T + p["b"]
+
+
+def torch_bn_net(torch, p, x_hw, dtype, train: bool):
+    """The network with batch norm in PyTorch: conv (no bias) -> pool -> BatchNorm -> ReLU, twice.
+    With train, each piece of the batch (cnn._pieces, as the project cuts it) is normalised by its own
+    statistics ("ghost" batch norm), and the running ones are updated in place, piece after piece
+    (momentum 0.1); else the running statistics normalise."""
+    import torch.nn.functional as F
+
+    from mnist_softmax import cnn
+
+    h = torch.tensor(np.ascontiguousarray(x_hw[..., 0].transpose(2, 0, 1))[:, None], dtype=dtype)
+    pieces = cnn._pieces(h.shape[0]) if train else [slice(None)]
+    for k in (1, 2):
+        h = F.max_pool2d(F.conv2d(h, p[f"conv{k}_w"], padding=2), 2)
+        bn = (p[f"bn{k}_mean"], p[f"bn{k}_var"], p[f"bn{k}_g"], p[f"bn{k}_b"], train, 0.1, 1e-5)
+        h = F.relu(torch.cat([F.batch_norm(h[s], *bn) for s in pieces]))
+    return h.flatten(1) @ p["W"].T + p["b"]
+
+
+def torch_bn_network(torch) -> dict[str, np.ndarray]:
+    """bn_network_case through torch_bn_net: the eval pass's logits, then the training pass's loss,
+    logits, gradients and updated running statistics."""
+    import torch.nn.functional as F
+
+    params, x, y = bn_network_case()
+    tp = {k: torch.tensor(v, requires_grad=not k.endswith(("_mean", "_var"))) for k, v in params.items()}
+    with torch.no_grad():
+        z_eval = torch_bn_net(torch, tp, x, torch.float64, train=False).numpy()
+    zt = torch_bn_net(torch, tp, x, torch.float64, train=True)
+    lt = F.cross_entropy(zt, torch.tensor(y))
+    lt.backward()
+    grads = {f"grad_{k}": t.grad.numpy() for k, t in tp.items() if t.requires_grad}
+    running = {f"running_{k}": t.detach().numpy() for k, t in tp.items() if not t.requires_grad}
+    return {"loss": np.array(lt.item()), "z": zt.detach().numpy(), "z_eval": z_eval} | grads | running
+
+
+def torch_bn_steps(torch, mnist) -> dict[str, np.ndarray]:
+    """torch_steps for bn_steps_case: two SGD steps (weight decay on the kernels and W only; none on
+    γ and β), then each parameter's and running statistic's samples and an eval pass's logits."""
+    import torch.nn.functional as F
+
+    from mnist_softmax import cnn
+
+    params, batches = bn_steps_case(mnist)
+    tp = {k: torch.tensor(v, requires_grad=not k.endswith(("_mean", "_var"))) for k, v in params.items()}
+    trained = [k for k in tp if tp[k].requires_grad]
+    groups = [
+        {"params": [tp[k] for k in cnn.DECAYED], "weight_decay": STEPS["weight_decay"]},
+        {"params": [tp[k] for k in trained if k not in cnn.DECAYED], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.SGD(groups, lr=STEPS["lr"], momentum=STEPS["momentum"])
+    losses = []
+    for images, labels in batches:
+        z = torch_bn_net(torch, tp, cnn.to_input(images), torch.float32, train=True)
+        lt = F.cross_entropy(z, torch.tensor(labels.astype(np.int64)))
+        opt.zero_grad()
+        lt.backward()
+        opt.step()
+        losses.append(lt.item())
+    out = {"losses": np.array(losses)}
+    for k, t in tp.items():
+        idx = sample_index(t.shape)
+        out[f"param_{k}"] = t.detach().numpy().reshape(-1)[idx]
+    with torch.no_grad():
+        out["z_eval"] = torch_bn_net(torch, tp, cnn.to_input(mnist.test_images[:8]), torch.float32, False).numpy()
+    return out
 
 
 def torch_conv(torch, channels: int) -> dict[str, np.ndarray]:
@@ -192,6 +285,8 @@ def compute(torch, mnist) -> dict[str, np.ndarray]:
         out |= {f"conv{channels}/{k}": v for k, v in torch_conv(torch, channels).items()}
     out |= {f"network/{k}": v for k, v in torch_network(torch).items()}
     out |= {f"steps/{k}": v for k, v in torch_steps(torch, mnist).items()}
+    out |= {f"bn_network/{k}": v for k, v in torch_bn_network(torch).items()}
+    out |= {f"bn_steps/{k}": v for k, v in torch_bn_steps(torch, mnist).items()}
     out |= {f"sgd/{k}": v for k, v in torch_sgd(torch).items()}
     out["one_cycle/lrs"] = torch_one_cycle(torch)
     return out
