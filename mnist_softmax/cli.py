@@ -315,14 +315,14 @@ def eval_cmd(checkpoint, split, data_dir, mirrors, as_json, out, quiet) -> None:
 
     Example: mnist-softmax eval --checkpoint runs/latest/model.npz --split test --out report/
     """
-    from .checkpoint import load_checkpoint
+    from .api import load_model
     from .data import load_mnist
     from .display import json_text, score_record, score_table
     from .runs import latest_checkpoint
     from .scoring import score_split
 
     path = checkpoint or latest_checkpoint()
-    model, cfg, _, version = load_checkpoint(path)
+    model, cfg, _, version = load_model(path)
     mnist = load_mnist(data_dir, mirrors, quiet, log=_err)
     s, images, labels = score_split(model, cfg, mnist, split, data_dir / "cache", _bars(quiet), version)
     if as_json:
@@ -372,12 +372,12 @@ def predict(images, checkpoint, top_k, as_json, explain, label, show_input, save
 
     Example: mnist-softmax predict my-digit.jpg --explain --label 7
     """
-    from .checkpoint import load_checkpoint
+    from .api import load_model
     from .images import image_files
     from .predict import predict_files
     from .runs import latest_checkpoint
 
-    model = load_checkpoint(checkpoint or latest_checkpoint()).model
+    model = load_model(checkpoint or latest_checkpoint()).model
     if save_input is not None:
         save_input.mkdir(parents=True, exist_ok=True)
     files, failed = [], 0
@@ -442,7 +442,7 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
     from threadpoolctl import threadpool_limits
 
     from .runs import latest_checkpoint
-    from .serve import App, has_display, make_server, serve_workers
+    from .serve import App, has_display, is_loopback, make_server, serve_workers
 
     host = host.strip().removeprefix("[").removesuffix("]")
     if not host:
@@ -453,7 +453,7 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
     app.start(workers=serve_workers())
     try:
         click.echo(f"serving {shown(app.path)} at {server.url} (Ctrl-C stops it)")
-        if not _loopback(host):
+        if not is_loopback(host):
             _err(f"warning: listening on {host}: anyone who can reach this machine can use the page; it has no login")
         if not no_browser and has_display():
             import webbrowser
@@ -468,14 +468,27 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
         app.close()
 
 
-def _loopback(host: str) -> bool:
-    """Whether an address reaches this machine only (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
+@main.command()
+@checkpoint_option
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="File format.")
+@click.argument("out", metavar="OUT", type=NonEmptyPath(dir_okay=False, path_type=Path))
+def export(checkpoint, fmt, out) -> None:
+    """Write a checkpoint as a standard model file, for use outside this project.
 
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    \b
+    ONNX (opset 17): input "digits", a batch of 28×28 digits in MNIST form as
+    floats in [0, 1] (batch, 1, 28, 28); outputs "logits" = x·Wᵀ + b and
+    "probabilities"; the front end, the standardiser and W inside. Needs the
+    onnx package: pip install 'mnist-softmax[export]'. docs/export.md.
+
+    Example: mnist-softmax export --checkpoint runs/latest/model.npz --format onnx model.onnx
+    """
+    from .api import export_onnx, load_model
+    from .runs import latest_checkpoint
+
+    path = checkpoint or latest_checkpoint()
+    written = export_onnx(load_model(path), out)
+    click.echo(f"wrote {shown(written)} (ONNX, opset 17) from {shown(path)}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-VERSION = 3  # bump when extraction changes, so cached features are recomputed
+VERSION = 4  # bump when extraction changes, so cached features are recomputed
 N_FILTERS = 64
 POOL = 4  # 28 / 4 = 7
 PATCH_VAR_EPS = 10 / 255**2  # brightness/contrast normalisation: (p - mean) / sqrt(var + eps)
@@ -109,10 +109,13 @@ def _patch_stats(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ("same" zero padding) -> (m, 28, 28) each.
 
     Box sums by k shifted adds along rows, then along columns: sums of non-negative pixels, so a
-    patch without ink has mean exactly 0 and one faint pixel is enough to make it positive.
+    patch without ink has mean exactly 0 and one faint pixel is enough to make it positive. In
+    float64: the variance E[p²] − μ² of an evenly inked patch is a small difference of two numbers
+    near 1, which float32 would round to a few units in its 7th digit, and σ of such a patch is
+    small, so that error would reach the responses (p − μ)/σ. The std is returned in float32.
     """
     p = k // 2
-    padded = np.pad(x, ((0, 0), (p, p), (p, p)))
+    padded = np.pad(x.astype(np.float64), ((0, 0), (p, p), (p, p)))
 
     def box_mean(a: np.ndarray) -> np.ndarray:
         rows = a[:, :28].copy()
@@ -126,7 +129,7 @@ def _patch_stats(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     mean = box_mean(padded)
     var = np.maximum(box_mean(padded * padded) - mean * mean, 0)
-    return mean, np.sqrt(var + PATCH_VAR_EPS)
+    return mean.astype(np.float32), np.sqrt(var + PATCH_VAR_EPS).astype(np.float32)
 
 
 def _chunk_maps(x: np.ndarray, F_aug: np.ndarray, k: int, cols: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -136,7 +139,7 @@ def _chunk_maps(x: np.ndarray, F_aug: np.ndarray, k: int, cols: np.ndarray, R: n
     (image, cell row, cell column, then the 4×4 pixels of the cell), so that each pooling cell's
     16 responses are consecutive rows of R. Only patches that touch ink (under half of MNIST's)
     go through the matrix product: an inkless patch normalises to zero, so its row
-    [0, …, 0, 0, 1] gives exactly the last row of F_aug, rectified, for every filter.
+    [0, …, 0, 1] gives exactly the last row of F_aug, rectified, for every filter.
     """
     m, d = len(x), k * k
     mean, std = _patch_stats(x, k)
@@ -149,12 +152,11 @@ def _chunk_maps(x: np.ndarray, F_aug: np.ndarray, k: int, cols: np.ndarray, R: n
     inv = 1 / std[img, r, c]
     buf = cols[:n]
     np.multiply(_patch_view(x, k)[img, r, c].reshape(n, d), inv[:, None], out=buf[:, :d])
-    buf[:, d] = mean[img, r, c] * inv
-    buf[:, d + 1] = 1.0
+    buf[:, d] = 1.0
     responses = buf @ F_aug  # (n, 64), already divided by each patch's σ
     np.maximum(responses, 0, out=responses)
     Rm = R[: m * 784]
-    Rm[...] = np.maximum(F_aug[d + 1], 0)
+    Rm[...] = np.maximum(F_aug[d], 0)
     Rm[live] = responses
     pooled = Rm.reshape(m * 49, POOL * POOL, N_FILTERS).sum(axis=1) * np.float32(1 / POOL**2)
     return _tent(pooled.reshape(m, 7, 7, N_FILTERS))
@@ -174,24 +176,33 @@ def _tent(pooled: np.ndarray) -> np.ndarray:
     return both.reshape(m, 7, 7, N_FILTERS).transpose(0, 3, 1, 2)
 
 
+def zero_mean(filters: np.ndarray) -> np.ndarray:
+    """Filters (k·k, 64) minus each one's mean over its k·k taps: the part that sees a patch's
+    variation, all a normalised patch (p − μ)/σ can excite."""
+    f = filters.astype(np.float64)
+    return (f - f.mean(axis=0)).astype(np.float32)
+
+
 def maps(images: np.ndarray, params: dict[str, np.ndarray], progress: bool = False) -> np.ndarray:
     """uint8 (n, 28, 28) -> float32 feature maps (n, 64, 7, 7), CHUNK images at a time on two threads.
 
-    The patch normalisation is folded into the matrix product. With patch p, mean μ, std σ and
-    σ > 0: relu(((p - μ)/σ)·F - offset - t) = relu([p/σ, μ/σ, 1] · [F; -ΣF; -(offset + t)]), so
-    each im2col row is scaled by 1/σ as it is copied and gets two more columns.
+    The patch normalisation is folded into the matrix product. With patch p of k·k pixels, mean μ,
+    std σ > 0, and each filter F made zero-mean (F̃ = F − ΣF/k², zero_mean): (p − μ)·F = p·F̃,
+    since Σp = k²μ, so relu(((p - μ)/σ)·F - offset - t) = relu([p/σ, 1] · [F̃; -(offset + t)]):
+    each im2col row is scaled by 1/σ as it is copied and gets one more column. (p·F − μ·ΣF, the
+    same in exact arithmetic, cancels two large numbers in float32 wherever a patch is evenly inked.)
     """
     from threadpoolctl import threadpool_limits
 
     filters = params["filters"]
     k = int(round(np.sqrt(filters.shape[0])))
-    F_aug = np.vstack([filters, -filters.sum(0), -(params["offset"] + params["threshold"])]).astype(np.float32)
+    F_aug = np.vstack([zero_mean(filters), -(params["offset"] + params["threshold"])]).astype(np.float32)
     out = np.empty((len(images), N_FILTERS, 28 // POOL, 28 // POOL), np.float32)
     scratch = threading.local()  # scratch buffers per worker thread, reused for every chunk
 
     def work(s: int) -> int:
         if not hasattr(scratch, "cols"):
-            scratch.cols = np.empty((CHUNK * 784, k * k + 2), np.float32)
+            scratch.cols = np.empty((CHUNK * 784, k * k + 1), np.float32)
             scratch.R = np.empty((CHUNK * 784, N_FILTERS), np.float32)
         x = np.multiply(images[s : s + CHUNK], np.float32(1 / 255), dtype=np.float32)
         out[s : s + len(x)] = _chunk_maps(x, F_aug, k, scratch.cols, scratch.R)

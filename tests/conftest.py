@@ -462,3 +462,41 @@ def page(browser, pixels_server, tmp_path):
     opened = Page(browser, pixels_server[1], tmp_path)
     yield opened
     opened.close()
+
+
+# ------------------------------------------------------------------------------ the lesson's notebook
+
+
+class _NotebookData:
+    """A notebook (nbmake runs notebooks/*.ipynb, each in a kernel of its own) gets the real MNIST
+    files as users do, downloaded and verified, from a loopback mirror of ../shared/mnist, into a
+    temporary data folder ($MNIST_SOFTMAX_MIRROR, $MNIST_SOFTMAX_DATA): never into the checkout.
+
+    A plugin, not this file's own hooks: a conftest's runtest hooks see only the items under its
+    folder, and the notebooks live beside tests/, not in it."""
+
+    server = None
+    data = ""
+
+    def pytest_runtest_setup(self, item):
+        if type(item).__name__ != "NotebookItem":
+            return
+        if self.server is None:
+            self.server = _QuietServer(("127.0.0.1", 0), _Handler)
+            self.server.hits, self.server.authorizations, self.server.flaky_seen = [], [], {}
+            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.data = tempfile.mkdtemp(prefix="notebook-data-")
+        os.environ["MNIST_SOFTMAX_MIRROR"] = f"http://127.0.0.1:{self.server.server_address[1]}/good/"
+        os.environ["MNIST_SOFTMAX_DATA"] = self.data
+
+    def pytest_runtest_teardown(self, item):
+        if type(item).__name__ == "NotebookItem":
+            import shutil
+
+            os.environ.pop("MNIST_SOFTMAX_MIRROR", None)
+            os.environ.pop("MNIST_SOFTMAX_DATA", None)
+            shutil.rmtree(self.data, ignore_errors=True)
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_NotebookData(), "mnist-softmax-notebook-data")

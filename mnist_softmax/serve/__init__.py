@@ -15,9 +15,11 @@ import os
 
 from .api import Client, Request, Response, respond
 from .app import App
-from .server import has_display, make_server
+from .server import has_display, is_loopback, make_server
 
-__all__ = ["App", "Client", "Request", "Response", "has_display", "make_server", "respond", "serve_workers"]
+__all__ = [
+    "App", "Client", "Request", "Response", "has_display", "is_loopback", "make_server", "respond", "serve_workers",
+]  # fmt: skip
 
 MAX_WORKERS = 4  # each holds the model and, once asked for a test digit, the test set (about 70 MB)
 

@@ -238,6 +238,16 @@ def make_server(app: App, host: str, port: int) -> Server:
         raise MnistSoftmaxError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether an address reaches this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def has_display() -> bool:
     """Whether a browser could show a page here: a desktop session (not a bare SSH or CI shell)."""
     import os
