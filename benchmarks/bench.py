@@ -91,7 +91,8 @@ d = pathlib.Path(tempfile.mkdtemp())
 history = [dict(epoch=e, lr=0.1, train_loss=1 / e, train_acc=0.9, val_loss=1 / e, val_acc=0.9) for e in range(1, 11)]
 with Painter() as painter:
     painter.draw([("curves", d / "c.png", {"history": history, "test_acc": 0.92}),
-                  ("pixel_weights", d / "w.png", {"W": np.random.default_rng(0).normal(size=(10, 784))})])
+                  ("pixel_weights", d / "w.png", {"rows": np.random.default_rng(0).normal(size=(10, 28, 28)),
+                                                  "rare": np.zeros((28, 28), bool), "limit": 2.0})])
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 """
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
