@@ -54,14 +54,20 @@ def load_config(name_or_path: str | os.PathLike = "pixels", **overrides: Any) ->
 def fit(
     config: Config, data: Mnist, on_epoch: Callable[[dict], None] | None = None, progress: bool = False
 ) -> TrainResult:
-    """Train by the recipe `config` on `data` (load_mnist): same config, same result.
+    """Train by the recipe `config` (load_config's) on `data` (load_mnist's): same config, same result.
 
     on_epoch(row) is called after each epoch with {"epoch", "lr", "train_loss", "train_acc",
     "val_loss", "val_acc", "seconds"}. -> TrainResult: .model (load_model's .model), .history (the
-    rows), .test_acc and .test_loss. Nothing is written to disk: `mnist-softmax train` saves runs."""
+    rows), .test_acc and .test_loss, .config (the recipe, a dict). Nothing is written to disk:
+    `mnist-softmax train` saves runs; export_onnx and score take the result as it is. A Config
+    made by hand is checked as a config file is (ConfigError)."""
+    from .config import Config, validate
     from .train import fit as train
 
-    return train(config, data, on_epoch or (lambda row: None), progress)
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config (from load_config), not {type(config).__name__}")
+    _check_data(data)
+    return train(validate(config), data, on_epoch or (lambda row: None), progress)
 
 
 def load_model(path: str | os.PathLike = "runs/latest/model.npz") -> Checkpoint:
@@ -75,84 +81,138 @@ def load_model(path: str | os.PathLike = "runs/latest/model.npz") -> Checkpoint:
 
 
 def read_digit(image: str | os.PathLike | bytes | Any) -> Prepared:
-    """An image brought into MNIST form, as `predict` does: ink told from paper in either polarity,
-    cropped to the digit, scaled to a 20-pixel box, centred by mass in 28×28.
+    """An image brought into MNIST form, as `predict` does: turned upright by its EXIF orientation,
+    ink told from paper in either polarity, cropped to the digit, scaled to a 20-pixel box, centred
+    by mass in 28×28.
 
-    image: a file's path or bytes, a PIL image, or an array (H, W) or (H, W, 3 or 4) of 0..255
-    integers or 0..1 floats. -> Prepared: .digit (28, 28) uint8 (light ink on black), .inverted,
-    .box (where the digit was found). ImageError when it holds no digit (blank, a speck, a line,
-    several digits), saying why."""
+    image: a file's path, its bytes or an open binary file; a PIL image (any mode); or an array
+    (H, W) or (H, W, 1, 3 or 4) of integers 0..255 or floats 0..1. -> Prepared: .digit (28, 28)
+    uint8 (light ink on black), .inverted, .box (where the digit was found). ImageError when it
+    holds no digit (blank, a speck, a line, several digits) or cannot be read, saying why;
+    TypeError or ValueError for something that is not an image."""
+    from .images import prepare, read_image, read_pil_image
+
+    if isinstance(image, str | os.PathLike | bytes | bytearray | memoryview):
+        return prepare(*read_image(image if isinstance(image, str | os.PathLike) else bytes(image)))
+    if hasattr(image, "read"):  # an open file
+        data = image.read()
+        if not isinstance(data, bytes):
+            raise TypeError("an open file must be opened in binary mode ('rb')")
+        return prepare(*read_image(data))
+    if hasattr(image, "getexif") and hasattr(image, "mode"):  # a PIL image
+        return prepare(*read_pil_image(image))
+    return prepare(*_image_array(image))
+
+
+def _image_array(image: Any) -> tuple:
+    """An array-like image as (colour (H, W, C) float32 in [0, 1], alpha or None), checked."""
     import numpy as np
 
-    from .images import prepare, read_image
-
-    if isinstance(image, str | os.PathLike | bytes | bytearray):
-        return prepare(*read_image(image if not isinstance(image, bytearray) else bytes(image)))
-    if hasattr(image, "save") and hasattr(image, "mode"):  # a PIL image: as its PNG bytes, so EXIF and modes count
-        import io
-
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        return prepare(*read_image(buf.getvalue()))
-    a = np.asarray(image)
+    if image is None or isinstance(image, str | int | float | dict):
+        raise TypeError(f"an image is a path, bytes, a PIL image or an array, not {type(image).__name__}")
+    try:
+        a = np.asarray(image)
+    except ValueError as e:
+        raise ValueError(f"an image array must be rectangular: {e}") from None
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
         raise ValueError(f"an image array is (H, W) or (H, W, 1, 3 or 4), not {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"an image array holds no pixels: {a.shape}")
     if a.dtype.kind in "ui":
+        if a.min() < 0 or a.max() > 255:
+            raise ValueError(f"an integer image array holds 0..255, not {a.min()}..{a.max()}")
         a = a.astype(np.float32) / 255
-    elif a.dtype.kind != "f":
+    elif a.dtype.kind == "f":
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ValueError("a float image array holds finite values in 0..1 (divide 0..255 pixels by 255)")
+    else:
         raise ValueError(f"an image array holds integers 0..255 or floats 0..1, not {a.dtype}")
-    a = a.astype(np.float32)
-    colour = a if a.ndim == 3 else a[:, :, None]
-    alpha = None
+    colour = a.astype(np.float32) if a.ndim == 3 else a.astype(np.float32)[:, :, None]
     if colour.shape[2] == 4:
-        colour, alpha = colour[:, :, :3], colour[:, :, 3]
-    return prepare(colour, alpha)
+        return colour[:, :, :3], colour[:, :, 3]
+    return colour, None
 
 
 def classify(model: Checkpoint | Any, digit: Prepared | Any, label: int | None = None) -> Prediction:
     """The model's answer for one digit: its probabilities, and every number behind them.
 
-    model: load_model's Checkpoint (or its .model); digit: read_digit's result, or anything
-    read_digit takes. -> Prediction: .probabilities (10,), .digit_class, .digit (28, 28) as the
-    model saw it, .explanation (x, z = W·x + b, z − max z, exp, their sum, p) and, with label,
-    .loss = −log p[label]."""
+    model: load_model's Checkpoint, fit's TrainResult or their .model; digit: read_digit's result,
+    or anything read_digit takes. label: the true class, an int 0..9, if known. -> Prediction:
+    .probabilities (10,), .digit_class, .digit (28, 28) as the model saw it, .explanation (x,
+    z = W·x + b, z − max z, exp, their sum, p) and, with label, .loss = −log p[label]."""
+    import numbers
+
     from .images import Prepared
     from .predict import predict_digit
 
-    m = getattr(model, "model", model)
+    m = _as_checkpoint(model).model
+    T = len(m.b)
+    if label is not None and (isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < T):
+        raise ValueError(f"label must be an int in 0..{T - 1}, not {label!r}")
     prepared = digit if isinstance(digit, Prepared) else read_digit(digit)
-    return predict_digit(m, prepared, None, True, label)
+    return predict_digit(m, prepared, None, True, None if label is None else int(label))
 
 
 def score(
     model: Checkpoint | TrainResult | Any, split: str = "test", data: Mnist | None = None, data_dir: str = "data"
 ) -> Score:
-    """A model scored on the "test" split, or (a checkpoint, whose recipe says how its data was
-    split) on the "val" or "train" split it was trained with, rebuilt from its seed: what
-    `mnist-softmax eval` reports, to the last digit.
+    """A model scored on the "test" split, or on the "val" or "train" split it was trained with
+    (rebuilt from its recipe's seed): what `mnist-softmax eval` reports, to the last digit.
 
-    model: load_model's Checkpoint, fit's TrainResult or a bare model (test only). data: load_mnist's
-    arrays (else read from data_dir). -> Score: .accuracy, .loss, .confusion (10, 10: rows true,
-    columns predicted), .precision, .recall, .f1 (10,), .probabilities (n, 10)."""
+    model: load_model's Checkpoint (or a checkpoint's path), fit's TrainResult, or a bare model
+    (test only). data: load_mnist's arrays (else read from data_dir). -> Score: .accuracy, .loss,
+    .confusion (10, 10: rows true, columns predicted), .precision, .recall, .f1 (10,),
+    .probabilities (n, 10)."""
     from .scoring import score_split
 
-    config = getattr(model, "config", None)
-    if config is None and split != "test":
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
+    checkpoint = _as_checkpoint(model)
+    if not checkpoint.config and split != "test":
         raise ValueError(f"the {split} split is rebuilt from the recipe's seed: give load_model's checkpoint")
-    config = config or {"seed": 0, "val_size": 0}
-    version = getattr(model, "format_version", 2)
+    config = checkpoint.config or {"seed": 0, "val_size": 0}
     cache = None  # conv's features of a split, kept in data_dir/cache when read from there
     if data is None:
         data, cache = load_mnist(data_dir), Path(data_dir) / "cache"
-    return score_split(getattr(model, "model", model), config, data, split, cache, False, version).score
+    _check_data(data)
+    return score_split(checkpoint.model, config, data, split, cache, False, checkpoint.format_version).score
 
 
-def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
-    """The checkpoint as an ONNX file (`pip install 'mnist-softmax[export]'`): input "digits"
-    (batch, 1, 28, 28) floats 0..1 in MNIST form, outputs "logits" and "probabilities". docs/export.md."""
+def export_onnx(model: Checkpoint | TrainResult, path: str | os.PathLike) -> Path:
+    """The model as an ONNX file (`pip install 'mnist-softmax[export]'`): input "digits"
+    (batch, 1, 28, 28) floats 0..1 in MNIST form, outputs "logits" and "probabilities", the recipe
+    and test accuracy in its metadata. model: load_model's Checkpoint (or a checkpoint's path) or
+    fit's TrainResult. Written atomically; never onto the checkpoint it came from. docs/export.md."""
     from .export import export_onnx as export
 
-    return export(checkpoint, path)
+    source = model if isinstance(model, str | os.PathLike) else None
+    return export(_as_checkpoint(model, whole=True), path, source)
+
+
+def _as_checkpoint(model: Any, whole: bool = False) -> Checkpoint:
+    """A Checkpoint from what the API's functions take: a Checkpoint, a checkpoint's path, fit's
+    TrainResult or (unless whole: a model with its recipe and scores is needed) a bare model."""
+    from .checkpoint import FORMAT_VERSION, Checkpoint
+    from .model import Model
+    from .state import TrainResult
+
+    if isinstance(model, Checkpoint):
+        return model
+    if isinstance(model, str | os.PathLike):
+        return load_model(model)
+    if isinstance(model, TrainResult):
+        scores = model.final.items()
+        metrics = {f"{s}_{k}": v for s, (loss, acc) in scores for k, v in (("loss", loss), ("accuracy", acc))}
+        return Checkpoint(model.model, model.config, metrics, FORMAT_VERSION)
+    if isinstance(model, Model) and not whole:
+        return Checkpoint(model, {}, {}, FORMAT_VERSION)
+    wanted = "load_model's checkpoint or fit's result" + ("" if whole else " (or its .model)")
+    raise TypeError(f"model must be {wanted}, not {type(model).__name__}")
+
+
+def _check_data(data: Any) -> None:
+    if not all(hasattr(data, a) for a in ("train_images", "train_labels", "test_images", "test_labels")):
+        raise TypeError(f"data must be load_mnist's arrays, not {type(data).__name__}")
 
 
 def __dir__() -> list[str]:

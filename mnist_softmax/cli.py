@@ -471,7 +471,7 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
 @main.command()
 @checkpoint_option
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="File format.")
-@click.argument("out", metavar="OUT", type=NonEmptyPath(dir_okay=False, path_type=Path))
+@click.argument("out", metavar="OUT", type=NonEmptyPath(dir_okay=False))  # a str: "newdir/" keeps its slash
 def export(checkpoint, fmt, out) -> None:
     """Write a checkpoint as a standard model file, for use outside this project.
 
@@ -483,11 +483,11 @@ def export(checkpoint, fmt, out) -> None:
 
     Example: mnist-softmax export --checkpoint runs/latest/model.npz --format onnx model.onnx
     """
-    from .api import export_onnx, load_model
+    from .api import export_onnx
     from .runs import latest_checkpoint
 
     path = checkpoint or latest_checkpoint()
-    written = export_onnx(load_model(path), out)
+    written = export_onnx(path, out)
     click.echo(f"wrote {shown(written)} (ONNX, opset 17) from {shown(path)}")
 
 

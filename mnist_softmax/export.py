@@ -26,6 +26,7 @@ from .checkpoint import Checkpoint
 from .errors import MnistSoftmaxError
 
 OPSET = 17
+IR_VERSION = 8
 INSTALL = "pip install 'mnist-softmax[export]'"
 
 
@@ -159,8 +160,10 @@ def onnx_model(checkpoint: Checkpoint):
         ],  # fmt: skip
         g.weights,
     )
+    # IR version 8 (what opset 17 needs), not the installed onnx's newest: older runtimes, and
+    # onnxruntime-web, refuse a file whose IR version is newer than theirs.
     out = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
-                                 producer_name="mnist-softmax")  # fmt: skip
+                                 producer_name="mnist-softmax", ir_version=IR_VERSION)  # fmt: skip
     out.doc_string = (
         "Input 'digits': a batch of 28×28 digits in MNIST form (light ink on black, centred by mass "
         "in a 20-pixel box: what mnist-softmax predict's pipeline makes), as float in [0, 1]. "
@@ -181,11 +184,35 @@ def onnx_model(checkpoint: Checkpoint):
     return out
 
 
-def export_onnx(checkpoint: Checkpoint, path: str | Path) -> Path:
-    """Write the checkpoint as ONNX to path (atomically: a file there is replaced whole or not at all)."""
+def export_onnx(checkpoint: Checkpoint, path: str | Path, source: str | Path | None = None) -> Path:
+    """Write the checkpoint as ONNX to path (atomically: a file there is replaced whole or not at
+    all). path must name a file: not a folder, not a device or pipe, not the checkpoint `source`
+    the model was read from."""
     from .fileio import atomic_write_bytes
 
-    data = onnx_model(checkpoint).SerializeToString()
+    _check_out(path, source)
     path = Path(path)
+    data = onnx_model(checkpoint).SerializeToString()
     atomic_write_bytes(path, data)
     return path
+
+
+def _check_out(path: str | Path, source: str | Path | None) -> None:
+    """MnistSoftmaxError if writing a file to path would not give the user a new .onnx file."""
+    import os
+    import stat
+
+    text = os.fspath(path)  # as given: Path("newdir/") would drop the slash that says "a folder"
+    path = Path(text)
+    if text in ("", "-"):
+        raise MnistSoftmaxError(f"give the ONNX file a name (not {text!r}), such as model.onnx")
+    if text.endswith(os.sep) or path.is_dir():
+        raise MnistSoftmaxError(f"{text} is a folder; give a file name, such as {Path(text) / 'model.onnx'}")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there yet (a missing folder is the write's to report)
+    if not stat.S_ISREG(mode):
+        raise MnistSoftmaxError(f"{text} exists and is not a regular file; give a file name, such as model.onnx")
+    if source is not None and os.path.samefile(path, source):
+        raise MnistSoftmaxError(f"{text} is the checkpoint itself; give the ONNX file another name, such as model.onnx")

@@ -198,7 +198,8 @@ def saved_result(run_dir: Path):
             final[split] = (math.nan if loss is None else loss, math.nan if acc is None else acc)
     seconds = metrics.get("seconds", 0.0)
     seconds = seconds if isinstance(seconds, int | float) and not isinstance(seconds, bool) else 0.0
-    return TrainResult(checkpoint.model, state, list(state.history), final, float(seconds)), cfg, finished
+    result = TrainResult(checkpoint.model, state, list(state.history), final, float(seconds), config=checkpoint.config)
+    return result, cfg, finished
 
 
 def draw_figures(run_dir: Path, result, painter=None) -> None:

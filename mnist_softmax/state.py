@@ -40,6 +40,7 @@ class TrainResult:
     seconds: float = 0.0
     n_train: int = 0  # images in the training split
     train_classes: int = 0  # classes they hold examples of
+    config: dict = field(default_factory=dict)  # the recipe that trained it (Config.to_dict())
 
     @property
     def test_acc(self) -> float:

@@ -333,7 +333,7 @@ def fit(
     streams = rng_streams(cfg.seed)
     setup = _network_run if FRONT_ENDS[cfg.features].trained else _layer_run
     run = setup(cfg, mnist, streams, cache_dir, progress)
-    result = TrainResult(run.model, n_train=len(run.labels), train_classes=_classes(run.labels))
+    result = TrainResult(run.model, n_train=len(run.labels), train_classes=_classes(run.labels), config=cfg.to_dict())
     if resume is not None:
         _restore(resume, run.params, run.velocity, run.rngs)
         result.history = list(resume.history)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import mnist_softmax as ms
+from mnist_softmax.errors import ConfigError, ImageError  # the exceptions the API raises, to catch
 
 PUBLIC = ["Config", "classify", "export_onnx", "fit", "load_config", "load_mnist", "load_model", "read_digit", "score"]
 
@@ -55,3 +56,79 @@ def test_the_whole_lesson_through_the_public_names(mnist_dir, trained, tmp_path)
         ms.score(result.model, "val", data)
     pytest.importorskip("onnx")
     assert ms.export_onnx(checkpoint, tmp_path / "m.onnx").stat().st_size > 30_000
+
+
+@pytest.fixture(scope="module")
+def seven(mnist):
+    """A test digit (a 7) as a user's photo might hold it: dark ink on light, 112×112."""
+    return 255 - np.kron(mnist.test_images[0], np.ones((4, 4), np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"])
+def test_a_pil_image_in_any_mode_is_read_as_its_file_would_be(seven, mode, tmp_path):
+    image = Image.fromarray(seven).convert(mode)
+    digit = ms.read_digit(image)
+    assert digit.digit.shape == (28, 28) and digit.inverted
+    if mode in ("L", "RGB", "RGBA", "P"):
+        np.testing.assert_array_equal(digit.digit, ms.read_digit(seven).digit)
+    assert image.mode == mode  # the caller's image is left as it was
+
+
+def test_a_pil_image_is_turned_upright_by_its_exif_orientation_as_its_file_is(seven, tmp_path):
+    path = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    Image.fromarray(seven).save(path, exif=exif, quality=95)
+    by_path, by_image = ms.read_digit(path), ms.read_digit(Image.open(path))
+    np.testing.assert_array_equal(by_image.digit, by_path.digit)
+    assert by_path.box != ms.read_digit(np.asarray(Image.open(path).convert("L"))).box  # it was turned
+    with open(path, "rb") as f:  # an open file, and bytes in any form, the same
+        np.testing.assert_array_equal(ms.read_digit(f).digit, by_path.digit)
+    np.testing.assert_array_equal(ms.read_digit(memoryview(path.read_bytes())).digit, by_path.digit)
+
+
+@pytest.mark.parametrize(
+    "bad, error, words",
+    [
+        (None, TypeError, "not NoneType"),
+        (np.zeros((0, 0)), ValueError, "holds no pixels"),
+        (np.full((28, 28), 200.0), ValueError, "finite values in 0..1"),
+        (np.full((28, 28), np.nan), ValueError, "finite values in 0..1"),
+        (np.full((28, 28), 300, np.int32), ValueError, "holds 0..255, not 300..300"),
+        ([[0, 1], [0]], ValueError, "must be rectangular"),
+        (np.zeros((28, 28, 2)), ValueError, "not (28, 28, 2)"),
+        (Image.new("L", (0, 0)), ImageError, "too narrow"),
+    ],
+)
+def test_what_is_not_an_image_is_refused_saying_why(bad, error, words):
+    with pytest.raises(error) as e:
+        ms.read_digit(bad)
+    assert words in str(e.value)
+
+
+def test_the_api_refuses_bad_arguments_by_name_and_takes_what_it_documents(mnist, trained, tmp_path):
+    path = trained[0] / "runs" / "latest" / "model.npz"
+    checkpoint = ms.load_model(path)
+    for label in (-1, 10, 3.5, "3", True):
+        with pytest.raises(ValueError, match=r"label must be an int in 0\.\.9, not "):
+            ms.classify(checkpoint, mnist.test_images[0], label=label)
+    assert ms.classify(checkpoint, mnist.test_images[0], label=np.int64(7)).loss > 0
+    with pytest.raises(TypeError, match="config must be a Config"):
+        ms.fit("pixels", mnist)
+    with pytest.raises(ConfigError, match="'epochs' must be in"):
+        ms.fit(ms.Config(epochs=-3), mnist)
+    with pytest.raises(TypeError, match="data must be load_mnist's arrays, not str"):
+        ms.score(checkpoint, "test", data="data")
+    with pytest.raises(ValueError, match="split must be 'train', 'val' or 'test'"):
+        ms.score(checkpoint, "validation", mnist)
+    assert ms.score(str(path), "test", mnist).accuracy == checkpoint.metrics["test_accuracy"]
+    with pytest.raises(TypeError, match="model must be load_model's checkpoint or fit's result, not Model"):
+        ms.export_onnx(checkpoint.model, tmp_path / "m.onnx")
+
+    result = ms.fit(ms.load_config("pixels", epochs=1), mnist)  # a fresh fit scores and exports as it is
+    assert ms.score(result, "val", mnist).accuracy == result.final["val"][1]
+    pytest.importorskip("onnx")
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(ms.export_onnx(result, tmp_path / "fit.onnx"))).metadata_props}
+    assert meta["test_accuracy"] == f"{result.test_acc:.4f}" and '"epochs": 1' in meta["recipe"]

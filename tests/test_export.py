@@ -80,3 +80,33 @@ def test_export_writes_atomically_and_refuses_bad_arguments(checkpoints, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp file left
     bad = run("export", "--checkpoint", checkpoints["pixels"], "--format", "tflite", out, ok=False)
     assert bad.exit_code == 2 and "Invalid value for '--format': 'tflite' is not 'onnx'" in bad.output
+
+
+def test_the_graph_keeps_to_ir_version_8_so_older_runtimes_and_onnxruntime_web_load_it(checkpoints, tmp_path):
+    run("export", "--checkpoint", checkpoints["conv"], tmp_path / "m.onnx")
+    assert onnx.load(str(tmp_path / "m.onnx")).ir_version == 8  # opset 17's; onnxruntime-web 1.31 reads IR 13 at most
+
+
+def test_export_never_writes_onto_its_checkpoint_a_folder_a_device_or_a_pipe(checkpoints, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    own = tmp_path / "model.npz"
+    own.write_bytes(checkpoints["pixels"].read_bytes())
+    (tmp_path / "latest").symlink_to(tmp_path)
+    os.mkfifo(tmp_path / "pipe.onnx")
+    cases = {
+        "model.npz": "model.npz is the checkpoint itself; give the ONNX file another name, such as model.onnx",
+        "latest/model.npz": "latest/model.npz is the checkpoint itself; give the ONNX file another name, such as"
+        " model.onnx",
+        "pipe.onnx": "pipe.onnx exists and is not a regular file; give a file name, such as model.onnx",
+        "/dev/null": "/dev/null exists and is not a regular file; give a file name, such as model.onnx",
+        "newdir/": "newdir/ is a folder; give a file name, such as newdir/model.onnx",
+        "-": "give the ONNX file a name (not '-'), such as model.onnx",
+    }
+    for out, message in cases.items():
+        result = run("export", "--checkpoint", own, out, ok=False)
+        assert (result.exit_code, result.output) == (1, f"Error: {message}\n"), out
+    assert own.read_bytes() == checkpoints["pixels"].read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "model.npz", "pipe.onnx"]
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")

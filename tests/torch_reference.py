@@ -158,16 +158,13 @@ def torch_bn_network(torch) -> dict[str, np.ndarray]:
     return {"loss": np.array(lt.item()), "z": zt.detach().numpy(), "z_eval": z_eval} | grads | running
 
 
-def torch_bn_steps(torch, mnist) -> dict[str, np.ndarray]:
-    """torch_steps for bn_steps_case: two SGD steps (weight decay on the kernels and W only; none on
-    γ and β), then each parameter's and running statistic's samples and an eval pass's logits."""
+def _sgd_steps(torch, tp: dict, trained, batches, net):
+    """torch.optim.SGD over batches [(images, labels)], weight decay on the kernels and W only (none
+    on biases, γ and β), the logits net(x) of each batch's input -> (the optimiser, each step's loss)."""
     import torch.nn.functional as F
 
     from mnist_softmax import cnn
 
-    params, batches = bn_steps_case(mnist)
-    tp = {k: torch.tensor(v, requires_grad=not k.endswith(("_mean", "_var"))) for k, v in params.items()}
-    trained = [k for k in tp if tp[k].requires_grad]
     groups = [
         {"params": [tp[k] for k in cnn.DECAYED], "weight_decay": STEPS["weight_decay"]},
         {"params": [tp[k] for k in trained if k not in cnn.DECAYED], "weight_decay": 0.0},
@@ -175,13 +172,24 @@ def torch_bn_steps(torch, mnist) -> dict[str, np.ndarray]:
     opt = torch.optim.SGD(groups, lr=STEPS["lr"], momentum=STEPS["momentum"])
     losses = []
     for images, labels in batches:
-        z = torch_bn_net(torch, tp, cnn.to_input(images), torch.float32, train=True)
-        lt = F.cross_entropy(z, torch.tensor(labels.astype(np.int64)))
+        lt = F.cross_entropy(net(cnn.to_input(images)), torch.tensor(labels.astype(np.int64)))
         opt.zero_grad()
         lt.backward()
         opt.step()
         losses.append(lt.item())
-    out = {"losses": np.array(losses)}
+    return opt, np.array(losses)
+
+
+def torch_bn_steps(torch, mnist) -> dict[str, np.ndarray]:
+    """torch_steps for bn_steps_case: two SGD steps (weight decay on the kernels and W only; none on
+    γ and β), then each parameter's and running statistic's samples and an eval pass's logits."""
+    from mnist_softmax import cnn
+
+    params, batches = bn_steps_case(mnist)
+    tp = {k: torch.tensor(v, requires_grad=not k.endswith(("_mean", "_var"))) for k, v in params.items()}
+    trained = [k for k in tp if tp[k].requires_grad]
+    _, losses = _sgd_steps(torch, tp, trained, batches, lambda x: torch_bn_net(torch, tp, x, torch.float32, train=True))
+    out = {"losses": losses}
     for k, t in tp.items():
         idx = sample_index(t.shape)
         out[f"param_{k}"] = t.detach().numpy().reshape(-1)[idx]
@@ -221,27 +229,12 @@ def torch_network(torch) -> dict[str, np.ndarray]:
 def torch_steps(torch, mnist) -> dict[str, np.ndarray]:
     """Two torch.optim.SGD steps (weight decay on the kernels and W only) from steps_case: each step's
     loss, then SAMPLES entries of every parameter and momentum buffer (sample_index)."""
-    import torch.nn.functional as F
-
     from mnist_softmax import cnn
 
     params, batches = steps_case(mnist)
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    groups = [
-        {"params": [tp[k] for k in cnn.DECAYED], "weight_decay": STEPS["weight_decay"]},
-        {"params": [tp[k] for k in cnn.PARAM_NAMES if k not in cnn.DECAYED], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.SGD(groups, lr=STEPS["lr"], momentum=STEPS["momentum"])
-    losses = []
-    for images, labels in batches:
-        lt = F.cross_entropy(
-            torch_net(torch, tp, cnn.to_input(images), torch.float32), torch.tensor(labels.astype(np.int64))
-        )
-        opt.zero_grad()
-        lt.backward()
-        opt.step()
-        losses.append(lt.item())
-    out = {"losses": np.array(losses)}
+    opt, losses = _sgd_steps(torch, tp, cnn.PARAM_NAMES, batches, lambda x: torch_net(torch, tp, x, torch.float32))
+    out = {"losses": losses}
     for k, t in tp.items():
         idx = sample_index(t.shape)
         out[f"param_{k}"] = t.detach().numpy().reshape(-1)[idx]

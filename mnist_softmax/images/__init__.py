@@ -72,7 +72,15 @@ Before all that, an image more than 128 times longer than wide is refused as too
 """
 
 from ..errors import ImageError
-from .decode import IMAGE_SUFFIXES, MAX_PIXELS, composite, image_files, quiet_pillow_everywhere, read_image
+from .decode import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    composite,
+    image_files,
+    quiet_pillow_everywhere,
+    read_image,
+    read_pil_image,
+)
 from .ink import InkMap, ink_map
 from .mnist_form import Prepared, centre_in_field, normalise_digit, prepare, to_mnist, to_mnist_or_error
 from .rules import digit_box
@@ -95,6 +103,7 @@ __all__ = [
     "prepare",
     "quiet_pillow_everywhere",
     "read_image",
+    "read_pil_image",
     "stroke_width",
     "to_mnist",
     "to_mnist_or_error",

@@ -102,6 +102,19 @@ def _decode(source: str | Path | bytes, gate=None) -> tuple[np.ndarray, np.ndarr
         raise ImageError(f"cannot read image ({e})", "unreadable") from None
 
 
+def read_pil_image(im) -> tuple[np.ndarray, np.ndarray | None]:
+    """read_image for an image already opened by Pillow (any mode; its current frame), turned
+    upright by its EXIF Orientation as a file would be. The image itself is left as it was."""
+    try:
+        check_not_too_narrow(im.height, im.width)
+        if im.width * im.height > MAX_PIXELS:
+            raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)", "too-many-pixels", limit=MAX_PIXELS)
+        with _quiet_pillow():
+            return _decoded(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot read image ({e})", "unreadable") from None
+
+
 def _draft(im) -> None:
     """A JPEG decodes at 1/2, 1/4 or 1/8 scale for much less work: ask for the smallest that keeps
     the longer side at 3/4 of WORK_SIDE or more (other formats ignore it)."""

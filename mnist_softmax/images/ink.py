@@ -50,7 +50,7 @@ def check_not_too_narrow(H: int, W: int) -> None:
     """ImageError if an image (H, W) is thinner than a block of its view (VIEW_SIDE blocks along its
     longer side): a strip, more than 128 times longer than wide, not a page with a digit on it.
     Checked from a file's header, before decoding, and again for arrays given to prepare."""
-    if min(H, W) < -(-max(H, W) // VIEW_SIDE):
+    if min(H, W) < max(1, -(-max(H, W) // VIEW_SIDE)):  # an image with no pixels at all included
         raise ImageError(
             f"no digit found (the image is {W}×{H} px: too narrow to hold a digit)", "too-narrow", w=W, h=H
         )
