@@ -61,13 +61,16 @@ def fit(
     rows), .test_acc and .test_loss, .config (the recipe, a dict). Nothing is written to disk:
     `mnist-softmax train` saves runs; export_onnx and score take the result as it is. A Config
     made by hand is checked as a config file is (ConfigError)."""
-    from .config import Config, validate
+    from .config import Config, make_config
     from .train import fit as train
 
     if not isinstance(config, Config):
         raise TypeError(f"config must be a Config (from load_config), not {type(config).__name__}")
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"on_epoch must be a function of one row, not {type(on_epoch).__name__}")
     _check_data(data)
-    return train(validate(config), data, on_epoch or (lambda row: None), progress)
+    checked = make_config(config.to_dict(), source="the Config given to fit")  # each key's type and range
+    return train(checked, data, on_epoch or (lambda row: None), progress)
 
 
 def load_model(path: str | os.PathLike = "runs/latest/model.npz") -> Checkpoint:
@@ -85,20 +88,26 @@ def read_digit(image: str | os.PathLike | bytes | Any) -> Prepared:
     ink told from paper in either polarity, cropped to the digit, scaled to a 20-pixel box, centred
     by mass in 28×28.
 
-    image: a file's path, its bytes or an open binary file; a PIL image (any mode); or an array
-    (H, W) or (H, W, 1, 3 or 4) of integers 0..255 or floats 0..1. -> Prepared: .digit (28, 28)
-    uint8 (light ink on black), .inverted, .box (where the digit was found). ImageError when it
-    holds no digit (blank, a speck, a line, several digits) or cannot be read, saying why;
-    TypeError or ValueError for something that is not an image."""
+    image: a file's path, its bytes or a file opened in binary mode; a PIL image (any mode: read
+    as its file is, a large JPEG within a few grey levels, since a file is decoded at reduced
+    scale); or an array (H, W) or (H, W, 1, 3 or 4) of integers 0..255, floats 0..1 or booleans.
+    -> Prepared: .digit (28, 28) uint8 (light ink on black), .inverted, .box (row0, row1, col0,
+    col1) of the digit in the upright image as read, whose (height, width) is .size (a large
+    image is read reduced). ImageError when it holds no digit (blank, a speck, a line, several
+    digits), is too large or cannot be read, saying why; TypeError or ValueError for something
+    that is not an image."""
+    import io
+
     from .images import prepare, read_image, read_pil_image
 
+    if isinstance(image, memoryview) and (image.ndim > 1 or image.format not in ("B", "b", "c")):
+        return prepare(*_image_array(image))  # an array's memory, not a file's bytes
     if isinstance(image, str | os.PathLike | bytes | bytearray | memoryview):
         return prepare(*read_image(image if isinstance(image, str | os.PathLike) else bytes(image)))
     if hasattr(image, "read"):  # an open file
-        data = image.read()
-        if not isinstance(data, bytes):
+        if isinstance(image, io.TextIOBase) or "b" not in getattr(image, "mode", "b"):
             raise TypeError("an open file must be opened in binary mode ('rb')")
-        return prepare(*read_image(data))
+        return prepare(*read_image(image.read()))
     if hasattr(image, "getexif") and hasattr(image, "mode"):  # a PIL image
         return prepare(*read_pil_image(image))
     return prepare(*_image_array(image))
@@ -107,6 +116,9 @@ def read_digit(image: str | os.PathLike | bytes | Any) -> Prepared:
 def _image_array(image: Any) -> tuple:
     """An array-like image as (colour (H, W, C) float32 in [0, 1], alpha or None), checked."""
     import numpy as np
+
+    from .errors import ImageError
+    from .images import MAX_PIXELS
 
     if image is None or isinstance(image, str | int | float | dict):
         raise TypeError(f"an image is a path, bytes, a PIL image or an array, not {type(image).__name__}")
@@ -118,7 +130,11 @@ def _image_array(image: Any) -> tuple:
         raise ValueError(f"an image array is (H, W) or (H, W, 1, 3 or 4), not {a.shape}")
     if a.size == 0:
         raise ValueError(f"an image array holds no pixels: {a.shape}")
-    if a.dtype.kind in "ui":
+    if a.shape[0] * a.shape[1] > MAX_PIXELS:  # as for a file: the work and memory stay bounded
+        raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)", "too-many-pixels", limit=MAX_PIXELS)
+    if a.dtype.kind == "b":  # a black-and-white image (np.asarray of a PIL "1" image)
+        a = a.astype(np.float32)
+    elif a.dtype.kind in "ui":
         if a.min() < 0 or a.max() > 255:
             raise ValueError(f"an integer image array holds 0..255, not {a.min()}..{a.max()}")
         a = a.astype(np.float32) / 255
@@ -169,7 +185,11 @@ def score(
         raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
     checkpoint = _as_checkpoint(model)
     if not checkpoint.config and split != "test":
-        raise ValueError(f"the {split} split is rebuilt from the recipe's seed: give load_model's checkpoint")
+        raise ValueError(
+            f"the {split} split is rebuilt from the recipe's seed: give load_model's checkpoint or fit's result"
+        )
+    if split == "val" and checkpoint.config.get("val_size") == 0:
+        raise ValueError("this model was trained with no validation split (val_size = 0): score 'test' or 'train'")
     config = checkpoint.config or {"seed": 0, "val_size": 0}
     cache = None  # conv's features of a split, kept in data_dir/cache when read from there
     if data is None:

@@ -471,7 +471,7 @@ def serve(checkpoint, data_dir, host, port, no_browser) -> None:
 @main.command()
 @checkpoint_option
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="File format.")
-@click.argument("out", metavar="OUT", type=NonEmptyPath(dir_okay=False))  # a str: "newdir/" keeps its slash
+@click.argument("out", metavar="OUT", type=NonEmptyPath())  # a str, as given: export's own checks say what is wrong
 def export(checkpoint, fmt, out) -> None:
     """Write a checkpoint as a standard model file, for use outside this project.
 

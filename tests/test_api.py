@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import mnist_softmax as ms
-from mnist_softmax.errors import ConfigError, ImageError  # the exceptions the API raises, to catch
+from mnist_softmax.errors import ConfigError, ImageError, MnistSoftmaxError  # the API's exceptions, to catch
 
 PUBLIC = ["Config", "classify", "export_onnx", "fit", "load_config", "load_mnist", "load_model", "read_digit", "score"]
 
@@ -85,6 +85,11 @@ def test_a_pil_image_is_turned_upright_by_its_exif_orientation_as_its_file_is(se
     with open(path, "rb") as f:  # an open file, and bytes in any form, the same
         np.testing.assert_array_equal(ms.read_digit(f).digit, by_path.digit)
     np.testing.assert_array_equal(ms.read_digit(memoryview(path.read_bytes())).digit, by_path.digit)
+    with open(path) as f, pytest.raises(TypeError, match="binary mode"):
+        ms.read_digit(f)
+    ink = seven < 128  # booleans, and an array's own memory, are arrays too
+    np.testing.assert_array_equal(ms.read_digit(ink).digit, ms.read_digit(ink.astype(np.uint8) * 255).digit)
+    np.testing.assert_array_equal(ms.read_digit(memoryview(seven)).digit, ms.read_digit(seven).digit)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +102,7 @@ def test_a_pil_image_is_turned_upright_by_its_exif_orientation_as_its_file_is(se
         (np.full((28, 28), 300, np.int32), ValueError, "holds 0..255, not 300..300"),
         ([[0, 1], [0]], ValueError, "must be rectangular"),
         (np.zeros((28, 28, 2)), ValueError, "not (28, 28, 2)"),
+        (np.zeros((8000, 7000), np.uint8), ImageError, "image too large (more than 50,000,000 pixels)"),
         (Image.new("L", (0, 0)), ImageError, "too narrow"),
     ],
 )
@@ -115,8 +121,12 @@ def test_the_api_refuses_bad_arguments_by_name_and_takes_what_it_documents(mnist
     assert ms.classify(checkpoint, mnist.test_images[0], label=np.int64(7)).loss > 0
     with pytest.raises(TypeError, match="config must be a Config"):
         ms.fit("pixels", mnist)
-    with pytest.raises(ConfigError, match="'epochs' must be in"):
-        ms.fit(ms.Config(epochs=-3), mnist)
+    for bad, words in [(dict(epochs=-3), "'epochs' must be in"), (dict(epochs=True), "'epochs'"),
+                       (dict(epochs=1.5), "'epochs'"), (dict(lr="0.1"), "'lr'")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=words):
+            ms.fit(ms.Config(**bad), mnist)
+    with pytest.raises(TypeError, match="on_epoch must be a function"):
+        ms.fit(ms.load_config("pixels"), mnist, on_epoch=5)
     with pytest.raises(TypeError, match="data must be load_mnist's arrays, not str"):
         ms.score(checkpoint, "test", data="data")
     with pytest.raises(ValueError, match="split must be 'train', 'val' or 'test'"):
@@ -125,6 +135,10 @@ def test_the_api_refuses_bad_arguments_by_name_and_takes_what_it_documents(mnist
     with pytest.raises(TypeError, match="model must be load_model's checkpoint or fit's result, not Model"):
         ms.export_onnx(checkpoint.model, tmp_path / "m.onnx")
 
+    with pytest.raises(MnistSoftmaxError, match="is a checkpoint, which export never replaces"):
+        ms.export_onnx(checkpoint, path)  # onto the very file it was loaded from
+    assert ms.load_model(path).metrics == checkpoint.metrics
+
     result = ms.fit(ms.load_config("pixels", epochs=1), mnist)  # a fresh fit scores and exports as it is
     assert ms.score(result, "val", mnist).accuracy == result.final["val"][1]
     pytest.importorskip("onnx")
@@ -132,3 +146,15 @@ def test_the_api_refuses_bad_arguments_by_name_and_takes_what_it_documents(mnist
 
     meta = {p.key: p.value for p in onnx.load(str(ms.export_onnx(result, tmp_path / "fit.onnx"))).metadata_props}
     assert meta["test_accuracy"] == f"{result.test_acc:.4f}" and '"epochs": 1' in meta["recipe"]
+
+
+def test_a_large_jpeg_as_a_pil_image_is_read_at_its_files_scale(seven):
+    """A file is decoded at 1/2, 1/4 or 1/8 scale when large (JPEG's draft); an image already
+    decoded is reduced by the same factor, so both give the rules about the same pixels."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(seven).resize((3000, 3000), Image.BILINEAR).save(buf, format="JPEG", quality=90)
+    by_bytes, by_image = ms.read_digit(buf.getvalue()), ms.read_digit(Image.open(io.BytesIO(buf.getvalue())))
+    assert by_image.size == by_bytes.size and np.abs(np.subtract(by_image.box, by_bytes.box)).max() <= 2
+    assert np.abs(by_image.digit.astype(int) - by_bytes.digit).max() <= 8

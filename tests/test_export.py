@@ -102,6 +102,8 @@ def test_export_never_writes_onto_its_checkpoint_a_folder_a_device_or_a_pipe(che
         "pipe.onnx": "pipe.onnx exists and is not a regular file; give a file name, such as model.onnx",
         "/dev/null": "/dev/null exists and is not a regular file; give a file name, such as model.onnx",
         "newdir/": "newdir/ is a folder; give a file name, such as newdir/model.onnx",
+        "latest": "latest is a folder; give a file name, such as latest/model.onnx",
+        "model.npz/": "model.npz/ exists and is not a regular file; give a file name, such as model.onnx",
         "-": "give the ONNX file a name (not '-'), such as model.onnx",
     }
     for out, message in cases.items():

@@ -110,9 +110,21 @@ def read_pil_image(im) -> tuple[np.ndarray, np.ndarray | None]:
         if im.width * im.height > MAX_PIXELS:
             raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)", "too-many-pixels", limit=MAX_PIXELS)
         with _quiet_pillow():
-            return _decoded(im)
+            return _decoded(_drafted(im))
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image ({e})", "unreadable") from None
+
+
+def _drafted(im):
+    """A large JPEG already decoded, reduced by the factor _draft would have decoded its file at
+    (1/2, 1/4 or 1/8, as Pillow's JpegImageFile.draft picks it), so the rules see about the pixels
+    they see in its file. Any other image as it is."""
+    if getattr(im, "format", None) != "JPEG" or max(im.size) <= 2 * WORK_SIDE:
+        return im
+    r = 0.75 * WORK_SIDE / max(im.size)
+    scale = min(im.width // (im.width * r), im.height // (im.height * r))
+    factor = next(f for f in (8, 4, 2, 1) if scale >= f)
+    return im.reduce(factor) if factor > 1 else im
 
 
 def _draft(im) -> None:
