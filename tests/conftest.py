@@ -373,6 +373,18 @@ def assert_figure(path, size=None, drawn="colour", min_fraction=0.005):
     assert hit.mean() >= min_fraction, f"{path}: only {hit.mean():.4f} of the plot area is drawn"
 
 
+def rel_err(a, b) -> float:
+    """The largest difference between a and b, relative to b's largest magnitude."""
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def check_gradient(f, a: np.ndarray, analytic: np.ndarray, rng, n: int = 40, rtol: float = 1e-5) -> None:
+    """Assert that analytic, the gradient of scalar f() with respect to a, equals central
+    differences at n random entries of a, within rtol relative to its largest value there."""
+    idx = rng.choice(a.size, min(n, a.size), replace=False)
+    assert rel_err(analytic.reshape(-1)[idx], central_differences(f, a, idx)) < rtol
+
+
 def central_differences(f, a: np.ndarray, idx=None, eps: float = 1e-6) -> np.ndarray:
     """Central differences (f(a + eps) - f(a - eps)) / 2eps of scalar f() with respect to the entries
     idx (flat indices; all by default) of the contiguous array a, which is changed in place and

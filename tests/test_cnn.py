@@ -6,14 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import central_differences, optional_peer
+from conftest import check_gradient, rel_err
 from threadpoolctl import threadpool_limits
 from torch_reference import (
     ONE_CYCLE,
     STEPS,
     conv_case,
+    each_reference,
     network_case,
-    recorded,
     sample_index,
     steps_case,
     torch_conv,
@@ -26,22 +26,6 @@ from mnist_softmax import cnn, cnn_layers
 from mnist_softmax.train import one_cycle, train_epoch
 
 RTOL = 1e-5
-
-
-def rel_err(a, b) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-
-
-def numeric_grad(f, a: np.ndarray, rng, n: int = 40, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences of scalar f() with respect to n random entries of a (changed in place,
-    then restored): (flat indices, their derivatives)."""
-    idx = rng.choice(a.size, min(n, a.size), replace=False)
-    return idx, central_differences(f, a, idx, eps)
-
-
-def check(f, a, analytic, rng):
-    idx, num = numeric_grad(f, a, rng)
-    assert rel_err(analytic.reshape(-1)[idx], num) < RTOL
 
 
 def tiny_params(rng, dtype=np.float64):
@@ -79,8 +63,8 @@ def test_conv_gradients_by_central_differences(kind, shape):
     R = rng.standard_normal((*shape[:3], 5))
     y, dx, dw = conv_grads(kind, x, w, R)
     f = lambda: float((conv_grads(kind, x, w, R)[0] * R).sum())  # noqa: E731
-    check(f, x, dx, rng)
-    check(f, w, dw, rng)
+    check_gradient(f, x, dx, rng)
+    check_gradient(f, w, dw, rng)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -110,7 +94,9 @@ def test_maxpool_gradient_by_central_differences():
     x = rng.standard_normal((4, 6, 3, 2))
     R = rng.standard_normal((2, 3, 3, 2))
     y, arg = cnn_layers.maxpool_forward(x)
-    check(lambda: float((cnn_layers.maxpool_forward(x)[0] * R).sum()), x, cnn_layers.maxpool_backward(R, arg), rng)
+    check_gradient(
+        lambda: float((cnn_layers.maxpool_forward(x)[0] * R).sum()), x, cnn_layers.maxpool_backward(R, arg), rng
+    )
 
 
 def test_bias_relu_gradients_by_central_differences():
@@ -121,8 +107,8 @@ def test_bias_relu_gradients_by_central_differences():
     R = rng.standard_normal(x.shape)
     dx, db = cnn_layers.bias_relu_backward(cnn_layers.bias_relu_forward(x, b), R)
     f = lambda: float((cnn_layers.bias_relu_forward(x, b) * R).sum())  # noqa: E731
-    check(f, x, dx, rng)
-    check(f, b, db, rng)
+    check_gradient(f, x, dx, rng)
+    check_gradient(f, b, db, rng)
 
 
 @pytest.mark.parametrize("width", [8, 12])  # square and not: height and width never swap
@@ -136,7 +122,7 @@ def test_whole_network_gradients_by_central_differences(width):
     assert z.shape == (5, 10) and set(grads) == set(cnn.PARAM_NAMES)
     for name in cnn.PARAM_NAMES:
         assert grads[name].shape == params[name].shape
-        check(lambda: cnn.loss_and_grads(params, x, y)[0], params[name], grads[name], rng)
+        check_gradient(lambda: cnn.loss_and_grads(params, x, y)[0], params[name], grads[name], rng)
 
 
 def test_pieces_and_threads_give_the_gradients_of_the_whole_batch(monkeypatch):
@@ -183,14 +169,6 @@ def test_maxpool_ties_go_to_the_first_input_and_nothing_is_modified():
 
 
 # ---- PyTorch: recorded (tests/torch_reference.py), and live where it is installed ------------------
-
-
-def each_reference(case: str, live):
-    """PyTorch's numbers for a case: those recorded, then, with torch installed, computed now."""
-    yield recorded(case)
-    torch = optional_peer("torch")
-    if torch is not None:
-        yield live(torch)
 
 
 @pytest.mark.parametrize("kind", ["im2col", "fourier"])

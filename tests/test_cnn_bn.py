@@ -6,12 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import central_differences, optional_peer
+from conftest import check_gradient, rel_err
 from torch_reference import (
     STEPS,
     bn_network_case,
     bn_steps_case,
-    recorded,
+    each_reference,
     sample_index,
     torch_bn_network,
     torch_bn_steps,
@@ -21,22 +21,6 @@ from mnist_softmax import cnn, cnn_layers
 from mnist_softmax.augment import Distortion, distort, random_affine, warp
 
 RTOL = 1e-5
-
-
-def rel_err(a, b) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-
-
-def check(f, a, analytic, rng, n=40):
-    idx = rng.choice(a.size, min(n, a.size), replace=False)
-    assert rel_err(analytic.reshape(-1)[idx], central_differences(f, a, idx)) < RTOL
-
-
-def each_reference(case: str, live):
-    yield recorded(case)
-    torch = optional_peer("torch")
-    if torch is not None:
-        yield live(torch)
 
 
 # ---- batch norm ------------------------------------------------------------------------------------
@@ -51,9 +35,9 @@ def test_bn_relu_gradients_by_central_differences():
     assert np.all(np.abs(a[a > 0]) > 1e-4)  # no kink of the ReLU within reach of eps
     dx, dg, db = cnn_layers.bn_relu_backward(a, cache, g, R)
     f = lambda: float((cnn_layers.bn_relu_forward(x, g, b)[0] * R).sum())  # noqa: E731
-    check(f, x, dx, rng)
-    check(f, g, dg, rng)
-    check(f, b, db, rng)
+    check_gradient(f, x, dx, rng)
+    check_gradient(f, g, dg, rng)
+    check_gradient(f, b, db, rng)
     mean, var = cache[2], cache[3]  # the batch's own statistics, per channel
     np.testing.assert_allclose(mean, x.reshape(-1, 5).mean(0), rtol=1e-12)
     np.testing.assert_allclose(var, x.reshape(-1, 5).var(0), rtol=1e-12)
@@ -65,7 +49,7 @@ def test_network_with_batch_norm_gradients_by_central_differences():
     loss, z, grads = cnn.loss_and_grads(params, x, y)
     assert set(grads) == set(cnn.trainable(params)) and "bn1_mean" not in grads
     for name in cnn.trainable(params):
-        check(lambda: cnn.loss_and_grads(params, x, y)[0], params[name], grads[name], rng)
+        check_gradient(lambda: cnn.loss_and_grads(params, x, y)[0], params[name], grads[name], rng)
 
 
 def test_network_with_batch_norm_matches_torch_autograd():

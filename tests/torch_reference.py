@@ -23,6 +23,17 @@ TORCH_VERSION = "2.13.0"
 SAMPLES = 256  # entries of each full-size parameter recorded after the training steps
 
 
+def each_reference(case: str, live):
+    """PyTorch's numbers for a case: those recorded, then, with torch installed, computed now by
+    live(torch) (mandatory under CI: conftest.optional_peer)."""
+    from conftest import optional_peer
+
+    yield recorded(case)
+    torch = optional_peer("torch")
+    if torch is not None:
+        yield live(torch)
+
+
 # ------------------------------------------------------------------------------ the cases' inputs
 
 
