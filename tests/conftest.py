@@ -253,18 +253,22 @@ class _QuietServer(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-@pytest.fixture(scope="session")
-def mnist_server():
-    """Base URL of a loopback HTTP server; `<url>/good/` is a working MNIST mirror."""
+def _start_mirror() -> _QuietServer:
+    """A loopback HTTP server of ../shared/mnist, serving on a thread of its own."""
     if not SHARED_MNIST.is_dir():
         pytest.fail(f"real MNIST files not found at {SHARED_MNIST}; set MNIST_SOFTMAX_TEST_DATA")
-
     server = _QuietServer(("127.0.0.1", 0), _Handler)
     server.hits = []
     server.authorizations = []  # each request's Authorization header (None without one)
     server.flaky_seen = {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def mnist_server():
+    """Base URL of a loopback HTTP server; `<url>/good/` is a working MNIST mirror."""
+    server = _start_mirror()
     yield server, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -494,9 +498,7 @@ class _NotebookData:
         if type(item).__name__ != "NotebookItem":
             return
         if self.server is None:
-            self.server = _QuietServer(("127.0.0.1", 0), _Handler)
-            self.server.hits, self.server.authorizations, self.server.flaky_seen = [], [], {}
-            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+            self.server = _start_mirror()
         self.data = tempfile.mkdtemp(prefix="notebook-data-")
         os.environ["MNIST_SOFTMAX_MIRROR"] = f"http://127.0.0.1:{self.server.server_address[1]}/good/"
         os.environ["MNIST_SOFTMAX_DATA"] = self.data
