@@ -171,6 +171,16 @@ def _floats(path: Path, key: str, a: np.ndarray, shape: tuple[int, ...]) -> np.n
     return np.array(a)  # writable, aligned, ours
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether the file at path looks like a checkpoint (an .npz archive with a format_version),
+    without reading it: what a writer must not replace by mistake."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "format_version.npy" in z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _open(path: Path) -> zipfile.ZipFile:
     import stat
 

@@ -201,7 +201,9 @@ def _check_out(path: str | Path, source: str | Path | None) -> None:
     """MnistSoftmaxError if writing a file to path would not give the user a new .onnx file: a
     checkpoint (the one exported from, or any other) is never replaced."""
     import os
-    import stat
+
+    from .checkpoint import is_checkpoint
+    from .fileio import check_replaceable
 
     text = os.fspath(path)  # as given: Path("newdir/") would drop the slash that says "a folder"
     path = Path(text)
@@ -209,26 +211,12 @@ def _check_out(path: str | Path, source: str | Path | None) -> None:
         raise MnistSoftmaxError(f"give the ONNX file a name (not {text!r}), such as model.onnx")
     if path.is_dir() or text.endswith(os.sep) and not path.exists():
         raise MnistSoftmaxError(f"{text} is a folder; give a file name, such as {Path(text) / 'model.onnx'}")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # nothing there yet (a missing folder is the write's to report)
-    if not stat.S_ISREG(mode) or text.endswith(os.sep):
+    if text.endswith(os.sep):  # a file named as a folder would be
         raise MnistSoftmaxError(f"{text} exists and is not a regular file; give a file name, such as model.onnx")
+    check_replaceable(text, "model.onnx")
+    if not path.exists():
+        return  # nothing there yet (a missing folder is the write's to report)
     if source is not None and os.path.samefile(path, source):
         raise MnistSoftmaxError(f"{text} is the checkpoint itself; give the ONNX file another name, such as model.onnx")
-    if _is_checkpoint(path):
-        raise MnistSoftmaxError(
-            f"{text} is a checkpoint, which export never replaces; give another name, such as model.onnx"
-        )
-
-
-def _is_checkpoint(path: Path) -> bool:
-    """Whether the file at path is a checkpoint (an .npz archive with a format_version)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            return "format_version.npy" in z.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
+    if is_checkpoint(path):
+        raise MnistSoftmaxError(f"{text} is a checkpoint, which export never replaces; give another name: model.onnx")

@@ -7,9 +7,12 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from .errors import MnistSoftmaxError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -39,6 +42,19 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
+def check_replaceable(path: str | os.PathLike, example: str = "") -> None:
+    """MnistSoftmaxError if something other than a regular file (a device, a pipe, a folder) is at
+    path: an atomic write renames its temp file over the name, so it would replace that thing, not
+    write into it. example: a file name to suggest instead."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there (or nothing reachable): the write itself says what is wrong
+    if not stat.S_ISREG(mode):
+        such_as = f", such as {example}" if example else ""
+        raise MnistSoftmaxError(f"{os.fspath(path)} exists and is not a regular file; give a file name{such_as}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside `path`; on success it replaces `path`, on any error it is removed.
@@ -46,6 +62,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     Readers see either the old file or the complete new one, never a partial write. An OSError
     (a full disk, say) names `path`, not the temp file.
     """
+    check_replaceable(path)
     path = Path(path)
     tmp = None
     try:

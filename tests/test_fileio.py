@@ -81,3 +81,20 @@ def test_a_folder_that_takes_no_file_is_named_not_the_temp_file(tmp_path, monkey
         with pytest.raises(OSError, match="Read-only file system") as e:
             write()
         assert e.value.filename in (str(tmp_path / "summary.json"), str(tmp_path / "digit.png"))
+
+
+def test_an_atomic_write_never_replaces_a_pipe_or_a_device(tmp_path):
+    """The rename would swap the name over the pipe (or a device: /dev/null), not write into it:
+    refused, naming the path, and nothing is left behind. (A pipe only here: were the guard gone, a
+    device given to this test would be replaced.)"""
+    import os
+    import stat
+
+    from mnist_softmax.errors import MnistSoftmaxError
+
+    pipe = tmp_path / "out.png"
+    os.mkfifo(pipe)
+    with pytest.raises(MnistSoftmaxError, match=f"^{pipe} exists and is not a regular file; give a file name$"):
+        fileio.atomic_write_bytes(pipe, b"data")
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
