@@ -117,8 +117,7 @@ def _image_array(image: Any) -> tuple:
     """An array-like image as (colour (H, W, C) float32 in [0, 1], alpha or None), checked."""
     import numpy as np
 
-    from .errors import ImageError
-    from .images import MAX_PIXELS
+    from .images import check_size
 
     if image is None or isinstance(image, str | int | float | dict):
         raise TypeError(f"an image is a path, bytes, a PIL image or an array, not {type(image).__name__}")
@@ -130,8 +129,7 @@ def _image_array(image: Any) -> tuple:
         raise ValueError(f"an image array is (H, W) or (H, W, 1, 3 or 4), not {a.shape}")
     if a.size == 0:
         raise ValueError(f"an image array holds no pixels: {a.shape}")
-    if a.shape[0] * a.shape[1] > MAX_PIXELS:  # as for a file: the work and memory stay bounded
-        raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)", "too-many-pixels", limit=MAX_PIXELS)
+    check_size(*a.shape[:2])  # as for a file: the work and memory stay bounded
     if a.dtype.kind == "b":  # a black-and-white image (np.asarray of a PIL "1" image)
         a = a.astype(np.float32)
     elif a.dtype.kind in "ui":
@@ -220,10 +218,11 @@ def _as_checkpoint(model: Any, whole: bool = False) -> Checkpoint:
         return model
     if isinstance(model, str | os.PathLike):
         return load_model(model)
-    if isinstance(model, TrainResult):
-        scores = model.final.items()
-        metrics = {f"{s}_{k}": v for s, (loss, acc) in scores for k, v in (("loss", loss), ("accuracy", acc))}
-        return Checkpoint(model.model, model.config, metrics, FORMAT_VERSION)
+    if isinstance(model, TrainResult):  # with the metrics `mnist-softmax train` would save for it
+        from .config import make_config
+        from .runs import summary_of
+
+        return Checkpoint(model.model, model.config, summary_of(model, make_config(model.config)), FORMAT_VERSION)
     if isinstance(model, Model) and not whole:
         return Checkpoint(model, {}, {}, FORMAT_VERSION)
     wanted = "load_model's checkpoint or fit's result" + ("" if whole else " (or its .model)")

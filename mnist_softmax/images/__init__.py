@@ -75,6 +75,7 @@ from ..errors import ImageError
 from .decode import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
+    check_size,
     composite,
     image_files,
     quiet_pillow_everywhere,
@@ -94,6 +95,7 @@ __all__ = [
     "Prepared",
     "box_blur",
     "centre_in_field",
+    "check_size",
     "composite",
     "digit_box",
     "image_files",

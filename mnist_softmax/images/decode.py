@@ -93,22 +93,30 @@ def _decode(source: str | Path | bytes, gate=None) -> tuple[np.ndarray, np.ndarr
             with gate(im.width * im.height) if gate is not None else contextlib.nullcontext():
                 return _decoded(im)
     except Image.DecompressionBombError:
-        raise ImageError(
-            f"image too large (more than {MAX_PIXELS:,} pixels)", "too-many-pixels", limit=MAX_PIXELS
-        ) from None
+        raise _too_many_pixels() from None
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read", "not-an-image") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image ({e})", "unreadable") from None
 
 
+def check_size(H: int, W: int) -> None:
+    """The size rules a file meets from its header, for pixels that come without one (a PIL image,
+    an array): not too narrow to hold a digit, and at most MAX_PIXELS. ImageError otherwise."""
+    check_not_too_narrow(H, W)
+    if H * W > MAX_PIXELS:
+        raise _too_many_pixels()
+
+
+def _too_many_pixels() -> ImageError:
+    return ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)", "too-many-pixels", limit=MAX_PIXELS)
+
+
 def read_pil_image(im) -> tuple[np.ndarray, np.ndarray | None]:
     """read_image for an image already opened by Pillow (any mode; its current frame), turned
     upright by its EXIF Orientation as a file would be. The image itself is left as it was."""
     try:
-        check_not_too_narrow(im.height, im.width)
-        if im.width * im.height > MAX_PIXELS:
-            raise ImageError(f"image too large (more than {MAX_PIXELS:,} pixels)", "too-many-pixels", limit=MAX_PIXELS)
+        check_size(im.height, im.width)
         with _quiet_pillow():
             return _decoded(_drafted(im))
     except (OSError, SyntaxError, ValueError) as e:
